@@ -1,0 +1,330 @@
+"""Parse Parameter Golf training logs: ours (with ``pgolf_summary`` lines) and the upstream formats.
+
+Formats understood (unknown lines, NCCL/torchrun noise and ``\\r`` progress output are ignored):
+
+- step lines, old style ``step:200/2000 train_loss:3.1234 train_time:12345ms step_avg:61.73ms`` and
+  ``step:2000/2000 val_loss:2.1 val_bpb:1.25 train_time:...ms step_avg:...ms``; new style
+  ``500/20000 train_loss: 2.5615 train_time: 0.8m tok/s: 8217810`` and ``4945/20000 val_loss: 2.3539 val_bpb: 1.0756``;
+- ``stopping_early: wallclock_cap train_time:600046ms step:7061/9000`` (with or without spaces after the colons);
+- metric lines ``<tag> val_loss:X val_bpb:Y [stride:64] [eval_time:6093ms]``, e.g. ``final_int8_zlib_roundtrip``,
+  ``final_int6_sliding_window_exact``, ``quantized_ttt_phased``, ``diagnostic pre-quantization post-ema``
+  (spaces in a tag become ``_``);
+- sizes: ``Serialized model[ <fmt>]: N bytes``, ``Code size[ (compressed|uncompressed)]: N bytes``,
+  ``Total submission size[ <fmt>]: N bytes``;
+- ``total_eval_time:508.8s``, ``seed:42``, ``iterations:N`` in a header line, a ``Hyperparameters:`` block of
+  indented ``key: value`` lines, and ``pgolf_summary {json}`` (one per stage of our own runs).
+
+The score (``parse_log(...)["score"]``) is picked by this precedence, the last logged line winning within a class:
+
+1. an ``_exact`` test-time-training or sliding-window line (tag contains ``ttt`` or ``sliding``);
+2. a rounded TTT / sliding-window line;
+3. an ``_exact`` roundtrip line (tag contains ``roundtrip``, or ``quantized`` without ``pre``);
+4. a rounded roundtrip line;
+5. the ``val_bpb``/``val_loss`` of a ``pgolf_summary`` (the last one carrying both), if no metric line exists.
+
+Pre-quantization diagnostics (tags matching ``pre[-_]?quant``) never count as the score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:\s*")
+_STEP = re.compile(r"^(?:step:\s*)?(\d+)/(\d+)\s+(.*)$")
+_KV = re.compile(r"([A-Za-z_][\w/]*):\s*(" + _NUM + r")(ms|s|m)?(?![\w.])")
+_METRIC = re.compile(
+    r"^(?P<tag>[A-Za-z][\w+\-. ]*?)\s+val_loss:\s*(?P<loss>"
+    + _NUM
+    + r")\s+val_bpb:\s*(?P<bpb>"
+    + _NUM
+    + r")(?P<rest>.*)$"
+)
+_STOP = re.compile(r"^stopping_early:")
+_SERIALIZED = re.compile(r"^Serialized model(?:\s+(?P<fmt>[^:]+?))?:\s*(?P<n>\d+)\s+bytes")
+_CODE = re.compile(r"^Code size(?:\s*\((?P<kind>[^)]*)\))?:\s*(?P<n>\d+)\s+bytes")
+_TOTAL = re.compile(r"^Total submission size(?:\s+(?P<fmt>[^:]+?))?:\s*(?P<n>\d+)\s+bytes")
+_TOTAL_EVAL = re.compile(r"^total_eval_time:\s*(" + _NUM + r")(ms|s)?\b")
+_SEED = re.compile(r"^seed:\s*(\d+)\s*$")
+_ITERATIONS = re.compile(r"(?:^|\s)iterations:\s*(\d+)\b")
+_SUMMARY = re.compile(r"^pgolf_summary\s+(\{.*\})\s*$")
+_HP_LINE = re.compile(r"^\s+([A-Za-z_]\w*):\s?(.*)$")
+_PRE_QUANT = re.compile(r"pre[-_]?quant", re.IGNORECASE)
+
+_UNIT_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, None: 1.0}
+
+
+def _read(source: str | os.PathLike) -> str:
+    """Text of a log given as a path (``PathLike``, or a ``str`` naming an existing file) or as the text itself."""
+    if isinstance(source, os.PathLike):
+        return Path(source).read_text(encoding="utf-8", errors="replace")
+    if "\n" not in source and "\r" not in source and len(source) < 4096:
+        try:
+            if Path(source).is_file():
+                return Path(source).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            pass
+    return source
+
+
+def _kv(text: str) -> dict[str, tuple[float, str | None]]:
+    """``key:value[unit]`` pairs of a line (value as float, unit or None)."""
+    return {m.group(1): (float(m.group(2)), m.group(3)) for m in _KV.finditer(text)}
+
+
+def _ms(pair: tuple[float, str | None]) -> float:
+    value, unit = pair
+    return value * _UNIT_MS[unit]
+
+
+def metric_kind(tag: str) -> str:
+    """Classify a metric tag: ``pre_quant``, ``ttt``, ``sliding``, ``roundtrip`` or ``other``."""
+    low = tag.lower()
+    if _PRE_QUANT.search(low):
+        return "pre_quant"
+    if "ttt" in low:
+        return "ttt"
+    if "sliding" in low:
+        return "sliding"
+    if "roundtrip" in low or "quantized" in low:
+        return "roundtrip"
+    return "other"
+
+
+def _score_rank(tag: str) -> int | None:
+    """Lower is preferred; None when the tag can never be the score."""
+    kind = metric_kind(tag)
+    exact = tag.endswith("_exact")
+    if kind in ("ttt", "sliding"):
+        return 0 if exact else 1
+    if kind == "roundtrip":
+        return 2 if exact else 3
+    return None
+
+
+def parse_log(source: str | os.PathLike) -> dict:
+    """Parse one training log (path or text) into a dict; fields not logged are None / empty.
+
+    Keys: ``steps`` (last step reached), ``iterations`` (planned), ``train_losses`` [(step, loss)],
+    ``val_points`` [(step, val_loss, val_bpb)], ``train_time_ms`` (largest train_time logged: the final one),
+    ``step_avg_ms`` (last logged, else train_time_ms / steps), ``stopped_early``, ``final`` ({tag: {"val_loss",
+    "val_bpb", ["eval_time_ms"], ["stride"]}} in log order), ``score`` ({"tag", "val_loss", "val_bpb"}, see the module
+    docstring), ``roundtrip`` and ``pre_quant`` (same shape; pre_quant falls back to the last step validation),
+    ``eval_times_ms`` ({tag: ms}), ``total_eval_time_s``, ``eval_time_s`` (total_eval_time, else an eval-stage
+    pgolf_summary's ``eval_time_s``, else the sum of the metric lines' eval times), ``model_bytes``,
+    ``raw_model_bytes``, ``code_bytes`` (compressed code when both are logged), ``code_bytes_uncompressed``,
+    ``bytes_total``, ``quant_format``, ``seed``, ``hyperparameters`` ({name: raw string}), ``summaries``
+    (pgolf_summary objects).
+    """
+    text = _read(source)
+    out: dict = {
+        "steps": None,
+        "iterations": None,
+        "train_losses": [],
+        "val_points": [],
+        "train_time_ms": None,
+        "step_avg_ms": None,
+        "stopped_early": False,
+        "final": {},
+        "score": None,
+        "roundtrip": None,
+        "pre_quant": None,
+        "eval_times_ms": {},
+        "total_eval_time_s": None,
+        "eval_time_s": None,
+        "model_bytes": None,
+        "raw_model_bytes": None,
+        "code_bytes": None,
+        "code_bytes_uncompressed": None,
+        "bytes_total": None,
+        "quant_format": None,
+        "seed": None,
+        "hyperparameters": {},
+        "summaries": [],
+    }
+    times: list[float] = []
+    step_avgs: list[float] = []
+    steps_seen: list[int] = []
+    code_compressed = code_plain = None
+    in_hparams = False
+
+    for raw in re.split(r"\r\n|\r|\n", text):
+        line = _RANK_PREFIX.sub("", raw.rstrip())
+        if in_hparams:
+            m = _HP_LINE.match(line)
+            if m:
+                out["hyperparameters"][m.group(1)] = m.group(2).strip()
+                continue
+            in_hparams = False
+        if not line.strip():
+            continue
+        if line.strip() == "Hyperparameters:":
+            in_hparams = True
+            continue
+        if m := _SUMMARY.match(line):
+            try:
+                obj = json.loads(m.group(1))
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                out["summaries"].append(obj)
+            continue
+        m = _STEP.match(line)
+        kv = _kv(m.group(3)) if m else {}
+        if m and kv.keys() & {"train_loss", "val_loss", "train_time"}:
+            step, total = int(m.group(1)), int(m.group(2))
+            steps_seen.append(step)
+            out["iterations"] = total
+            if "train_loss" in kv:
+                out["train_losses"].append((step, kv["train_loss"][0]))
+            if "val_loss" in kv and "val_bpb" in kv:
+                out["val_points"].append((step, kv["val_loss"][0], kv["val_bpb"][0]))
+            if "train_time" in kv:
+                times.append(_ms(kv["train_time"]))
+            if "step_avg" in kv:
+                step_avgs.append(_ms(kv["step_avg"]))
+            continue
+        if _STOP.match(line):
+            out["stopped_early"] = True
+            kv = _kv(line)
+            if "train_time" in kv:
+                times.append(_ms(kv["train_time"]))
+            if sm := re.search(r"step:\s*(\d+)/(\d+)", line):
+                steps_seen.append(int(sm.group(1)))
+                out["iterations"] = int(sm.group(2))
+            continue
+        if m := _METRIC.match(line):
+            tag = re.sub(r"\s+", "_", m.group("tag").strip())
+            entry: dict = {"val_loss": float(m.group("loss")), "val_bpb": float(m.group("bpb"))}
+            kv = _kv(m.group("rest"))
+            if "eval_time" in kv:
+                entry["eval_time_ms"] = _ms(kv["eval_time"])
+                out["eval_times_ms"][tag] = entry["eval_time_ms"]
+            if "stride" in kv:
+                entry["stride"] = int(kv["stride"][0])
+            out["final"].pop(tag, None)  # re-insert so dict order is the order of the last occurrence
+            out["final"][tag] = entry
+            continue
+        if m := _SERIALIZED.match(line):
+            if m.group("fmt"):
+                out["model_bytes"] = int(m.group("n"))
+                out["quant_format"] = m.group("fmt").strip()
+            else:
+                out["raw_model_bytes"] = int(m.group("n"))
+            continue
+        if m := _CODE.match(line):
+            kind = (m.group("kind") or "").strip().lower()
+            if kind == "compressed":
+                code_compressed = int(m.group("n"))
+            else:
+                code_plain = int(m.group("n"))
+            continue
+        if m := _TOTAL.match(line):
+            if m.group("fmt"):
+                out["bytes_total"] = int(m.group("n"))
+            continue
+        if m := _TOTAL_EVAL.match(line):
+            out["total_eval_time_s"] = float(m.group(1)) * (0.001 if m.group(2) == "ms" else 1.0)
+            continue
+        if m := _SEED.match(line.strip()):
+            out["seed"] = int(m.group(1))
+            continue
+        if out["iterations"] is None and (m := _ITERATIONS.search(line)):
+            out["iterations"] = int(m.group(1))
+
+    out["code_bytes"] = code_compressed if code_compressed is not None else code_plain
+    out["code_bytes_uncompressed"] = code_plain
+    if steps_seen:
+        out["steps"] = max(steps_seen)
+    if times:
+        out["train_time_ms"] = max(times)
+    if step_avgs:
+        out["step_avg_ms"] = step_avgs[-1]
+    elif out["train_time_ms"] is not None and out["steps"]:
+        out["step_avg_ms"] = out["train_time_ms"] / out["steps"]
+
+    hp = out["hyperparameters"]
+    if out["seed"] is None and re.fullmatch(r"\d+", hp.get("seed", "")):
+        out["seed"] = int(hp["seed"])
+    if out["iterations"] is None and re.fullmatch(r"\d+", hp.get("iterations", "")):
+        out["iterations"] = int(hp["iterations"])
+
+    _pick_metrics(out)
+    _apply_summaries(out)
+    return out
+
+
+def _pick_metrics(out: dict) -> None:
+    """Fill ``score``, ``roundtrip`` and ``pre_quant`` from the metric lines (module docstring precedence)."""
+    best: tuple[int, str] | None = None
+    best_rt: tuple[int, str] | None = None
+    pre: str | None = None
+    for tag in out["final"]:  # log order: a later line of the same class wins
+        rank = _score_rank(tag)
+        if rank is not None and (best is None or rank <= best[0]):
+            best = (rank, tag)
+        if metric_kind(tag) == "roundtrip" and (best_rt is None or rank <= best_rt[0]):
+            best_rt = (rank, tag)
+        if metric_kind(tag) == "pre_quant":
+            pre = tag
+
+    def entry(tag: str) -> dict:
+        return {"tag": tag, "val_loss": out["final"][tag]["val_loss"], "val_bpb": out["final"][tag]["val_bpb"]}
+
+    out["score"] = entry(best[1]) if best else None
+    out["roundtrip"] = entry(best_rt[1]) if best_rt else None
+    if pre is not None:
+        out["pre_quant"] = entry(pre)
+    elif out["val_points"]:
+        step, loss, bpb = out["val_points"][-1]
+        out["pre_quant"] = {"tag": f"step:{step}", "val_loss": loss, "val_bpb": bpb}
+
+    if out["total_eval_time_s"] is not None:
+        out["eval_time_s"] = out["total_eval_time_s"]
+    elif out["eval_times_ms"]:
+        counted = [ms for tag, ms in out["eval_times_ms"].items() if metric_kind(tag) != "pre_quant"]
+        out["eval_time_s"] = sum(counted) / 1000.0 if counted else None
+
+
+def _summary_value(summaries: list[dict], key: str, prefer_stage: str | None = None):
+    """The value of ``key`` in the last summary having it, preferring one whose ``stage`` is ``prefer_stage``."""
+    having = [s for s in summaries if s.get(key) is not None]
+    if prefer_stage is not None:
+        staged = [s for s in having if s.get("stage") == prefer_stage]
+        if staged:
+            return staged[-1][key]
+    return having[-1][key] if having else None
+
+
+def _apply_summaries(out: dict) -> None:
+    """Use our ``pgolf_summary`` objects: the eval stage's eval time, and fallbacks for what no text line gave."""
+    summaries = out["summaries"]
+    if not summaries:
+        return
+    eval_s = _summary_value(summaries, "eval_time_s", "eval")
+    if eval_s is not None and out["total_eval_time_s"] is None:
+        out["eval_time_s"] = float(eval_s)
+    fallbacks = {
+        "seed": "seed",
+        "model_bytes": "artifact_bytes",
+        "code_bytes": "code_bytes",
+        "bytes_total": "bytes_total",
+        "steps": "steps",
+    }
+    for field, key in fallbacks.items():
+        if out[field] is None:
+            value = _summary_value(summaries, key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[field] = int(value)
+    if out["train_time_ms"] is None:
+        value = _summary_value(summaries, "train_time_s", "train")
+        if isinstance(value, (int, float)):
+            out["train_time_ms"] = float(value) * 1000.0
+    if out["score"] is None:
+        with_score = [s for s in summaries if s.get("val_bpb") is not None and s.get("val_loss") is not None]
+        if with_score:
+            s = with_score[-1]
+            out["score"] = {"tag": "pgolf_summary", "val_loss": float(s["val_loss"]), "val_bpb": float(s["val_bpb"])}

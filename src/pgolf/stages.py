@@ -1,0 +1,208 @@
+"""The per-seed steps: train, quantize, evaluate. Each runs one stage of the training script (under torchrun when it
+needs ranks), with the hyperparameters as environment variables, and writes its products atomically."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pgolf import fsio
+from pgolf.data import load_manifest
+
+# config key (pipeline) -> environment variable (training script), for the quantize and eval sections
+QUANTIZE_ENV = {
+    "bits_matrix": "QUANT_BITS_MATRIX",
+    "bits_embed": "QUANT_BITS_EMBED",
+    "keep_float_numel": "QUANT_KEEP_FLOAT_NUMEL",
+    "compressor": "COMPRESSOR",
+    "level": "COMPRESS_LEVEL",
+    "enforce_cap": "ENFORCE_CAP",
+}
+EVAL_ENV = {
+    "stride": "EVAL_STRIDE",
+    "seq_len": "EVAL_SEQ_LEN",
+    "batch_seqs": "EVAL_BATCH_SEQS",
+    "val_tokens_limit": "VAL_TOKENS_LIMIT",
+}
+
+
+def env_value(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def train_env(train: dict) -> dict[str, str]:
+    """The `train` config section as the script's environment: every key but `script`/`env`, upper-cased, plus the
+    free-form `env` mapping (for scripts with other knobs, e.g. an upstream record's)."""
+    env = {k.upper(): env_value(v) for k, v in train.items() if k not in ("script", "env")}
+    env.update({str(k): env_value(v) for k, v in (train.get("env") or {}).items()})
+    return env
+
+
+def section_env(section: dict, mapping: dict[str, str], what: str) -> dict[str, str]:
+    env = {}
+    for key, value in section.items():
+        if key not in mapping:
+            raise ValueError(f"config {what}.{key}: unknown key (expected one of {sorted(mapping)})")
+        env[mapping[key]] = env_value(value)
+    return env
+
+
+def data_env(manifest_path: str | os.PathLike) -> dict[str, str]:
+    m = load_manifest(manifest_path)
+    return {
+        "TRAIN_FILES": m["train_glob"],
+        "VAL_FILES": m["val_glob"],
+        "TOKENIZER_PATH": m["tokenizer_path"],
+        "VOCAB_SIZE": str(m["vocab_size"]),
+    }
+
+
+def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) -> None:
+    """Run the script (under torchrun for nproc >= 1 ranks), streaming its output; raise if it fails."""
+    script = str(Path(script).resolve())
+    if not Path(script).is_file():
+        raise FileNotFoundError(f"{script}: training script not found")
+    if nproc > 0:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        cmd += [script, *stage_args]
+    else:
+        cmd = [sys.executable, script, *stage_args]
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    full_env.setdefault("OMP_NUM_THREADS", "1")
+    print("+ " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + " " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=full_env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} {' '.join(stage_args[:2])} failed with exit code {proc.returncode}")
+    print(f"stage finished in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def run_stage(script: str, stage: str, outputs: dict[str, str], env: dict[str, str], nproc: int, extra=()) -> None:
+    """Run one stage with every output (log, summary, checkpoint or artifact) first written under a temporary
+    name; the real names appear only when the stage succeeded, so a failure never leaves a half product."""
+    tmp = {flag: f"{path}.partial" for flag, path in outputs.items()}
+    for path in tmp.values():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).unlink(missing_ok=True)
+    args = ["--stage", stage, *extra]
+    for flag, path in tmp.items():
+        args += [f"--{flag}", path]
+    launch(script, args, env, nproc)
+    for flag, path in tmp.items():
+        if not Path(path).exists():
+            raise RuntimeError(f"{Path(script).name} --stage {stage} did not write {outputs[flag]}")
+    for flag, path in tmp.items():
+        os.replace(path, outputs[flag])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    train = json.loads(args.train_json)
+    env = {**train_env(train), **data_env(args.data_manifest), "SEED": str(args.seed), "RUN_ID": args.run_id}
+    if args.env_json:
+        env.update({k: env_value(v) for k, v in json.loads(args.env_json).items()})
+    outs = {"checkpoint": args.checkpoint, "summary": args.summary, "logfile": args.logfile}
+    run_stage(args.script, "train", outs, env, args.nproc)
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    env = section_env(json.loads(args.quantize_json), QUANTIZE_ENV, "quantize")
+    outs = {"artifact": args.artifact, "summary": args.summary, "logfile": args.logfile}
+    run_stage(args.script, "quantize", outs, env, 0, extra=["--checkpoint", args.checkpoint])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    env = {**section_env(json.loads(args.eval_json), EVAL_ENV, "eval"), **data_env(args.data_manifest)}
+    env["SEED"] = str(args.seed)
+    outs = {"summary": args.summary, "logfile": args.logfile}
+    run_stage(args.script, "eval", outs, env, args.nproc, extra=["--artifact", args.artifact])
+    metrics = merge_metrics(args.seed, args.run, args.train_summary, args.quantize_summary, args.summary)
+    fsio.write_json(args.metrics, metrics)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def merge_metrics(seed: int, run: str, train_summary, quantize_summary, eval_summary) -> dict:
+    """One seed's metrics.json from the three stages' summaries."""
+    tr, qu, ev = (fsio.read_json(p) for p in (train_summary, quantize_summary, eval_summary))
+    for what, obj, stage in (("train", tr, "train"), ("quantize", qu, "quantize"), ("eval", ev, "eval")):
+        if obj.get("stage") != stage:
+            raise ValueError(f"{what} summary: expected stage {stage!r}, got {obj.get('stage')!r}")
+    return {
+        "seed": seed,
+        "run": run,
+        "val_bpb": ev["val_bpb"],
+        "val_loss": ev["val_loss"],
+        "roundtrip_val_bpb": ev["roundtrip_val_bpb"],
+        "roundtrip_val_loss": ev["roundtrip_val_loss"],
+        "sliding_val_bpb": ev["sliding_val_bpb"],
+        "sliding_val_loss": ev["sliding_val_loss"],
+        "eval_stride": ev["eval_stride"],
+        "eval_seq_len": ev["eval_seq_len"],
+        "val_tokens": ev["val_tokens"],
+        "val_bytes": ev["val_bytes"],
+        "eval_time_s": ev["eval_time_s"],
+        "pre_quant_val_bpb": tr["pre_quant_val_bpb"],
+        "pre_quant_val_loss": tr["pre_quant_val_loss"],
+        "live_val_bpb": tr["live_val_bpb"],
+        "train_time_s": tr["train_time_s"],
+        "steps": tr["steps"],
+        "step_avg_ms": tr["step_avg_ms"],
+        "stopped_early": tr["stopped_early"],
+        "model_params": tr["model_params"],
+        "artifact_bytes": qu["artifact_bytes"],
+        "code_bytes": qu["code_bytes"],
+        "bytes_total": qu["bytes_total"],
+        "quant_tag": qu["quant_tag"],
+        "world_size": tr["world_size"],
+        "attention_backend": tr["attention_backend"],
+        "device": tr["device"],
+    }
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one seed: checkpoint + train log + summary")
+    p.add_argument("--script", required=True)
+    p.add_argument("--data-manifest", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--run-id", default="pgolf")
+    p.add_argument("--nproc", type=int, default=1, help="ranks (torchrun --nproc_per_node)")
+    p.add_argument("--train-json", required=True, help="the config's train section as JSON")
+    p.add_argument("--env-json", help="extra environment for the script (JSON object)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--logfile", required=True)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("quantize", help="quantize + compress a checkpoint into the artifact")
+    p.add_argument("--script", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--quantize-json", required=True, help="the config's quantize section as JSON")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--logfile", required=True)
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("evaluate", help="score the artifact reloaded from disk; write metrics.json")
+    p.add_argument("--script", required=True)
+    p.add_argument("--data-manifest", required=True)
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--nproc", type=int, default=1)
+    p.add_argument("--eval-json", required=True, help="the config's eval section as JSON")
+    p.add_argument("--train-summary", required=True)
+    p.add_argument("--quantize-summary", required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--logfile", required=True)
+    p.add_argument("--metrics", required=True)
+    p.set_defaults(func=cmd_evaluate)
+

@@ -1,0 +1,226 @@
+"""Seed statistics and record comparison: mean/std, a one-sided Welch t-test (math only), compare_records.
+
+The Student t tail uses the regularized incomplete beta function, evaluated with the continued fraction of
+Numerical Recipes (``betacf``): for T with df degrees of freedom and t >= 0, P(T > t) = I_x(df/2, 1/2) / 2 with
+x = df / (df + t^2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from pgolf.check import read_submission, seed_logs
+
+README_RULE_NATS = 0.005  # the challenge README: beat the leader by >= 0.005 nats ...
+README_RULE_P = 0.01  # ... at p < 0.01
+CLOSING_RULE_P = 0.25  # the final leaderboard pass: one-sided Welch t-test at p < 0.25
+
+
+def mean(xs: list[float]) -> float:
+    """Arithmetic mean (ValueError on an empty list)."""
+    if not xs:
+        raise ValueError("mean of no values")
+    return math.fsum(xs) / len(xs)
+
+
+def std(xs: list[float]) -> float | None:
+    """Sample standard deviation (n - 1 in the denominator); None with fewer than two values."""
+    if len(xs) < 2:
+        return None
+    m = mean(xs)
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def _betacf(a: float, b: float, x: float, max_iter: int = 10_000, eps: float = 1e-15) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz, Numerical Recipes ``betacf``)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c = 1.0
+    d = 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, max_iter + 1):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            return h
+    raise RuntimeError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
+    if a <= 0 or b <= 0:
+        raise ValueError("betainc needs a > 0 and b > 0")
+    if not 0.0 <= x <= 1.0:
+        raise ValueError("betainc needs 0 <= x <= 1")
+    if x == 0.0 or x == 1.0:
+        return x
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for a Student t variable with ``df`` degrees of freedom (the one-sided p-value of t)."""
+    if df <= 0:
+        raise ValueError("df must be positive")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def welch_one_sided(a: list[float], b: list[float]) -> dict:
+    """One-sided Welch t-test that mean(a) < mean(b) (lower is better).
+
+    Returns {"t", "df", "p_value", "reason"}; t/df/p are None, with the reason, when they cannot be computed
+    (fewer than two values on a side, or no variance on either side).
+    """
+    out: dict = {"t": None, "df": None, "p_value": None, "reason": None}
+    if len(a) < 2 or len(b) < 2:
+        out["reason"] = (
+            f"p-value cannot be computed: a t-test needs at least 2 seeds per side (A has {len(a)}, B has {len(b)})"
+        )
+        return out
+    va, vb = std(a) ** 2 / len(a), std(b) ** 2 / len(b)
+    if va + vb == 0.0:
+        out["reason"] = "p-value cannot be computed: both sides have zero variance across seeds"
+        return out
+    t = (mean(b) - mean(a)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    out.update(t=t, df=df, p_value=t_sf(t, df))
+    return out
+
+
+def record_seed_scores(record_dir: str | os.PathLike) -> dict:
+    """Per-seed scores of a record folder: {seed: {"val_bpb", "val_loss"}} and where they came from.
+
+    From the seed logs; else submission.json ``seed_results``; else its top-level val_bpb/val_loss as one value.
+    """
+    record_dir = Path(record_dir)
+    by_seed, _, _ = seed_logs(record_dir)
+    scores = {
+        seed: {"val_bpb": info["score"]["val_bpb"], "val_loss": info["score"]["val_loss"]}
+        for seed, (_, info) in by_seed.items()
+        if info["score"] is not None
+    }
+    source = "logs"
+    sub = read_submission(record_dir)
+    if not scores:
+        for key, entry in (sub.get("seed_results") or {}).items():
+            if isinstance(entry, dict) and entry.get("val_bpb") is not None and entry.get("val_loss") is not None:
+                scores[str(key)] = {"val_bpb": float(entry["val_bpb"]), "val_loss": float(entry["val_loss"])}
+        source = "submission.json seed_results"
+    if not scores and sub.get("val_bpb") is not None and sub.get("val_loss") is not None:
+        scores["submission"] = {"val_bpb": float(sub["val_bpb"]), "val_loss": float(sub["val_loss"])}
+        source = "submission.json val_bpb/val_loss"
+    if not scores:
+        raise ValueError(f"{record_dir}: no scores in its logs or submission.json")
+    return {"dir": str(record_dir), "name": sub.get("name", record_dir.name), "source": source, "seeds": scores}
+
+
+def _side(record_dir: str | os.PathLike) -> dict:
+    side = record_seed_scores(record_dir)
+    bpb = [s["val_bpb"] for s in side["seeds"].values()]
+    loss = [s["val_loss"] for s in side["seeds"].values()]
+    side.update(
+        n=len(bpb),
+        mean_bpb=mean(bpb),
+        std_bpb=std(bpb),
+        mean_loss=mean(loss),
+        std_loss=std(loss),
+        nats_per_bpb=mean(loss) / mean(bpb),
+    )
+    return side
+
+
+def compare_records(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> dict:
+    """Compare record A (the candidate) with record B (e.g. the current leader); lower val_bpb is better.
+
+    ``improvement_bpb`` = mean bpb of B - mean bpb of A (positive: A is better). ``improvement_nats`` converts it to
+    nats per token with A's own ratio mean val_loss / mean val_bpb (as upstream records do; raw val_loss of two records
+    with different tokenizers is not comparable, it is given as ``val_loss_diff``). The t-test runs on per-seed val_bpb.
+    ``clears_readme_rule`` (improvement >= 0.005 nats and p < 0.01) and ``clears_closing_rule`` (p < 0.25) are
+    True/False, or None when the p-value cannot be computed and the answer hinges on it.
+    """
+    a, b = _side(a_dir), _side(b_dir)
+    improvement_bpb = b["mean_bpb"] - a["mean_bpb"]
+    improvement_nats = improvement_bpb * a["nats_per_bpb"]
+    test = welch_one_sided([s["val_bpb"] for s in a["seeds"].values()], [s["val_bpb"] for s in b["seeds"].values()])
+    p = test["p_value"]
+    if improvement_nats < README_RULE_NATS:
+        readme = False
+    else:
+        readme = None if p is None else p < README_RULE_P
+    closing = None if p is None else p < CLOSING_RULE_P
+    return {
+        "a": a,
+        "b": b,
+        "improvement_bpb": improvement_bpb,
+        "improvement_nats": improvement_nats,
+        "val_loss_diff": b["mean_loss"] - a["mean_loss"],
+        "t": test["t"],
+        "df": test["df"],
+        "p_value": p,
+        "p_value_reason": test["reason"],
+        "clears_readme_rule": readme,
+        "clears_closing_rule": closing,
+    }
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def format_comparison(result: dict) -> str:
+    """A readable table of ``compare_records``' result."""
+    lines = []
+    for label in ("a", "b"):
+        side = result[label]
+        lines.append(f"{label.upper()}: {side['name']}")
+        lines.append(f"   {side['dir']}  (scores from {side['source']})")
+        lines.append(f"   {'seed':>12}  {'val_bpb':>12}  {'val_loss':>12}")
+        for seed, s in side["seeds"].items():
+            lines.append(f"   {seed!s:>12}  {s['val_bpb']:12.8f}  {s['val_loss']:12.8f}")
+        lines.append(
+            f"   {'mean':>12}  {side['mean_bpb']:12.8f}  {side['mean_loss']:12.8f}   (n={side['n']}, "
+            f"std bpb {_fmt(side['std_bpb'], '.6f')}, std loss {_fmt(side['std_loss'], '.6f')})"
+        )
+    a = result["a"]
+    lines.append(
+        f"improvement of A over B: {result['improvement_bpb']:+.6f} bpb = {result['improvement_nats']:+.6f} nats "
+        f"(at A's {a['nats_per_bpb']:.4f} nats/token per bit/byte; "
+        f"raw val_loss difference {result['val_loss_diff']:+.6f})"
+    )
+    if result["p_value"] is None:
+        lines.append(f"Welch t-test: {result['p_value_reason']}")
+    else:
+        lines.append(
+            f"Welch t-test (one-sided, A lower): t = {result['t']:.4f}, df = {result['df']:.2f}, "
+            f"p = {result['p_value']:.3e}"
+        )
+
+    def verdict(v: bool | None) -> str:
+        return "cannot tell (no p-value)" if v is None else ("yes" if v else "no")
+
+    lines.append(
+        f"README rule (>= {README_RULE_NATS} nats and p < {README_RULE_P}): {verdict(result['clears_readme_rule'])}"
+    )
+    lines.append(f"closing rule (p < {CLOSING_RULE_P}): {verdict(result['clears_closing_rule'])}")
+    return "\n".join(lines)

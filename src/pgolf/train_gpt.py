@@ -1,0 +1,1118 @@
+"""Parameter Golf training script: train, quantize, compress and score a small GPT in one file.
+
+Run as the challenge runs it (train -> artifact -> reload from disk -> score):
+    torchrun --standalone --nproc_per_node=8 train_gpt.py
+or one stage at a time, as the pgolf pipeline does, so that a quantization or evaluation change never re-trains:
+    torchrun ... train_gpt.py --stage train    --checkpoint ckpt.pt --logfile train.log --summary train.json
+    python       train_gpt.py --stage quantize --checkpoint ckpt.pt --artifact model.ptz --logfile q.log --summary q.json
+    torchrun ... train_gpt.py --stage eval     --artifact model.ptz --logfile eval.log --summary eval.json
+Hyperparameters come from environment variables (see Hyperparameters). Imports: stdlib, numpy, torch,
+sentencepiece, zstandard (optional: lzma otherwise) and FlashAttention 3 when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import io
+import json
+import lzma
+import math
+import os
+import platform
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+try:
+    import zstandard
+except ImportError:  # the artifact falls back to xz
+    zstandard = None
+try:
+    from flash_attn_interface import flash_attn_func as fa3_attn
+except ImportError:
+    fa3_attn = None
+
+ARTIFACT_CAP_BYTES = 16_000_000
+ARTIFACT_FORMAT = "pgolf-artifact-v1"
+SHARD_MAGIC, SHARD_VERSION, SHARD_HEADER_WORDS = 20240520, 1, 256
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hyperparameters: every knob in one place, each overridable by an environment variable of the same name.
+# Defaults are the production recipe (11 layers, 786K tokens/step, 600 s on 8xH100).
+
+
+def _env(name: str, default):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        if isinstance(default, bool):
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return type(default)(raw)
+    except ValueError:
+        raise SystemExit(f"hyperparameter {name}={raw!r}: expected {type(default).__name__}") from None
+
+
+class Hyperparameters:
+    # data
+    data_path = _env("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
+    train_files = _env("TRAIN_FILES", os.path.join(data_path, "fineweb_train_*.bin"))
+    val_files = _env("VAL_FILES", os.path.join(data_path, "fineweb_val_*.bin"))
+    tokenizer_path = _env("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
+    val_tokens_limit = _env("VAL_TOKENS_LIMIT", 0)  # 0 = the whole validation split
+    run_id = _env("RUN_ID", str(uuid.uuid4()))
+    seed = _env("SEED", 1337)
+    # schedule
+    iterations = _env("ITERATIONS", 9000)
+    max_wallclock_seconds = _env("MAX_WALLCLOCK_SECONDS", 600.0)  # 0 = no cap
+    warmup_steps = _env("WARMUP_STEPS", 20)  # compile warm-up steps, undone before the timed run
+    lr_warmup_steps = _env("LR_WARMUP_STEPS", 0)
+    warmdown_iters = _env("WARMDOWN_ITERS", 3000)
+    train_batch_tokens = _env("TRAIN_BATCH_TOKENS", 786_432)
+    train_seq_len = _env("TRAIN_SEQ_LEN", 2048)
+    grad_accum_steps = _env("GRAD_ACCUM_STEPS", 0)  # 0 = 8 // world_size, so any of 1/2/4/8 GPUs runs one batch
+    train_log_every = _env("TRAIN_LOG_EVERY", 100)
+    val_loss_every = _env("VAL_LOSS_EVERY", 0)
+    # model
+    vocab_size = _env("VOCAB_SIZE", 1024)
+    num_layers = _env("NUM_LAYERS", 11)
+    model_dim = _env("MODEL_DIM", 512)
+    num_heads = _env("NUM_HEADS", 8)
+    num_kv_heads = _env("NUM_KV_HEADS", 4)
+    mlp_mult = _env("MLP_MULT", 3.0)
+    relu_slope = _env("RELU_SLOPE", 0.0)  # 0 = relu^2; 0.5 = LeakyReLU(0.5)^2
+    logit_softcap = _env("LOGIT_SOFTCAP", 30.0)
+    rope_base = _env("ROPE_BASE", 10000.0)
+    rope_dims = _env("ROPE_DIMS", 16)  # partial RoPE: rotate this many of each head's dims
+    qk_gain_init = _env("QK_GAIN_INIT", 1.5)
+    xsa_last_n = _env("XSA_LAST_N", 4)  # exclusive self-attention on the last N layers
+    bigram_buckets = _env("BIGRAM_VOCAB_SIZE", 2048)  # 0 = off
+    bigram_dim = _env("BIGRAM_DIM", 128)
+    smear_gate = _env("SMEAR_GATE", True)
+    ln_scale = _env("LN_SCALE", True)  # scale block inputs by 1/sqrt(layer+1)
+    unet_skips = _env("UNET_SKIPS", True)
+    tied_embed_init_std = _env("TIED_EMBED_INIT_STD", 0.005)
+    # optimizer
+    matrix_lr = _env("MATRIX_LR", 0.025)
+    scalar_lr = _env("SCALAR_LR", 0.025)
+    tied_embed_lr = _env("TIED_EMBED_LR", 0.035)
+    muon_momentum = _env("MUON_MOMENTUM", 0.99)
+    muon_momentum_warmup_start = _env("MUON_MOMENTUM_WARMUP_START", 0.92)
+    muon_momentum_warmup_steps = _env("MUON_MOMENTUM_WARMUP_STEPS", 1500)
+    muon_backend_steps = _env("MUON_BACKEND_STEPS", 5)
+    muon_wd = _env("MUON_WD", 0.04)
+    adam_wd = _env("ADAM_WD", 0.04)
+    beta1 = _env("BETA1", 0.9)
+    beta2 = _env("BETA2", 0.95)
+    adam_eps = _env("ADAM_EPS", 1e-8)
+    grad_clip_norm = _env("GRAD_CLIP_NORM", 0.3)
+    ema_enabled = _env("EMA_ENABLED", True)
+    ema_decay = _env("EMA_DECAY", 0.997)
+    late_qat = _env("LATE_QAT", True)
+    qat_threshold = _env("QAT_THRESHOLD", 0.1)  # QAT switches on once the LR scale falls below this
+    # export
+    quant_bits_matrix = _env("QUANT_BITS_MATRIX", 6)
+    quant_bits_embed = _env("QUANT_BITS_EMBED", 8)
+    quant_keep_float_numel = _env("QUANT_KEEP_FLOAT_NUMEL", 65_536)
+    compressor = _env("COMPRESSOR", "zstd")  # zstd | xz
+    compress_level = _env("COMPRESS_LEVEL", 22)
+    enforce_cap = _env("ENFORCE_CAP", False)
+    # eval
+    eval_seq_len = _env("EVAL_SEQ_LEN", train_seq_len)
+    eval_stride = _env("EVAL_STRIDE", 64)  # >= EVAL_SEQ_LEN: plain non-overlapping chunks
+    eval_batch_seqs = _env("EVAL_BATCH_SEQS", 32)
+    # runtime
+    compile = _env("COMPILE", "auto")  # auto = on CUDA only
+    attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | sdpa
+
+    @classmethod
+    def as_dict(cls) -> dict:
+        return {k: getattr(cls, k) for k in vars(cls) if not k.startswith("_") and k != "as_dict"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distributed setup and logging
+
+
+class Runtime:
+    def __init__(self):
+        self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+            backend = "nccl"
+        else:
+            self.device = torch.device("cpu")
+            backend = "gloo"
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group(backend=backend, device_id=self.device if backend == "nccl" else None)
+        self.master = self.rank == 0
+        self.logfile: Path | None = None
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def log(self, msg: str = "", console: bool = True) -> None:
+        if not self.master:
+            return
+        if console:
+            print(msg, flush=True)
+        if self.logfile is not None:
+            with open(self.logfile, "a", encoding="utf-8") as f:
+                print(msg, file=f)
+
+    def all_reduce(self, t: torch.Tensor, op=None) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+        return t
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def autocast(rt: Runtime):
+    # bf16 on GPU; fp32 on CPU (bf16 matmuls are slow there and the CPU run only has to be right)
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if rt.cuda else torch.autocast("cpu", enabled=False)
+
+
+def log_environment(rt: Runtime, args: Hyperparameters) -> None:
+    rt.log("=" * 100, console=False)
+    rt.log(f"Running Python {sys.version}")
+    rt.log(f"Running PyTorch {torch.__version__} (CUDA {torch.version.cuda})")
+    rt.log(f"platform:{platform.platform()} world_size:{rt.world_size} device:{device_name(rt)}")
+    rt.log(f"attention_backend:{attention_backend(rt, args)} fa3:{fa3_version()}")
+    rt.log("Hyperparameters:")
+    for k, v in sorted(Hyperparameters.as_dict().items()):
+        rt.log(f"  {k}: {v}")
+    rt.log("=" * 100, console=False)
+
+
+def device_name(rt: Runtime) -> str:
+    return torch.cuda.get_device_name(rt.device) if rt.cuda else "cpu"
+
+
+def fa3_version() -> str | None:
+    if fa3_attn is None:
+        return None
+    try:
+        from importlib.metadata import version
+
+        return version("flash_attn_3")
+    except Exception:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data: challenge shards (256 x int32 header, uint16 tokens)
+
+
+def load_shard(path: str) -> np.ndarray:
+    header = np.fromfile(path, dtype="<i4", count=SHARD_HEADER_WORDS)
+    if header.size != SHARD_HEADER_WORDS or header[0] != SHARD_MAGIC or header[1] != SHARD_VERSION:
+        raise ValueError(f"{path}: not a challenge shard (bad header)")
+    count = int(header[2])
+    if os.path.getsize(path) != 4 * SHARD_HEADER_WORDS + 2 * count:
+        raise ValueError(f"{path}: size does not match the header's token count {count}")
+    return np.fromfile(path, dtype="<u2", count=count, offset=4 * SHARD_HEADER_WORDS)
+
+
+def shard_paths(pattern: str, what: str) -> list[str]:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no {what} shards match {pattern}")
+    return files
+
+
+class TokenStream:
+    """Reads the shards in order, wrapping around; take(n) returns the next n tokens."""
+
+    def __init__(self, pattern: str):
+        self.files = shard_paths(pattern, "train")
+        self.file_idx, self.pos = 0, 0
+        self.tokens = load_shard(self.files[0])
+
+    def take(self, n: int) -> np.ndarray:
+        parts, need = [], n
+        while need > 0:
+            if self.pos >= self.tokens.size:
+                self.file_idx = (self.file_idx + 1) % len(self.files)
+                self.tokens, self.pos = load_shard(self.files[self.file_idx]), 0
+            k = min(need, self.tokens.size - self.pos)
+            parts.append(self.tokens[self.pos : self.pos + k])
+            self.pos += k
+            need -= k
+        return np.concatenate(parts)
+
+
+class DistributedTokenLoader:
+    """Every rank reads the same stream and keeps its own slice, so the global batch is rank-count independent."""
+
+    def __init__(self, pattern: str, rt: Runtime):
+        self.stream, self.rt = TokenStream(pattern), rt
+
+    def next_batch(self, micro_tokens: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        span = micro_tokens + 1
+        chunk = self.stream.take(span * self.rt.world_size)
+        local = torch.from_numpy(chunk[self.rt.rank * span : (self.rt.rank + 1) * span].astype(np.int64))
+        x, y = local[:-1].view(-1, seq_len), local[1:].view(-1, seq_len)
+        return x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
+
+
+def load_val_tokens(args: Hyperparameters) -> np.ndarray:
+    tokens = np.concatenate([load_shard(p) for p in shard_paths(args.val_files, "validation")])
+    if args.val_tokens_limit > 0:
+        tokens = tokens[: args.val_tokens_limit]
+    if tokens.size < 2:
+        raise ValueError(f"validation split {args.val_files} has fewer than 2 tokens")
+    return tokens
+
+
+def byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int):
+    """Per-token UTF-8 byte counts for val_bpb: piece bytes without the leading '▁', +1 for the '▁' unless the
+    previous token is a boundary (control/unknown/unused, e.g. BOS); byte-fallback pieces count 1."""
+    n = max(sp.get_piece_size(), vocab_size)
+    base = np.zeros(n, dtype=np.int64)
+    space = np.zeros(n, dtype=bool)
+    boundary = np.ones(n, dtype=bool)
+    for i in range(sp.get_piece_size()):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        if sp.is_byte(i):
+            base[i] = 1
+            continue
+        piece = sp.id_to_piece(i)
+        if piece.startswith("\u2581"):
+            space[i], piece = True, piece[1:]
+        base[i] = len(piece.encode("utf-8"))
+    return base, space, boundary
+
+
+def token_bytes(prev: np.ndarray, tgt: np.ndarray, luts) -> np.ndarray:
+    base, space, boundary = luts
+    return base[tgt] + (space[tgt] & ~boundary[prev])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model
+
+
+def fake_quant_rows(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-row quantize-dequantize (the export's rounding), used for QAT."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = w.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
+    return (w / scale).round().clamp(-qmax, qmax) * scale
+
+
+class CastedLinear(nn.Linear):
+    """Linear layer kept in fp32, cast to the activation dtype; with QAT on, the forward sees the quantized weight
+    (straight-through). The switch is a buffer, so torch.compile cannot constant-fold it away."""
+
+    def __init__(self, fan_in: int, fan_out: int, qat_bits: int = 0):
+        super().__init__(fan_in, fan_out, bias=False)
+        self.qat_bits = qat_bits
+        self.register_buffer("qat_on", torch.zeros(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if self.qat_bits:
+            w = w + self.qat_on * (fake_quant_rows(w, self.qat_bits) - w).detach()
+        return F.linear(x, w.to(x.dtype))
+
+
+class Rotary(nn.Module):
+    """RoPE on the first `dims` of each head; NTK-aware base scaling when run beyond the training length."""
+
+    def __init__(self, dims: int, base: float, train_seq_len: int):
+        super().__init__()
+        self.dims, self.base, self.train_seq_len = dims, base, train_seq_len
+
+    def forward(self, seq_len: int, device, dtype):
+        base = self.base
+        if seq_len > self.train_seq_len and self.dims > 2:
+            base = base * (seq_len / self.train_seq_len) ** (self.dims / (self.dims - 2))
+        inv = 1.0 / base ** (torch.arange(0, self.dims, 2, dtype=torch.float32, device=device) / self.dims)
+        f = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv)
+        return f.cos()[None, :, None, :].to(dtype), f.sin()[None, :, None, :].to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: int) -> torch.Tensor:
+    rot, rest = x[..., :dims], x[..., dims:]
+    a, b = rot[..., : dims // 2], rot[..., dims // 2 :]
+    rot = torch.cat((a * cos + b * sin, b * cos - a * sin), dim=-1)
+    return torch.cat((rot, rest), dim=-1)
+
+
+def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
+    if args.attn_backend == "fa3" or (args.attn_backend == "auto" and rt.cuda and fa3_attn is not None):
+        if fa3_attn is None or not rt.cuda:
+            raise SystemExit("ATTN_BACKEND=fa3 but flash_attn_interface is not importable on a CUDA device")
+        return "fa3"
+    return "sdpa"
+
+
+class Attention(nn.Module):
+    def __init__(self, args: Hyperparameters, xsa: bool, backend: str):
+        super().__init__()
+        d, h, kv = args.model_dim, args.num_heads, args.num_kv_heads
+        if d % h or h % kv:
+            raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: heads must divide dim and kv heads")
+        self.h, self.kv, self.hd = h, kv, d // h
+        qb = args.quant_bits_matrix if args.late_qat else 0
+        self.c_q, self.c_k, self.c_v = (
+            CastedLinear(d, d, qb),
+            CastedLinear(d, kv * self.hd, qb),
+            CastedLinear(d, kv * self.hd, qb),
+        )
+        self.proj = CastedLinear(d, d, qb)
+        self.proj.out_proj = True
+        self.q_gain = nn.Parameter(torch.full((h,), args.qk_gain_init))
+        self.rope_dims = min(args.rope_dims, self.hd)
+        self.rotary = Rotary(self.rope_dims, args.rope_base, args.train_seq_len)
+        self.xsa, self.backend = xsa, backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.c_q(x).view(B, T, self.h, self.hd)
+        k = self.c_k(x).view(B, T, self.kv, self.hd)
+        v = self.c_v(x).view(B, T, self.kv, self.hd)
+        q, k = F.rms_norm(q, (self.hd,)), F.rms_norm(k, (self.hd,))
+        if self.rope_dims:
+            cos, sin = self.rotary(T, x.device, q.dtype)
+            q, k = apply_rotary(q, cos, sin, self.rope_dims), apply_rotary(k, cos, sin, self.rope_dims)
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        if self.backend == "fa3":
+            y = fa3_attn(q, k, v, causal=True)
+            y = y[0] if isinstance(y, tuple) else y
+        else:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=self.kv != self.h
+            ).transpose(1, 2)
+        if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
+            vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
+            y = y - (y * vn).sum(-1, keepdim=True) * vn
+        return self.proj(y.reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, args: Hyperparameters):
+        super().__init__()
+        hidden = int(args.mlp_mult * args.model_dim)
+        qb = args.quant_bits_matrix if args.late_qat else 0
+        self.fc, self.proj = CastedLinear(args.model_dim, hidden, qb), CastedLinear(hidden, args.model_dim, qb)
+        self.proj.out_proj = True
+        self.slope = args.relu_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        h = F.leaky_relu(h, self.slope) if self.slope else F.relu(h)
+        return self.proj(h.square())
+
+
+class Block(nn.Module):
+    def __init__(self, args: Hyperparameters, layer: int, backend: str):
+        super().__init__()
+        self.attn = Attention(args, xsa=layer >= args.num_layers - args.xsa_last_n, backend=backend)
+        self.mlp = MLP(args)
+        d = args.model_dim
+        self.attn_scale, self.mlp_scale = nn.Parameter(torch.ones(d)), nn.Parameter(torch.ones(d))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
+        self.in_scale = 1.0 / math.sqrt(layer + 1) if args.ln_scale else 1.0
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        d = (x.size(-1),)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(F.rms_norm(x, d) * self.in_scale)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(F.rms_norm(x, d) * self.in_scale)
+
+
+class BigramHash(nn.Module):
+    """Hashed (previous, current) token pairs -> a small embedding, projected to the model width."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int):
+        super().__init__()
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, dim)
+        nn.init.zeros_(self.embed.weight)
+        self.proj = CastedLinear(dim, model_dim)
+        nn.init.zeros_(self.proj.weight)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        prev = F.pad(idx[:, :-1], (1, 0), value=0)
+        h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (self.buckets - 1)
+        h[:, 0] = self.buckets - 1  # no previous token
+        return self.scale * self.proj(self.embed(h))
+
+
+class SmearGate(nn.Module):
+    """x_t <- (1-g) x_t + g x_{t-1}, with a learned per-channel gate g = sigmoid(w) (starts at 0.5)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate).to(x.dtype)
+        return (1 - g) * x + g * F.pad(x[:, :-1], (0, 0, 1, 0))
+
+
+MODEL_KEYS = (
+    "vocab_size num_layers model_dim num_heads num_kv_heads mlp_mult relu_slope logit_softcap rope_base rope_dims "
+    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips train_seq_len "
+    "tied_embed_init_std quant_bits_matrix late_qat"
+).split()
+
+
+class GPT(nn.Module):
+    def __init__(self, args: Hyperparameters, backend: str = "sdpa"):
+        super().__init__()
+        self.args = args
+        d, L = args.model_dim, args.num_layers
+        self.tok_emb = nn.Embedding(args.vocab_size, d)
+        self.bigram = BigramHash(args.bigram_buckets, args.bigram_dim, d) if args.bigram_buckets > 0 else None
+        self.smear = SmearGate(d) if args.smear_gate else None
+        self.blocks = nn.ModuleList(Block(args, i, backend) for i in range(L))
+        self.n_enc = L // 2 if args.unet_skips else L
+        n_skip = min(self.n_enc, L - self.n_enc) if args.unet_skips else 0
+        self.skip_weights = nn.Parameter(torch.ones(n_skip, d))
+        self.softcap = args.logit_softcap
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.tok_emb.weight, std=self.args.tied_embed_init_std)
+        out_scale = 1.0 / math.sqrt(2 * self.args.num_layers)  # muP-style scaling of residual-branch outputs
+        for block in self.blocks:
+            for m in block.modules():
+                if isinstance(m, CastedLinear):
+                    nn.init.orthogonal_(m.weight)
+                    if getattr(m, "out_proj", False):
+                        m.weight.data.mul_(out_scale)
+
+    def set_qat(self, on: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, CastedLinear):
+                m.qat_on.fill_(1.0 if on else 0.0)
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx)
+        x = F.rms_norm(x, (x.size(-1),))
+        if self.smear is not None:
+            x = self.smear(x)
+        x0, skips = x, []
+        for i, block in enumerate(self.blocks):
+            if i >= self.n_enc and skips:
+                x = x + self.skip_weights[i - self.n_enc].to(x.dtype) * skips.pop()
+            x = block(x, x0)
+            if i < self.n_enc and len(skips) < len(self.skip_weights):
+                skips.append(x)
+        return F.rms_norm(x, (x.size(-1),))
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(self.hidden(idx), self.tok_emb.weight.to(idx.device))
+        logits = logits.float()
+        return self.softcap * torch.tanh(logits / self.softcap) if self.softcap > 0 else logits
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        logits = self.logits(idx)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+        return loss if reduction == "mean" else loss.view(targets.shape)
+
+
+def model_flops_per_token(args: Hyperparameters, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward), counted from the shapes."""
+    d, L, hd = args.model_dim, args.num_layers, args.model_dim // args.num_heads
+    kvd = args.num_kv_heads * hd
+    hidden = int(args.mlp_mult * d)
+    per_layer = 2 * (d * d + 2 * d * kvd + d * d + 2 * d * hidden) + 2 * 2 * seq_len * d / 2  # causal attention
+    head = 2 * d * args.vocab_size + (2 * args.bigram_dim * d if args.bigram_buckets else 0)
+    return 3.0 * (L * per_layer + head)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimizers: Muon for the matrices of the blocks, AdamW for embeddings and control scalars
+
+
+def newton_schulz5(g: torch.Tensor, steps: int) -> torch.Tensor:
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = x / (x.norm() + 1e-7)
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    for _ in range(steps):
+        A = x @ x.T
+        x = a * x + (b * A + c * A @ A) @ x
+    return x.T if transposed else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum + Newton-Schulz orthogonalised updates; each rank orthogonalises a share, then one all-reduce."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float, rt: Runtime):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, weight_decay=weight_decay))
+        self.rt = rt
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            params = group["params"]
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % self.rt.world_size == self.rt.rank and p.grad is not None:
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    g = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
+                    g = newton_schulz5(g, group["backend_steps"])
+                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
+                    flat[offset : offset + p.numel()] = g.flatten().float()
+                offset += p.numel()
+            self.rt.all_reduce(flat)
+            offset = 0
+            for p in params:
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
+                offset += p.numel()
+
+
+def param_groups(model: GPT) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Every parameter in exactly one group: 'muon' (2-D matrices of blocks and the bigram projection),
+    'embed' (token and bigram embeddings), 'scalar' (gains, scales, gates, skip weights)."""
+    groups: dict[str, list] = {"muon": [], "embed": [], "scalar": []}
+    for name, p in model.named_parameters():
+        if name in ("tok_emb.weight", "bigram.embed.weight"):
+            groups["embed"].append((name, p))
+        elif p.ndim == 2 and (name.startswith("blocks.") or name == "bigram.proj.weight"):
+            groups["muon"].append((name, p))
+        else:
+            groups["scalar"].append((name, p))
+    return groups
+
+
+def build_optimizers(model: GPT, args: Hyperparameters, rt: Runtime) -> list[torch.optim.Optimizer]:
+    g = param_groups(model)
+    adam = torch.optim.AdamW(
+        [
+            {"params": [p for _, p in g["embed"]], "lr": args.tied_embed_lr, "base_lr": args.tied_embed_lr},
+            {"params": [p for _, p in g["scalar"]], "lr": args.scalar_lr, "base_lr": args.scalar_lr},
+        ],
+        betas=(args.beta1, args.beta2),
+        eps=args.adam_eps,
+        weight_decay=args.adam_wd,
+        fused=rt.cuda,
+    )
+    muon = Muon(
+        [p for _, p in g["muon"]], args.matrix_lr, args.muon_momentum, args.muon_backend_steps, args.muon_wd, rt
+    )
+    for group in muon.param_groups:
+        group["base_lr"] = args.matrix_lr
+    return [adam, muon]
+
+
+def lr_scale(step: int, elapsed_ms: float, args: Hyperparameters) -> float:
+    """Warmup, then full scale, then a linear warmdown over the last WARMDOWN_ITERS steps; with a wall-clock cap the
+    warmdown is placed by time (the remaining time, at the current step rate, equals the warmdown length)."""
+    if args.lr_warmup_steps and step < args.lr_warmup_steps:
+        return (step + 1) / args.lr_warmup_steps
+    if args.warmdown_iters <= 0:
+        return 1.0
+    if args.max_wallclock_seconds <= 0:
+        start = max(args.iterations - args.warmdown_iters, 0)
+        return max((args.iterations - step) / args.warmdown_iters, 0.0) if step >= start else 1.0
+    step_ms = elapsed_ms / max(step, 1)
+    remaining_ms = max(1000.0 * args.max_wallclock_seconds - elapsed_ms, 0.0)
+    by_time = remaining_ms / (args.warmdown_iters * step_ms) if step > 0 else 1.0
+    by_step = (args.iterations - step) / args.warmdown_iters
+    return max(min(1.0, by_time, by_step), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation: exact val_bpb with sliding windows
+
+
+def score_windows(n_targets: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """Windows (input_start, input_end, n_scored) over targets 1..n_targets: the first window scores all its
+    targets, each later one only its last `stride`, so every target is scored exactly once, in order."""
+    windows, end = [], 0
+    while end < n_targets:
+        new_end = min(n_targets, seq_len if end == 0 else end + stride)
+        start = max(0, new_end - seq_len)
+        windows.append((start, new_end, new_end - end))
+        end = new_end
+    return windows
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, rt: Runtime, stride: int) -> dict:
+    """val_loss (nats/token) and val_bpb over all targets of `tokens`, windows split across ranks, sums in fp64."""
+    t0 = time.perf_counter()
+    windows = score_windows(tokens.size - 1, args.eval_seq_len, min(stride, args.eval_seq_len))
+    mine = windows[rt.rank * len(windows) // rt.world_size : (rt.rank + 1) * len(windows) // rt.world_size]
+    # bytes of target t (predicting tokens[t] after tokens[t-1]); prefix sums make any scored range O(1)
+    byte_cum = np.concatenate(([0, 0], np.cumsum(token_bytes(tokens[:-1], tokens[1:], luts))))
+    toks = torch.from_numpy(tokens.astype(np.int64))
+    nll_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+    n_sum, byte_sum = 0, 0
+    model.eval()
+    i = 0
+    while i < len(mine):
+        length = mine[i][1] - mine[i][0]
+        j = i
+        while j < len(mine) and j - i < args.eval_batch_seqs and mine[j][1] - mine[j][0] == length:
+            j += 1
+        batch = mine[i:j]
+        x = torch.stack([toks[s:e] for s, e, _ in batch]).to(rt.device, non_blocking=True)
+        y = torch.stack([toks[s + 1 : e + 1] for s, e, _ in batch]).to(rt.device, non_blocking=True)
+        n = torch.tensor([k for _, _, k in batch], device=rt.device)
+        mask = torch.arange(length, device=rt.device)[None, :] >= (length - n)[:, None]
+        with autocast(rt):
+            nll = model(x, y, reduction="none")
+        nll_sum += (nll.double() * mask).sum()
+        n_sum += int(sum(k for _, _, k in batch))
+        byte_sum += int(sum(byte_cum[e + 1] - byte_cum[e - k + 1] for _, e, k in batch))
+        i = j
+    model.train()
+    stats = torch.stack(
+        [
+            nll_sum,
+            torch.tensor(float(n_sum), dtype=torch.float64, device=rt.device),
+            torch.tensor(float(byte_sum), dtype=torch.float64, device=rt.device),
+        ]
+    )
+    rt.all_reduce(stats)
+    nll_total, n_total, bytes_total = stats.tolist()
+    return {
+        "val_loss": nll_total / n_total,
+        "val_bpb": nll_total / (math.log(2) * bytes_total),
+        "tokens": int(n_total),
+        "bytes": int(bytes_total),
+        "eval_time_s": time.perf_counter() - t0,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Export: mixed-precision per-row quantization + a standard compressor; the artifact is self-describing
+
+CONTROL_PATTERNS = ("q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weights", "smear.gate", "bigram.scale")
+
+
+def quantize_state(state: dict[str, torch.Tensor], args: Hyperparameters) -> tuple[dict, dict]:
+    """int-N per-row (symmetric, absmax scale) for large matrices, int8 for embeddings, fp32 for control scalars,
+    fp16 for other small tensors. Returns (payload, size report per group)."""
+    q, scales, floats, report = {}, {}, {}, {}
+    for name, t in state.items():
+        t = t.detach().float().cpu()
+        if any(p in name for p in CONTROL_PATTERNS):
+            floats[name], group = t, "control_fp32"
+        elif t.ndim == 2 and t.numel() > args.quant_keep_float_numel:
+            bits = args.quant_bits_embed if "emb" in name else args.quant_bits_matrix
+            qmax = 2 ** (bits - 1) - 1
+            scale = (t.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax).half()
+            q[name] = (t / scale.float()).round().clamp(-qmax, qmax).to(torch.int8)
+            scales[name], group = scale.squeeze(1), f"int{bits}"
+        else:
+            floats[name], group = t.half(), "fp16"
+        g = report.setdefault(group, {"tensors": 0, "params": 0})
+        g["tensors"] += 1
+        g["params"] += t.numel()
+    return {"q": q, "scales": scales, "floats": floats}, report
+
+
+def dequantize_state(payload: dict) -> dict[str, torch.Tensor]:
+    state = {name: q.float() * payload["scales"][name].float()[:, None] for name, q in payload["q"].items()}
+    state.update({name: t.float() for name, t in payload["floats"].items()})
+    return state
+
+
+def compress(raw: bytes, args: Hyperparameters) -> tuple[bytes, str]:
+    if args.compressor == "zstd" and zstandard is not None:
+        return zstandard.ZstdCompressor(level=args.compress_level).compress(raw), "zstd"
+    if args.compressor not in ("zstd", "xz"):
+        raise SystemExit(f"COMPRESSOR={args.compressor!r}: expected zstd or xz")
+    return lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME), "xz"
+
+
+ZSTD_MAGIC, XZ_MAGIC = b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00"
+
+
+def decompress(blob: bytes, path: str) -> tuple[bytes, str]:
+    if blob[:4] == ZSTD_MAGIC:
+        if zstandard is None:
+            raise SystemExit(f"{path}: zstd artifact but the zstandard module is not installed")
+        return zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 31), "zstd"
+    if blob[:6] == XZ_MAGIC:
+        return lzma.decompress(blob), "xz"
+    raise SystemExit(f"{path}: not a pgolf artifact (unknown compression header {blob[:6].hex()})")
+
+
+def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime) -> dict:
+    payload, report = quantize_state(state, args)
+    payload["format"] = ARTIFACT_FORMAT
+    payload["model"] = {k: getattr(args, k) for k in MODEL_KEYS}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    blob, method = compress(buf.getvalue(), args)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, path)
+    tag = f"int{args.quant_bits_matrix}_{method}"
+    code_bytes = os.path.getsize(__file__)
+    total = code_bytes + len(blob)
+    rt.log(f"quant_groups:{json.dumps(report, sort_keys=True)}")
+    rt.log(f"Serialized model {tag}: {len(blob)} bytes (raw payload {buf.tell()} bytes)")
+    rt.log(f"Code size: {code_bytes} bytes")
+    rt.log(f"Total submission size {tag}: {total} bytes")
+    if total > ARTIFACT_CAP_BYTES:
+        msg = f"artifact over the cap: {total} > {ARTIFACT_CAP_BYTES} bytes (code {code_bytes} + model {len(blob)})"
+        rt.log(f"WARNING: {msg}")
+        if args.enforce_cap:
+            raise SystemExit(msg)
+    return {"artifact_bytes": len(blob), "code_bytes": code_bytes, "bytes_total": total, "quant_tag": tag}
+
+
+def load_artifact(path: str, device) -> tuple[dict, dict, str]:
+    """Read the artifact file; a truncated, corrupted or foreign file is an error that names it."""
+    try:
+        blob = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: artifact not found") from None
+    try:
+        raw, method = decompress(blob, path)
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except SystemExit:
+        raise
+    except Exception as e:
+        raise SystemExit(f"{path}: corrupted or truncated artifact ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != ARTIFACT_FORMAT:
+        raise SystemExit(f"{path}: not a {ARTIFACT_FORMAT} artifact")
+    state = {k: v.to(device) for k, v in dequantize_state(payload).items()}
+    return payload["model"], state, method
+
+
+def model_from_artifact(path: str, args: Hyperparameters, rt: Runtime) -> tuple[GPT, str]:
+    model_cfg, state, method = load_artifact(path, rt.device)
+    for k, v in model_cfg.items():  # the artifact decides the architecture
+        setattr(args, k, v)
+    model = GPT(args, attention_backend(rt, args)).to(rt.device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"{path}: artifact does not match the architecture (missing {missing}, extra {unexpected})")
+    return model, f"int{args.quant_bits_matrix}_{method}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def maybe_compile(model: nn.Module, args: Hyperparameters, rt: Runtime) -> nn.Module:
+    on = args.compile == "1" or (args.compile == "auto" and rt.cuda)
+    return torch.compile(model, dynamic=False) if on else model
+
+
+def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
+    set_seed(args.seed)
+    backend = attention_backend(rt, args)
+    model = GPT(args, backend).to(rt.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    rt.log(f"model_params:{n_params} attention_backend:{backend}")
+    accum = args.grad_accum_steps or max(1, 8 // rt.world_size)
+    micro_tokens, rem = divmod(args.train_batch_tokens, rt.world_size * accum)
+    if rem or micro_tokens % args.train_seq_len:
+        raise SystemExit(
+            f"TRAIN_BATCH_TOKENS={args.train_batch_tokens} must split into world_size({rt.world_size}) x "
+            f"grad_accum({accum}) micro-batches of whole TRAIN_SEQ_LEN={args.train_seq_len} sequences"
+        )
+    rt.log(f"world_size:{rt.world_size} grad_accum_steps:{accum} micro_batch_tokens:{micro_tokens}")
+    compiled = maybe_compile(model, args, rt)
+    ddp = (
+        DDP(compiled, device_ids=[rt.local_rank] if rt.cuda else None, broadcast_buffers=False)  # qat_on is global
+        if (rt.distributed)
+        else compiled
+    )
+    optimizers = build_optimizers(model, args, rt)
+    muon = optimizers[1]
+    loader = DistributedTokenLoader(args.train_files, rt)
+    val_tokens = load_val_tokens(args)
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if sp.get_piece_size() > args.vocab_size:
+        raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
+    luts = byte_luts(sp, args.vocab_size)
+
+    def step_fn(step: int, elapsed_ms: float) -> tuple[float, float]:
+        scale = lr_scale(step, elapsed_ms, args)
+        frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps else 1.0
+        for group in muon.param_groups:
+            group["momentum"] = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+        loss_sum = torch.zeros((), device=rt.device)
+        for micro in range(accum):
+            x, y = loader.next_batch(micro_tokens, args.train_seq_len)
+            sync = micro == accum - 1 or not rt.distributed
+            ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
+            with ctx, autocast(rt):
+                loss = ddp(x, y)
+            (loss / accum).backward()
+            loss_sum += loss.detach()
+        if args.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        rt.all_reduce(loss_sum)
+        return loss_sum.item() / (accum * rt.world_size), scale
+
+    # Compile/warm-up steps, then restore the initial state: the timed run starts from step 0 with warm kernels.
+    if args.warmup_steps > 0:
+        init_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        init_opt = [json.loads(json.dumps(o.state_dict()["param_groups"])) for o in optimizers]
+        for s in range(args.warmup_steps):
+            step_fn(0, 0.0)
+            rt.log(f"warmup_step:{s + 1}/{args.warmup_steps}")
+        model.load_state_dict(init_model)
+        for opt, groups in zip(optimizers, init_opt, strict=True):
+            opt.state.clear()
+            for g, saved in zip(opt.param_groups, groups, strict=True):
+                g.update({k: v for k, v in saved.items() if k != "params"})
+        loader = DistributedTokenLoader(args.train_files, rt)
+
+    params = list(model.parameters())
+    ema = [p.detach().float().clone() for p in params] if args.ema_enabled else None
+    qat_on, stopped_early, step = False, False, 0
+    train_ms, losses = 0.0, []
+    if rt.cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    while step < args.iterations:
+        loss, scale = step_fn(step, train_ms)
+        step += 1
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - args.ema_decay)
+        if args.late_qat and not qat_on and scale < args.qat_threshold:
+            model.set_qat(True)
+            qat_on = True
+            rt.log(f"late_qat:enabled step:{step} scale:{scale:.4f}")
+        if rt.cuda:
+            torch.cuda.synchronize()
+        train_ms = 1000.0 * (time.perf_counter() - t0)
+        losses.append(loss)
+        if step <= 10 or step % args.train_log_every == 0 or step == args.iterations:
+            rt.log(
+                f"step:{step}/{args.iterations} train_loss:{loss:.4f} train_time:{train_ms:.0f}ms "
+                f"step_avg:{train_ms / step:.2f}ms"
+            )
+        if args.val_loss_every and step % args.val_loss_every == 0 and step < args.iterations:
+            t_pause = time.perf_counter()
+            r = evaluate(compiled, val_tokens, luts, args, rt, args.eval_seq_len)
+            rt.log(
+                f"step:{step}/{args.iterations} val_loss:{r['val_loss']:.4f} val_bpb:{r['val_bpb']:.4f} "
+                f"train_time:{train_ms:.0f}ms step_avg:{train_ms / step:.2f}ms"
+            )
+            t0 += time.perf_counter() - t_pause  # evaluation is not training time
+        # the wall-clock stop is decided identically on all ranks (rank 0's clock wins)
+        cap = torch.tensor(
+            [float(args.max_wallclock_seconds > 0 and train_ms >= 1000 * args.max_wallclock_seconds)], device=rt.device
+        )
+        if rt.distributed:
+            dist.broadcast(cap, src=0)
+        if cap.item() > 0 and step < args.iterations:
+            stopped_early = True
+            rt.log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{args.iterations}")
+            break
+    if rt.cuda:
+        rt.log(
+            f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
+            f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
+        )
+    live = evaluate(compiled, val_tokens, luts, args, rt, args.eval_seq_len)
+    rt.log(
+        f"step:{step}/{args.iterations} val_loss:{live['val_loss']:.4f} val_bpb:{live['val_bpb']:.4f} "
+        f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms"
+    )
+    summary = {
+        "stage": "train",
+        "steps": step,
+        "train_time_s": train_ms / 1000,
+        "step_avg_ms": train_ms / max(step, 1),
+        "stopped_early": stopped_early,
+        "live_val_loss": live["val_loss"],
+        "live_val_bpb": live["val_bpb"],
+        "final_train_loss": losses[-1] if losses else None,
+        "world_size": rt.world_size,
+        "grad_accum_steps": accum,
+        "attention_backend": backend,
+        "device": device_name(rt),
+        "model_params": n_params,
+        "seed": args.seed,
+        "tokens_per_step": args.train_batch_tokens,
+        "flops_per_token": model_flops_per_token(args, args.train_seq_len),
+    }
+    if ema is not None:
+        rt.log("ema:applying EMA weights")
+        with torch.no_grad():
+            for p, e in zip(params, ema, strict=True):
+                p.copy_(e)
+    model.set_qat(False)
+    pre = evaluate(compiled, val_tokens, luts, args, rt, args.eval_seq_len)
+    rt.log(
+        f"pre_quant val_loss:{pre['val_loss']:.4f} val_bpb:{pre['val_bpb']:.4f} eval_time:"
+        f"{1000 * pre['eval_time_s']:.0f}ms"
+    )
+    rt.log(f"pre_quant_exact val_loss:{pre['val_loss']:.8f} val_bpb:{pre['val_bpb']:.8f}")
+    summary.update(pre_quant_val_loss=pre["val_loss"], pre_quant_val_bpb=pre["val_bpb"])
+    return model, summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stages
+
+
+def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
+    """Score the model reloaded from the artifact file: a plain roundtrip pass and the sliding-window pass."""
+    t0 = time.perf_counter()
+    model, qtag = model_from_artifact(artifact, args, rt)
+    rt.log(f"eval artifact:{Path(artifact).name} attention_backend:{attention_backend(rt, args)}")
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    luts = byte_luts(sp, args.vocab_size)
+    val_tokens = load_val_tokens(args)
+    net = maybe_compile(model, args, rt)
+    rt_res = evaluate(net, val_tokens, luts, args, rt, args.eval_seq_len)
+    rt.log(
+        f"final_{qtag}_roundtrip val_loss:{rt_res['val_loss']:.4f} val_bpb:{rt_res['val_bpb']:.4f} "
+        f"eval_time:{1000 * rt_res['eval_time_s']:.0f}ms"
+    )
+    rt.log(f"final_{qtag}_roundtrip_exact val_loss:{rt_res['val_loss']:.8f} val_bpb:{rt_res['val_bpb']:.8f}")
+    out = {
+        "stage": "eval",
+        "quant_tag": qtag,
+        "eval_stride": args.eval_stride,
+        "eval_seq_len": args.eval_seq_len,
+        "roundtrip_val_loss": rt_res["val_loss"],
+        "roundtrip_val_bpb": rt_res["val_bpb"],
+        "val_tokens": rt_res["tokens"],
+        "val_bytes": rt_res["bytes"],
+        "sliding_val_loss": None,
+        "sliding_val_bpb": None,
+        "world_size": rt.world_size,
+        "attention_backend": attention_backend(rt, args),
+    }
+    score = rt_res
+    if args.eval_stride < args.eval_seq_len:
+        sw = evaluate(net, val_tokens, luts, args, rt, args.eval_stride)
+        rt.log(
+            f"final_{qtag}_sliding_window val_loss:{sw['val_loss']:.4f} val_bpb:{sw['val_bpb']:.4f} "
+            f"stride:{args.eval_stride} eval_time:{1000 * sw['eval_time_s']:.0f}ms"
+        )
+        rt.log(f"final_{qtag}_sliding_window_exact val_loss:{sw['val_loss']:.8f} val_bpb:{sw['val_bpb']:.8f}")
+        out.update(sliding_val_loss=sw["val_loss"], sliding_val_bpb=sw["val_bpb"])
+        score = sw
+    out.update(val_loss=score["val_loss"], val_bpb=score["val_bpb"], eval_time_s=time.perf_counter() - t0)
+    rt.log(f"total_eval_time:{out['eval_time_s']:.1f}s")
+    return out
+
+
+def write_summary(path: str | None, summary: dict, rt: Runtime) -> None:
+    rt.log("pgolf_summary " + json.dumps(summary, sort_keys=True))
+    if path and rt.master:
+        tmp = f"{path}.tmp{os.getpid()}"
+        Path(tmp).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage", choices=("all", "train", "quantize", "eval"), default="all")
+    p.add_argument("--checkpoint", help="train: where to save the exported (EMA) weights; quantize: what to read")
+    p.add_argument("--artifact", help="quantize: where to write the compressed artifact; eval: what to score")
+    p.add_argument("--logfile", help="log file (default logs/<RUN_ID>.txt)")
+    p.add_argument("--summary", help="write this stage's summary as JSON here")
+    cli = p.parse_args(argv)
+    args = Hyperparameters
+    rt = Runtime()
+    logfile = cli.logfile or os.path.join("logs", f"{args.run_id}.txt")
+    if rt.master:
+        os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
+        rt.logfile = Path(logfile)
+    log_environment(rt, args)
+    rt.log(f"stage:{cli.stage} seed:{args.seed}")
+    try:
+        if cli.stage == "train":
+            if not cli.checkpoint:
+                raise SystemExit("--stage train needs --checkpoint")
+            model, summary = train(args, rt)
+            if rt.master:
+                tmp = f"{cli.checkpoint}.tmp{os.getpid()}"
+                torch.save(
+                    {
+                        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                        "model": {k: getattr(args, k) for k in MODEL_KEYS},
+                        "summary": summary,
+                    },
+                    tmp,
+                )
+                os.replace(tmp, cli.checkpoint)
+            write_summary(cli.summary, summary, rt)
+        elif cli.stage == "quantize":
+            if not (cli.checkpoint and cli.artifact):
+                raise SystemExit("--stage quantize needs --checkpoint and --artifact")
+            ckpt = torch.load(cli.checkpoint, map_location="cpu", weights_only=True)
+            for k, v in ckpt["model"].items():
+                setattr(args, k, v)
+            summary = {"stage": "quantize", **export_artifact(ckpt["state_dict"], args, cli.artifact, rt)}
+            write_summary(cli.summary, summary, rt)
+        elif cli.stage == "eval":
+            if not cli.artifact:
+                raise SystemExit("--stage eval needs --artifact")
+            write_summary(cli.summary, stage_eval(cli.artifact, args, rt), rt)
+        else:  # the challenge's single run: train, export, reload from disk, score
+            model, summary = train(args, rt)
+            artifact = cli.artifact or "final_model.ptz"
+            if rt.master:
+                summary.update(export_artifact(model.state_dict(), args, artifact, rt))
+            rt.barrier()
+            summary.update({k: v for k, v in stage_eval(artifact, args, rt).items() if k != "stage"})
+            summary["stage"] = "all"
+            write_summary(cli.summary, summary, rt)
+    finally:
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Shared fixtures: the repository's paths, ../shared (optional), and a tiny data set built from the demo corpus."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
+DEMO_CORPUS = REPO / "demo" / "wiki_vital_en.jsonl.xz"
+
+
+def load_script():
+    """Import the self-contained training script as a module (it is also run as a file)."""
+    spec = importlib.util.spec_from_file_location("train_gpt_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def train_script():
+    return load_script()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict:
+    """A tokenizer (sp1024 spec) and train/val shards from the first 400 demo documents."""
+    from pgolf.data import docs_to_shards, load_manifest, train_tokenizer, write_manifest
+
+    out = tmp_path_factory.mktemp("tiny_data")
+    model = train_tokenizer(DEMO_CORPUS, out / "tok", vocab_size=1024, max_docs=400)
+    docs_to_shards(DEMO_CORPUS, model, out, prefix="tiny", val_docs=30, shard_tokens=40_000, max_docs=400)
+    write_manifest(out, name="tiny", source="documents", tokenizer_path=model, prefix="tiny")
+    return load_manifest(out / "manifest.json") | {"manifest_path": str(out / "manifest.json")}
+
+
+TINY_MODEL_ENV = {
+    "NUM_LAYERS": "2",
+    "MODEL_DIM": "64",
+    "NUM_HEADS": "2",
+    "NUM_KV_HEADS": "1",
+    "XSA_LAST_N": "1",
+    "BIGRAM_VOCAB_SIZE": "256",
+    "BIGRAM_DIM": "16",
+    "TRAIN_SEQ_LEN": "128",
+    "EVAL_SEQ_LEN": "128",
+    "EVAL_STRIDE": "64",
+    "TRAIN_BATCH_TOKENS": "1024",
+    "GRAD_ACCUM_STEPS": "1",
+    "ITERATIONS": "8",
+    "WARMUP_STEPS": "0",
+    "WARMDOWN_ITERS": "3",
+    "MAX_WALLCLOCK_SECONDS": "0",
+    "TRAIN_LOG_EVERY": "1",
+    "MUON_MOMENTUM_WARMUP_STEPS": "2",
+    "EMA_DECAY": "0.5",
+    "QUANT_KEEP_FLOAT_NUMEL": "1024",
+}
+
+
+def run_script(args: list[str], env: dict, data: dict, cwd: Path, nproc: int = 0, check: bool = True):
+    """Run the training script (under torchrun when nproc > 0) on the tiny data set."""
+    full_env = {
+        **os.environ,
+        **TINY_MODEL_ENV,
+        "TRAIN_FILES": data["train_glob"],
+        "VAL_FILES": data["val_glob"],
+        "TOKENIZER_PATH": data["tokenizer_path"],
+        "OMP_NUM_THREADS": "1",
+        **env,
+    }
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    else:
+        cmd = [sys.executable]
+    proc = subprocess.run([*cmd, str(SCRIPT), *args], env=full_env, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

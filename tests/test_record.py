@@ -1,0 +1,418 @@
+"""check_record on the upstream fixtures (and tampered copies), build_record on synthetic seed results, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from pgolf import record
+from pgolf.check import check_record, close, seed_logs, tolerance
+from pgolf.logs import parse_log
+from pgolf.record import build_record
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream-records"
+NAIVE = "2026-03-17_NaiveBaseline"
+MARCH = "2026-03-21_11L_XSA4_EMA_PartialRoPE_LateQAT_1.1248"
+APRIL = "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
+
+
+def fixture(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_dir():
+        pytest.skip(f"upstream record fixtures not found at {FIXTURES} (they live in the shared folder)")
+    return path
+
+
+def writable_copy(name: str, tmp_path: Path) -> Path:
+    """Copy a (read-only) fixture folder into tmp_path and make the copy writable."""
+    dst = tmp_path / name
+    shutil.copytree(fixture(name), dst)
+    for path in [dst, *dst.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    return dst
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# check_record on the upstream fixtures
+
+
+@pytest.mark.parametrize("name", [MARCH, APRIL])
+def test_three_seed_fixtures_pass(name):
+    assert check_record(fixture(name), min_seeds=3, require_script=False) == []
+
+
+def test_naive_baseline_passes_with_one_seed():
+    assert check_record(fixture(NAIVE), min_seeds=1, require_script=False) == []
+    problems = check_record(fixture(NAIVE), min_seeds=3, require_script=False)
+    assert problems == ["only 1 distinct seed(s) with a score (1337); at least 3 required"]
+
+
+def test_fixtures_lack_the_script():
+    assert "missing train_gpt.py" in check_record(fixture(MARCH), min_seeds=3)
+
+
+def test_seed_mapping():
+    by_seed, logs, problems = seed_logs(fixture(MARCH))
+    assert sorted(by_seed) == [42, 1337, 2025] and len(logs) == 4 and problems == []
+    assert by_seed[2025][0].name == "train_seed2025.log"  # train.log is a copy of the best seed's log
+    by_seed, _, _ = seed_logs(fixture(NAIVE))
+    assert list(by_seed) == [1337] and by_seed[1337][0].name == "train.log"
+
+
+def test_tolerance_rule():
+    assert tolerance(1.1248) == pytest.approx(1e-4)
+    assert tolerance(1.12484502) == pytest.approx(2e-8)
+    assert tolerance(1.2243657) == pytest.approx(1e-7)
+    assert close(1.0611, 1.06107587) and not close(1.0600, 1.06107587)
+    assert close(1.06107587, (1.05989454 + 1.06124613 + 1.06208695) / 3)
+
+
+def test_tampered_val_bpb_fails(tmp_path):
+    d = writable_copy(APRIL, tmp_path)
+    sub = json.loads((d / "submission.json").read_text())
+    sub["val_bpb"] = 1.0500
+    (d / "submission.json").write_text(json.dumps(sub))
+    problems = check_record(d, require_script=False)
+    assert len(problems) == 1
+    assert problems[0].startswith("submission.json: val_bpb 1.05 matches neither the mean over seeds (1.06107587)")
+
+
+def test_tampered_seed_result_fails(tmp_path):
+    d = writable_copy(APRIL, tmp_path)
+    sub = json.loads((d / "submission.json").read_text())
+    sub["seed_results"]["0"]["val_loss"] = 2.3
+    sub["seed_results"]["1234"]["artifact_bytes"] += 1
+    (d / "submission.json").write_text(json.dumps(sub))
+    problems = check_record(d, require_script=False)
+    assert any(p.startswith("submission.json: seed_results[0].val_loss 2.3 disagrees") for p in problems)
+    assert any(p.startswith("submission.json: seed_results[1234].artifact_bytes 15907551") for p in problems)
+
+
+def test_train_time_over_budget_fails(tmp_path):
+    d = writable_copy(MARCH, tmp_path)
+    with open(d / "train_seed42.log", "a") as f:
+        f.write("stopping_early: wallclock_cap train_time:700000ms step:7061/9000\n")
+    problems = check_record(d, require_script=False)
+    assert len(problems) == 1 and problems[0].startswith("train_seed42.log: train time 700000 ms exceeds the 600 s")
+    assert check_record(d, require_script=False, enforce_time=False) == []
+
+
+def test_eval_time_over_budget_fails(tmp_path):
+    d = writable_copy(APRIL, tmp_path)
+    with open(d / "train_seed0.log", "a") as f:
+        f.write("total_eval_time:612.5s\n")
+    assert check_record(d, require_script=False) == ["train_seed0.log: eval time 612.5 s exceeds the 600 s budget"]
+
+
+def test_artifact_over_cap_fails(tmp_path):
+    d = writable_copy(MARCH, tmp_path)
+    log = d / "train_seed42.log"
+    text = log.read_text()
+    text = text.replace("Serialized model int6+zstd: 15461049 bytes", "Serialized model int6+zstd: 15932384 bytes")
+    text = text.replace(
+        "Total submission size int6+zstd: 15528666 bytes", "Total submission size int6+zstd: 16000001 bytes"
+    )
+    log.write_text(text)
+    problems = check_record(d, require_script=False)
+    assert problems == ["train_seed42.log: code + model = 16000001 bytes, over the 16000000-byte cap"]
+
+
+def test_missing_files_seeds_and_big_files(tmp_path):
+    d = writable_copy(MARCH, tmp_path)
+    (d / "README.md").unlink()
+    (d / "train_seed1337.log").unlink()
+    with open(d / "blob.bin", "wb") as f:
+        f.truncate(50_000_001)
+    problems = check_record(d, require_script=False)
+    assert "missing README.md" in problems
+    assert "only 2 distinct seed(s) with a score (42, 2025); at least 3 required" in problems
+    assert "blob.bin: 50000001 bytes, over the 50000000-byte file limit" in problems
+    for log in d.glob("*.log"):
+        log.unlink()
+    assert "no training log (*.log)" in check_record(d, require_script=False, min_seeds=0)
+
+
+def test_seed_file_name_must_match_log(tmp_path):
+    d = writable_copy(MARCH, tmp_path)
+    (d / "train_seed42.log").rename(d / "train_seed43.log")
+    problems = check_record(d, require_script=False)
+    assert "train_seed43.log: the file name says seed 43 but the log says seed 42" in problems
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# build_record on synthetic seed results
+
+SCRIPT = '"""A stand-in training script."""\nprint("train")\n'
+SEEDS = {42: (1.23456789, 2.08765432), 1337: (1.23501234, 2.08839876), 2025: (1.23398765, 2.08667777)}
+
+
+def make_seed(run_dir: Path, seed: int, bpb: float, loss: float, code_bytes: int, model_bytes: int = 15_400_000):
+    """A results/<run>/seed_<N>/ folder as the train/quantize/eval stages write it."""
+    d = run_dir / f"seed_{seed}"
+    d.mkdir(parents=True)
+    steps, step_avg = 7000 + seed % 7, 85.5
+    train_ms = round(steps * step_avg)
+    rt_bpb, rt_loss = bpb + 0.0234, loss + 0.0395
+    pre_bpb, pre_loss = bpb + 0.0170, loss + 0.0287
+    total = model_bytes + code_bytes
+    train = [f"seed:{seed}", "warmup_step:1/20"]
+    for s in (1, 2, 500, 1000):
+        train.append(
+            f"step:{s}/9000 train_loss:{3.5 - s / 1000:.4f} train_time:{round(s * step_avg)}ms step_avg:85.50ms"
+        )
+    train += [
+        f"stopping_early: wallclock_cap train_time:{train_ms}ms step:{steps}/9000",
+        f"step:{steps}/9000 val_loss:1.9300 val_bpb:1.1430 train_time:{train_ms}ms step_avg:{step_avg:.2f}ms",
+        "ema:applying EMA weights",
+        f"pre_quant val_loss:{pre_loss:.4f} val_bpb:{pre_bpb:.4f} eval_time:6000ms",
+        f"pre_quant_exact val_loss:{pre_loss:.8f} val_bpb:{pre_bpb:.8f}",
+        "pgolf_summary "
+        + json.dumps({"stage": "train", "seed": seed, "steps": steps, "train_time_s": train_ms / 1000}),
+    ]
+    quant = [
+        f"Serialized model int6_zstd: {model_bytes} bytes (raw payload 105783807 bytes)",
+        f"Code size: {code_bytes} bytes",
+        f"Total submission size int6_zstd: {total} bytes",
+        "pgolf_summary "
+        + json.dumps(
+            {"stage": "quantize", "artifact_bytes": model_bytes, "code_bytes": code_bytes, "bytes_total": total}
+        ),
+    ]
+    evals = [
+        f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:6100ms",
+        f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}",
+        f"final_int6_zstd_sliding_window val_loss:{loss:.4f} val_bpb:{bpb:.4f} stride:64 eval_time:72600ms",
+        f"final_int6_zstd_sliding_window_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}",
+        "total_eval_time:80.1s",
+        "pgolf_summary " + json.dumps({"stage": "eval", "eval_time_s": 80.123, "val_bpb": bpb, "val_loss": loss}),
+    ]
+    (d / "train.log").write_text("\n".join(train) + "\n")
+    (d / "quantize.log").write_text("\n".join(quant) + "\n")
+    (d / "eval.log").write_text("\n".join(evals) + "\n")
+    metrics = {
+        "seed": seed,
+        "run": run_dir.name,
+        "val_bpb": bpb,
+        "val_loss": loss,
+        "roundtrip_val_bpb": rt_bpb,
+        "roundtrip_val_loss": rt_loss,
+        "sliding_val_bpb": bpb,
+        "sliding_val_loss": loss,
+        "eval_stride": 64,
+        "pre_quant_val_bpb": pre_bpb,
+        "pre_quant_val_loss": pre_loss,
+        "eval_time_s": 80.123,
+        "train_time_s": train_ms / 1000,
+        "steps": steps,
+        "step_avg_ms": step_avg,
+        "artifact_bytes": model_bytes,
+        "code_bytes": code_bytes,
+        "bytes_total": total,
+        "quant_tag": "int6_zstd",
+        "world_size": 8,
+        "attention_backend": "fa3",
+        "device": "NVIDIA H100 80GB HBM3",
+    }
+    (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return d
+
+
+ENVIRONMENT = {
+    "python": "3.12.3",
+    "torch": "2.9.1+cu128",
+    "cuda": "12.8",
+    "fa3": "3.0.0b1",
+    "gpu": "NVIDIA H100 80GB HBM3",
+    "gpu_count": 8,
+    "driver": "580.126.09",
+    "nvidia_smi": "| NVIDIA-SMI 580.126.09 |",
+    "git_commit": "4c71fa9",
+    "platform": "Linux-6.8-x86_64",
+}
+SETTINGS = {
+    "track": "track_10min_16mb",
+    "name": "11L test stack",
+    "author": "Test Author",
+    "github_id": "tester",
+    "blurb": "A synthetic record for the tests.",
+    "date": "2026-05-01",
+    "min_seeds": 3,
+    "non_record": False,
+    "requirements": ["torch==2.9.1", "numpy", "zstandard"],
+}
+HPARAMS = {"NUM_LAYERS": 11, "EVAL_STRIDE": 64, "EMA_ENABLED": True, "RUN_ID": "my run"}
+
+
+@pytest.fixture
+def run(tmp_path) -> dict:
+    script = tmp_path / "train_gpt_src.py"
+    script.write_text(SCRIPT)
+    run_dir = tmp_path / "results" / "run1"
+    dirs = [make_seed(run_dir, s, bpb, loss, len(SCRIPT.encode())) for s, (bpb, loss) in SEEDS.items()]
+    return {"script": script, "run_dir": run_dir, "dirs": dirs, "out": tmp_path / "records" / "2026-05-01_Test"}
+
+
+def test_build_record_writes_a_passing_folder(run):
+    sub = build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    out = run["out"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["README.md", "submission.json", "train_gpt.py", "requirements.txt"] + [f"train_seed{s}.log" for s in SEEDS]
+    )
+    assert (out / "train_gpt.py").read_bytes() == run["script"].read_bytes()
+    for s, d in zip(SEEDS, run["dirs"], strict=True):
+        expected = b"".join((d / n).read_bytes() for n in ("train.log", "quantize.log", "eval.log"))
+        assert (out / f"train_seed{s}.log").read_bytes() == expected
+    assert (out / "requirements.txt").read_text() == "torch==2.9.1\nnumpy\nzstandard\n"
+    assert check_record(out, min_seeds=3) == []
+
+    on_disk = json.loads((out / "submission.json").read_text())
+    assert on_disk == json.loads(json.dumps(sub))
+    bpbs = [v[0] for v in SEEDS.values()]
+    assert on_disk["val_bpb"] == round(sum(bpbs) / 3, 8)
+    assert on_disk["val_loss"] == round(sum(v[1] for v in SEEDS.values()) / 3, 8)
+    totals = [json.loads((d / "metrics.json").read_text())["bytes_total"] for d in run["dirs"]]
+    assert on_disk["bytes_total"] == max(totals)
+    assert on_disk["bytes_code"] == len(SCRIPT.encode())
+    assert on_disk["seeds"] == [42, 1337, 2025]
+    assert on_disk["seed_results"]["1337"]["val_bpb"] == 1.23501234
+    assert on_disk["seed_results"]["42"]["bytes_total"] == totals[0]
+    assert on_disk["hardware"] == "8x NVIDIA H100 80GB HBM3"
+    assert on_disk["pytorch_version"] == "2.9.1+cu128" and on_disk["flash_attn_version"] == "3.0.0b1"
+    assert on_disk["attention_backend"] == "fa3" and on_disk["non_record"] is False
+    assert on_disk["val_bpb_std"] > 0
+
+    readme = (out / "README.md").read_text()
+    assert "Not a leaderboard record" not in readme
+    assert "torchrun --standalone --nproc_per_node=8 train_gpt.py" in readme
+    assert "EMA_ENABLED=1 \\" in readme and "RUN_ID='my run' \\" in readme and "SEED=42 \\" in readme
+    assert f"{on_disk['val_bpb']:.8f} ± {on_disk['val_bpb_std']:.8f}" in readme
+    assert "| 1337 | 7,000 |" in readme  # steps of seed 1337 (7000 + 1337 % 7)
+    assert "580.126.09" in readme
+    assert not list(out.parent.glob(".*")), "no temporary folders left behind"
+
+
+def test_non_record_banner_and_one_seed(run):
+    settings = dict(SETTINGS, non_record=True, track="track_non_record_16mb", min_seeds=1)
+    env = {"python": "3.12.3", "torch": "2.9.1+cpu", "platform": "Linux"}  # keys missing: handled
+    sub = build_record(run["out"], run["dirs"][:1], run["script"], env, settings, {}, 1)
+    readme = (run["out"] / "README.md").read_text()
+    assert "**Not a leaderboard record.**" in readme
+    assert "(one seed: no std)" in readme
+    assert sub["non_record"] is True and sub["val_bpb_std"] is None and sub["cuda_version"] is None
+    assert sub["hardware"] == "8x NVIDIA H100 80GB HBM3"  # from the seed's metrics (device, world_size)
+    assert check_record(run["out"], min_seeds=1) == []
+
+
+def test_failed_check_keeps_previous_record(run):
+    out = run["out"]
+    build_record(out, run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    metrics_path = run["dirs"][0] / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["val_bpb"] = 1.1  # disagrees with the seed's log
+    metrics_path.write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match="fails its checks") as err:
+        build_record(out, run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    assert "seed_results[42].val_bpb 1.1 disagrees with the log (1.23456789)" in str(err.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(out.parent.glob(".*")), "the temporary folder is removed"
+
+    with pytest.raises(ValueError, match="at least 3 required"):
+        build_record(out, run["dirs"][1:], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_rebuild_replaces_previous_record(run):
+    out = run["out"]
+    build_record(out, run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    (out / "stale.txt").write_text("old")
+    build_record(out, run["dirs"], run["script"], ENVIRONMENT, dict(SETTINGS, name="Renamed"), HPARAMS, 8)
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / "submission.json").read_text())["name"] == "Renamed"
+    assert not list(out.parent.glob(".*"))
+
+
+def test_over_cap_and_wrong_script_are_refused(run, tmp_path):
+    big = make_seed(tmp_path / "big", 7, 1.2, 2.0, len(SCRIPT.encode()), model_bytes=16_000_000)
+    settings = dict(SETTINGS, min_seeds=1)
+    with pytest.raises(ValueError, match="over the 16000000-byte cap"):
+        build_record(run["out"], [big], run["script"], ENVIRONMENT, settings, HPARAMS, 8)
+    other = tmp_path / "other.py"
+    other.write_text(SCRIPT + "# edited after the run\n")
+    with pytest.raises(ValueError, match="logs code size"):
+        build_record(run["out"], run["dirs"], other, ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    assert not run["out"].exists()
+
+
+def test_seed_folder_must_agree_with_metrics(run):
+    bad = run["dirs"][0].parent / "seed_99"
+    os.rename(run["dirs"][0], bad)
+    with pytest.raises(ValueError, match="metrics.json says seed 42 but the folder is seed_99"):
+        build_record(run["out"], [bad], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+
+
+def test_reference_comparison_in_record(run, tmp_path):
+    ref_dirs = [
+        make_seed(tmp_path / "ref", s, bpb + 0.01, loss + 0.017, len(SCRIPT.encode()))
+        for s, (bpb, loss) in SEEDS.items()
+    ]
+    ref = tmp_path / "records" / "ref"
+    build_record(ref, ref_dirs, run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    sub = build_record(
+        run["out"], run["dirs"], run["script"], ENVIRONMENT, dict(SETTINGS, reference=str(ref)), HPARAMS, 8
+    )
+    assert sub["p_value"] is not None and sub["p_value"] < 0.01
+    assert sub["comparison"]["improvement_bpb"] == pytest.approx(0.01, abs=1e-8)
+    readme = (run["out"] / "README.md").read_text()
+    assert "## Comparison" in readme and str(run["out"]) in readme and ".tmp" not in readme
+    # logs of the built record parse to the metrics' scores
+    for s, (bpb, _) in SEEDS.items():
+        assert parse_log(run["out"] / f"train_seed{s}.log")["score"]["val_bpb"] == bpb
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pgolf")
+    record.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_record_check_compare(run, tmp_path, capsys):
+    env_path = tmp_path / "environment.json"
+    env_path.write_text(json.dumps(ENVIRONMENT))
+    hp_path = tmp_path / "hparams.json"
+    hp_path.write_text(json.dumps(HPARAMS))
+    argv = ["record", "--run-dir", str(run["run_dir"]), "--seeds", "42", "1337", "2025", "--script", str(run["script"])]
+    argv += ["--environment", str(env_path), "--settings-json", json.dumps(SETTINGS), "--hparams-json", str(hp_path)]
+    argv += ["--nproc", "8", "--out", str(run["out"])]
+    assert cli(argv) == 0
+    assert "3 seed(s)" in capsys.readouterr().out
+
+    assert cli(["check", str(run["out"])]) == 0
+    assert capsys.readouterr().out.strip() == f"OK: {run['out']} (3 seeds)"
+
+    assert cli(["check", str(run["out"]), "--min-seeds", "4"]) == 1
+    assert (
+        capsys.readouterr().out.strip() == "only 3 distinct seed(s) with a score (42, 1337, 2025); at least 4 required"
+    )
+
+
+def test_cli_check_and_compare_on_fixtures(capsys):
+    assert cli(["check", str(fixture(NAIVE)), "--min-seeds", "1", "--no-script"]) == 0
+    assert capsys.readouterr().out.strip() == f"OK: {fixture(NAIVE)} (1 seeds)"
+    assert cli(["check", str(fixture(NAIVE)), "--no-script"]) == 1
+    assert cli(["compare", str(fixture(APRIL)), str(fixture(MARCH))]) == 0
+    out = capsys.readouterr().out
+    assert "Welch t-test (one-sided, A lower)" in out and "README rule (>= 0.005 nats and p < 0.01): yes" in out

@@ -1,0 +1,194 @@
+"""The self-contained training script: model pieces, optimizer grouping, exact scoring, stages and their files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import SCRIPT, run_script
+
+
+def small_args(mod, **overrides):
+    base = dict(
+        vocab_size=64,
+        num_layers=3,
+        model_dim=32,
+        num_heads=4,
+        num_kv_heads=2,
+        bigram_buckets=32,
+        bigram_dim=8,
+        train_seq_len=16,
+        eval_seq_len=16,
+        eval_batch_seqs=3,
+        xsa_last_n=2,
+    )
+    base.update(overrides)
+    return type("Args", (mod.Hyperparameters,), base)
+
+
+def test_every_parameter_in_exactly_one_optimizer_group(train_script):
+    mod = train_script
+    model = mod.GPT(small_args(mod))
+    groups = mod.param_groups(model)
+    seen = [id(p) for g in groups.values() for _, p in g]
+    assert len(seen) == len(set(seen)) == len(list(model.parameters()))
+    assert all(p.ndim == 2 for _, p in groups["muon"])
+    assert {n for n, _ in groups["embed"]} == {"tok_emb.weight", "bigram.embed.weight"}
+    rt = mod.Runtime()
+    opts = mod.build_optimizers(model, small_args(mod), rt)
+    in_opts = [id(p) for o in opts for g in o.param_groups for p in g["params"]]
+    assert sorted(in_opts) == sorted(seen)
+
+
+@pytest.mark.parametrize("n,seq_len,stride", [(1, 8, 4), (7, 8, 4), (100, 16, 4), (100, 16, 16), (101, 16, 5)])
+def test_score_windows_score_every_target_once_in_order(train_script, n, seq_len, stride):
+    windows = train_script.score_windows(n, seq_len, stride)
+    scored = [t for s, e, k in windows for t in range(e - k + 1, e + 1)]
+    assert scored == list(range(1, n + 1))
+    for s, e, k in windows:
+        assert 0 <= s < e and e - s <= seq_len and k <= e - s
+        if s > 0:
+            assert e - s == seq_len  # only the first window may be short
+            assert k <= stride
+
+
+def test_sliding_eval_equals_token_by_token_reference(train_script):
+    mod = train_script
+    args = small_args(mod)
+    torch.manual_seed(0)
+    model = mod.GPT(args)
+    with torch.no_grad():
+        for p in model.parameters():  # random everywhere, so every output depends on the context
+            p.add_(0.05 * torch.randn_like(p))
+    rng = np.random.RandomState(0)
+    tokens = rng.randint(4, 64, size=150).astype(np.uint16)
+    tokens[[0, 40, 90]] = 1
+    base = rng.randint(1, 4, size=64)
+    space = rng.rand(64) < 0.5
+    boundary = np.zeros(64, dtype=bool)
+    boundary[:4] = True
+    luts = (base, space, boundary)
+    rt = mod.Runtime()
+    stride = 5
+    res = mod.evaluate(model, tokens, luts, args, rt, stride)
+    nll, nbytes = 0.0, 0
+    toks = torch.from_numpy(tokens.astype(np.int64))
+    model.eval()
+    with torch.no_grad():
+        for s, e, k in mod.score_windows(tokens.size - 1, args.eval_seq_len, stride):
+            for t in range(e - k + 1, e + 1):  # target position t, context tokens[s:t]
+                logits = model.logits(toks[None, s:t])[0, -1]
+                nll += float(torch.log_softmax(logits.double(), -1)[toks[t]].neg())
+                nbytes += int(base[tokens[t]] + (space[tokens[t]] and not boundary[tokens[t - 1]]))
+    assert res["tokens"] == tokens.size - 1
+    assert res["bytes"] == nbytes
+    assert res["val_loss"] == pytest.approx(nll / (tokens.size - 1), rel=1e-5)
+    assert res["val_bpb"] == pytest.approx(nll / (np.log(2) * nbytes), rel=1e-5)
+
+
+def test_byte_counts_equal_utf8_length_of_decoded_text(train_script, tiny_data):
+    import sentencepiece as spm
+
+    from pgolf.data import read_shard
+
+    sp = spm.SentencePieceProcessor(model_file=tiny_data["tokenizer_path"])
+    luts = train_script.byte_luts(sp, 1024)
+    tokens = read_shard(tiny_data["val_files"][0])
+    total = int(train_script.token_bytes(tokens[:-1], tokens[1:], luts).sum())
+    docs = np.split(tokens, np.flatnonzero(tokens == 1))[1:]
+    text_bytes = sum(len(sp.decode(d[1:].tolist()).encode("utf-8")) for d in docs)
+    assert total == text_bytes
+
+
+def test_quantize_dequantize_is_what_the_quantizer_intended(train_script):
+    mod = train_script
+    args = small_args(mod, quant_keep_float_numel=16, quant_bits_matrix=6, quant_bits_embed=8)
+    torch.manual_seed(1)
+    state = {k: v.detach().clone() for k, v in mod.GPT(args).state_dict().items()}
+    payload, report = mod.quantize_state(state, args)
+    back = mod.dequantize_state(payload)
+    assert set(back) == set(state)
+    for name, q in payload["q"].items():
+        qmax = 31 if "emb" not in name else 127
+        assert q.dtype == torch.int8 and int(q.abs().max()) <= qmax
+        err = (back[name] - state[name]).abs()
+        step = payload["scales"][name].float()[:, None]
+        assert torch.all(err <= step / 2 + 1e-6)  # round-to-nearest on the per-row grid
+    assert report["int6"]["tensors"] > 0 and report["int8"]["tensors"] == 2  # token + bigram embeddings
+
+
+def test_stages_train_quantize_eval_and_corrupt_artifact(train_script, tiny_data, tmp_path):
+    ckpt, art = tmp_path / "ckpt.pt", tmp_path / "model.ptz"
+    run_script(["--stage", "train", "--checkpoint", str(ckpt), "--logfile", str(tmp_path / "t.log"),
+                "--summary", str(tmp_path / "t.json")], {"SEED": "3"}, tiny_data, tmp_path)
+    run_script(["--stage", "quantize", "--checkpoint", str(ckpt), "--artifact", str(art), "--logfile",
+                str(tmp_path / "q.log"), "--summary", str(tmp_path / "q.json")], {}, tiny_data, tmp_path)
+    run_script(["--stage", "eval", "--artifact", str(art), "--logfile", str(tmp_path / "e.log"), "--summary",
+                str(tmp_path / "e.json")], {}, tiny_data, tmp_path)
+    tr, qu, ev = (json.loads((tmp_path / f"{s}.json").read_text()) for s in "tqe")
+    assert tr["steps"] == 8 and tr["attention_backend"] == "sdpa"
+    assert qu["artifact_bytes"] == art.stat().st_size
+    assert qu["code_bytes"] == SCRIPT.stat().st_size
+    assert qu["bytes_total"] == qu["code_bytes"] + qu["artifact_bytes"]
+    assert ev["sliding_val_bpb"] is not None and ev["val_bpb"] == ev["sliding_val_bpb"]
+    assert 0 < ev["val_bpb"] < 10
+    # the quantized model scores close to the checkpoint it came from
+    assert abs(ev["roundtrip_val_bpb"] - tr["pre_quant_val_bpb"]) < 0.05
+    log = (tmp_path / "e.log").read_text()
+    assert re.search(r"final_int6_zstd_sliding_window_exact val_loss:[\d.]+ val_bpb:[\d.]+", log)
+    # a truncated artifact is refused with an error that names the file
+    bad = tmp_path / "bad.ptz"
+    bad.write_bytes(art.read_bytes()[: art.stat().st_size // 2])
+    proc = run_script(["--stage", "eval", "--artifact", str(bad)], {}, tiny_data, tmp_path, check=False)
+    assert proc.returncode != 0 and "bad.ptz" in proc.stderr and "corrupted or truncated" in proc.stderr
+    junk = tmp_path / "junk.ptz"
+    junk.write_bytes(b"not an artifact at all")
+    proc = run_script(["--stage", "eval", "--artifact", str(junk)], {}, tiny_data, tmp_path, check=False)
+    assert proc.returncode != 0 and "junk.ptz" in proc.stderr and "not a pgolf artifact" in proc.stderr
+
+
+def train_losses(log: str) -> list[str]:
+    return re.findall(r"step:\d+/\d+ train_loss:([\d.]+)", log)
+
+
+def test_same_seed_same_losses_on_two_ranks(tiny_data, tmp_path):
+    logs = []
+    for i in range(2):
+        run_script(["--stage", "train", "--checkpoint", str(tmp_path / f"c{i}.pt"), "--logfile",
+                    str(tmp_path / f"{i}.log")], {"SEED": "11"}, tiny_data, tmp_path, nproc=2)
+        logs.append((tmp_path / f"{i}.log").read_text())
+    assert len(train_losses(logs[0])) == 8
+    assert train_losses(logs[0]) == train_losses(logs[1])
+    other = tmp_path / "other.log"
+    run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c2.pt"), "--logfile", str(other)],
+               {"SEED": "12"}, tiny_data, tmp_path, nproc=2)
+    assert train_losses(other.read_text()) != train_losses(logs[0])
+
+
+def test_wallclock_cap_stops_training(tiny_data, tmp_path):
+    log = tmp_path / "cap.log"
+    run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt"), "--logfile", str(log), "--summary",
+                str(tmp_path / "s.json")], {"ITERATIONS": "100000", "MAX_WALLCLOCK_SECONDS": "2"}, tiny_data,
+               tmp_path)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["stopped_early"] is True and 0 < summary["steps"] < 100000
+    assert summary["train_time_s"] < 10
+    assert re.search(r"stopping_early: wallclock_cap train_time:\d+ms step:\d+/100000", log.read_text())
+
+
+def test_attention_fallback_and_forced_fa3(tiny_data, tmp_path):
+    proc = run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt"), "--logfile",
+                       str(tmp_path / "a.log")], {"ITERATIONS": "1"}, tiny_data, tmp_path)
+    assert "attention_backend:sdpa" in proc.stdout
+    proc = run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")], {"ATTN_BACKEND": "fa3"},
+                      tiny_data, tmp_path, check=False)
+    assert proc.returncode != 0 and "flash_attn_interface is not importable" in proc.stderr
+
+
+def test_bad_hyperparameter_is_named(tiny_data, tmp_path):
+    proc = run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")], {"NUM_LAYERS": "eleven"},
+                      tiny_data, tmp_path, check=False)
+    assert proc.returncode != 0 and "NUM_LAYERS='eleven'" in proc.stderr
