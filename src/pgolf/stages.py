@@ -75,7 +75,10 @@ def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) 
     else:
         cmd = [sys.executable, script, *stage_args]
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-    full_env.setdefault("OMP_NUM_THREADS", "1")
+    # The job's threads (Snakemake sets OMP_NUM_THREADS to them) are shared by the ranks: oversubscribed CPU ranks
+    # run several times slower.
+    job_threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    full_env["OMP_NUM_THREADS"] = str(max(1, job_threads // max(nproc, 1)))
     print("+ " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + " " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=full_env)
