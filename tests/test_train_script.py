@@ -122,12 +122,53 @@ def test_quantize_dequantize_is_what_the_quantizer_intended(train_script):
 
 def test_stages_train_quantize_eval_and_corrupt_artifact(train_script, tiny_data, tmp_path):
     ckpt, art = tmp_path / "ckpt.pt", tmp_path / "model.ptz"
-    run_script(["--stage", "train", "--checkpoint", str(ckpt), "--logfile", str(tmp_path / "t.log"),
-                "--summary", str(tmp_path / "t.json")], {"SEED": "3"}, tiny_data, tmp_path)
-    run_script(["--stage", "quantize", "--checkpoint", str(ckpt), "--artifact", str(art), "--logfile",
-                str(tmp_path / "q.log"), "--summary", str(tmp_path / "q.json")], {}, tiny_data, tmp_path)
-    run_script(["--stage", "eval", "--artifact", str(art), "--logfile", str(tmp_path / "e.log"), "--summary",
-                str(tmp_path / "e.json")], {}, tiny_data, tmp_path)
+    run_script(
+        [
+            "--stage",
+            "train",
+            "--checkpoint",
+            str(ckpt),
+            "--logfile",
+            str(tmp_path / "t.log"),
+            "--summary",
+            str(tmp_path / "t.json"),
+        ],
+        {"SEED": "3"},
+        tiny_data,
+        tmp_path,
+    )
+    run_script(
+        [
+            "--stage",
+            "quantize",
+            "--checkpoint",
+            str(ckpt),
+            "--artifact",
+            str(art),
+            "--logfile",
+            str(tmp_path / "q.log"),
+            "--summary",
+            str(tmp_path / "q.json"),
+        ],
+        {},
+        tiny_data,
+        tmp_path,
+    )
+    run_script(
+        [
+            "--stage",
+            "eval",
+            "--artifact",
+            str(art),
+            "--logfile",
+            str(tmp_path / "e.log"),
+            "--summary",
+            str(tmp_path / "e.json"),
+        ],
+        {},
+        tiny_data,
+        tmp_path,
+    )
     tr, qu, ev = (json.loads((tmp_path / f"{s}.json").read_text()) for s in "tqe")
     assert tr["steps"] == 8 and tr["attention_backend"] == "sdpa"
     assert qu["artifact_bytes"] == art.stat().st_size
@@ -157,22 +198,44 @@ def train_losses(log: str) -> list[str]:
 def test_same_seed_same_losses_on_two_ranks(tiny_data, tmp_path):
     logs = []
     for i in range(2):
-        run_script(["--stage", "train", "--checkpoint", str(tmp_path / f"c{i}.pt"), "--logfile",
-                    str(tmp_path / f"{i}.log")], {"SEED": "11"}, tiny_data, tmp_path, nproc=2)
+        run_script(
+            ["--stage", "train", "--checkpoint", str(tmp_path / f"c{i}.pt"), "--logfile", str(tmp_path / f"{i}.log")],
+            {"SEED": "11"},
+            tiny_data,
+            tmp_path,
+            nproc=2,
+        )
         logs.append((tmp_path / f"{i}.log").read_text())
     assert len(train_losses(logs[0])) == 8
     assert train_losses(logs[0]) == train_losses(logs[1])
     other = tmp_path / "other.log"
-    run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c2.pt"), "--logfile", str(other)],
-               {"SEED": "12"}, tiny_data, tmp_path, nproc=2)
+    run_script(
+        ["--stage", "train", "--checkpoint", str(tmp_path / "c2.pt"), "--logfile", str(other)],
+        {"SEED": "12"},
+        tiny_data,
+        tmp_path,
+        nproc=2,
+    )
     assert train_losses(other.read_text()) != train_losses(logs[0])
 
 
 def test_wallclock_cap_stops_training(tiny_data, tmp_path):
     log = tmp_path / "cap.log"
-    run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt"), "--logfile", str(log), "--summary",
-                str(tmp_path / "s.json")], {"ITERATIONS": "100000", "MAX_WALLCLOCK_SECONDS": "2"}, tiny_data,
-               tmp_path)
+    run_script(
+        [
+            "--stage",
+            "train",
+            "--checkpoint",
+            str(tmp_path / "c.pt"),
+            "--logfile",
+            str(log),
+            "--summary",
+            str(tmp_path / "s.json"),
+        ],
+        {"ITERATIONS": "100000", "MAX_WALLCLOCK_SECONDS": "2"},
+        tiny_data,
+        tmp_path,
+    )
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["stopped_early"] is True and 0 < summary["steps"] < 100000
     assert summary["train_time_s"] < 10
@@ -180,15 +243,29 @@ def test_wallclock_cap_stops_training(tiny_data, tmp_path):
 
 
 def test_attention_fallback_and_forced_fa3(tiny_data, tmp_path):
-    proc = run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt"), "--logfile",
-                       str(tmp_path / "a.log")], {"ITERATIONS": "1"}, tiny_data, tmp_path)
+    proc = run_script(
+        ["--stage", "train", "--checkpoint", str(tmp_path / "c.pt"), "--logfile", str(tmp_path / "a.log")],
+        {"ITERATIONS": "1"},
+        tiny_data,
+        tmp_path,
+    )
     assert "attention_backend:sdpa" in proc.stdout
-    proc = run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")], {"ATTN_BACKEND": "fa3"},
-                      tiny_data, tmp_path, check=False)
+    proc = run_script(
+        ["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")],
+        {"ATTN_BACKEND": "fa3"},
+        tiny_data,
+        tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0 and "flash_attn_interface is not importable" in proc.stderr
 
 
 def test_bad_hyperparameter_is_named(tiny_data, tmp_path):
-    proc = run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")], {"NUM_LAYERS": "eleven"},
-                      tiny_data, tmp_path, check=False)
+    proc = run_script(
+        ["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")],
+        {"NUM_LAYERS": "eleven"},
+        tiny_data,
+        tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0 and "NUM_LAYERS='eleven'" in proc.stderr

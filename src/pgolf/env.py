@@ -126,11 +126,16 @@ def cmd_fa3(args: argparse.Namespace) -> int:
         status["reason"] = "no CUDA compiler (nvcc) to build it"
     else:
         wheel = build_fa3_wheel(
-            cfg["repo"], cfg["ref"], list(cfg.get("disable", [])), cfg.get("arch", "9.0a"), Path(args.cache_dir),
+            cfg["repo"],
+            cfg["ref"],
+            list(cfg.get("disable", [])),
+            cfg.get("arch", "9.0a"),
+            Path(args.cache_dir),
             cfg.get("max_jobs") or os.cpu_count() or 4,
         )
-        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall", str(wheel)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall", str(wheel)], check=True
+        )
         status.update(source="built", wheel=str(wheel))
     if "reason" in status:
         print(f"fa3: not available ({status['reason']}); training uses PyTorch SDPA attention")

@@ -31,6 +31,17 @@ EVAL_ENV = {
 }
 
 
+# Snakemake sets each of these to the job's thread count; the ranks of a job must share them.
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
 def env_value(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -78,7 +89,9 @@ def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) 
     # The job's threads (Snakemake sets OMP_NUM_THREADS to them) are shared by the ranks: oversubscribed CPU ranks
     # run several times slower.
     job_threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    full_env["OMP_NUM_THREADS"] = str(max(1, job_threads // max(nproc, 1)))
+    per_rank = str(max(1, job_threads // max(nproc, 1)))
+    for var in THREAD_VARS:
+        full_env[var] = per_rank
     print("+ " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + " " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=full_env)
@@ -208,4 +221,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--logfile", required=True)
     p.add_argument("--metrics", required=True)
     p.set_defaults(func=cmd_evaluate)
-

@@ -1,0 +1,170 @@
+"""The Snakemake DAG end to end on tiny data (.test/config.yaml), and what each kind of change costs to re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+TEST_CONFIG = REPO / ".test" / "config.yaml"
+FULL_CHAIN = {"train": 2, "quantize": 2, "evaluate": 2, "record": 1, "all": 1}
+
+
+def snakemake(workdir: Path, *args: str, configs=(), check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+    cmd += list(args)
+    if configs:
+        cmd += ["--configfile", *map(str, configs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run; {} when there is nothing to be done."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line)
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def overlay(tmp: Path, name: str, obj: dict) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    return path
+
+
+def test_production_config_dry_run_lists_the_submission(tmp_path):
+    proc = snakemake(tmp_path, "-n")
+    assert job_counts(proc) == {
+        "data": 1,
+        "fa3": 1,
+        "train": 3,
+        "quantize": 3,
+        "evaluate": 3,
+        "record": 1,
+        "all": 1,
+    }
+    out = proc.stdout + proc.stderr
+    assert "pgolf data hub" in out or "rule data" in out
+    for seed in (42, 1337, 2025):
+        assert f"results/sp1024_11L_xsa4_ema/seed_{seed}/checkpoint.pt" in out
+
+
+def test_pod_profile_dry_run(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "pod"))
+    assert job_counts(proc)["train"] == 3
+
+
+def test_bad_config_is_rejected_with_the_key(tmp_path):
+    bad = overlay(tmp_path, "bad", {"eval": {"stride": "sixty-four"}})
+    proc = snakemake(tmp_path, "-n", configs=[bad], check=False)
+    assert proc.returncode != 0
+    assert "stride" in proc.stdout + proc.stderr and "sixty-four" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The whole test pipeline, run once; the training script is a copy that tests may edit (and restore)."""
+    wd = tmp_path_factory.mktemp("pipeline")
+    script = wd / "train_gpt.py"
+    shutil.copy2(REPO / "src" / "pgolf" / "train_gpt.py", script)
+    base = [TEST_CONFIG, overlay(wd, "script", {"train": {"script": str(script)}})]
+    t0 = time.perf_counter()
+    proc = snakemake(wd, configs=base)
+    first_run_s = time.perf_counter() - t0
+    assert job_counts(proc) == {"data": 1, "fa3": 1, **FULL_CHAIN}
+    return {"wd": wd, "base": base, "script": script, "first_run_s": first_run_s}
+
+
+def test_pipeline_products(pipeline):
+    wd = pipeline["wd"]
+    for seed in (1, 2):
+        m = json.loads((wd / f"results/test/seed_{seed}/metrics.json").read_text())
+        for key in ("val_bpb", "val_loss", "eval_time_s", "artifact_bytes", "code_bytes", "train_time_s", "steps"):
+            assert m[key] is not None, key
+        assert m["steps"] == 12 and m["seed"] == seed and 0 < m["val_bpb"] < 10
+        assert m["bytes_total"] == m["artifact_bytes"] + m["code_bytes"]
+        assert m["artifact_bytes"] == (wd / f"results/test/seed_{seed}/final_model.ptz").stat().st_size
+    record = wd / "records/track_non_record_16mb/2026-01-01_pgolf_test"
+    names = {p.name for p in record.iterdir()}
+    assert {"README.md", "submission.json", "train_gpt.py", "requirements.txt"} <= names
+    assert {"train_seed1.log", "train_seed2.log"} <= names
+    assert (record / "train_gpt.py").read_bytes() == pipeline["script"].read_bytes()
+    sub = json.loads((record / "submission.json").read_text())
+    assert sorted(int(s) for s in sub["seeds"]) == [1, 2]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    check = subprocess.run(["pgolf", "check", str(record), "--min-seeds", "2"], capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_same_command_again_does_nothing(pipeline):
+    assert job_counts(snakemake(pipeline["wd"], "-n", configs=pipeline["base"])) == {}
+
+
+def test_quantization_change_never_retrains(pipeline, tmp_path):
+    q = overlay(tmp_path, "q", {"quantize": {"bits_matrix": 5}})
+    counts = job_counts(snakemake(pipeline["wd"], "-n", configs=[*pipeline["base"], q]))
+    assert counts == {"quantize": 2, "evaluate": 2, "record": 1, "all": 1}
+
+
+def test_one_seed_rerun(pipeline):
+    target = "results/test/seed_2/checkpoint.pt"
+    counts = job_counts(snakemake(pipeline["wd"], "-n", "--forcerun", target, configs=pipeline["base"]))
+    assert counts == {"train": 1, "quantize": 1, "evaluate": 1, "record": 1, "all": 1}
+
+
+def test_training_hyperparameter_change_retrains(pipeline, tmp_path):
+    t = overlay(tmp_path, "t", {"train": {"matrix_lr": 0.03}})
+    assert job_counts(snakemake(pipeline["wd"], "-n", configs=[*pipeline["base"], t])) == FULL_CHAIN
+
+
+def test_script_edit_retrains_but_a_checkout_touch_does_not_on_the_pod(pipeline):
+    script, wd, base = pipeline["script"], pipeline["wd"], pipeline["base"]
+    original, st = script.read_bytes(), script.stat()
+    pod = yaml.safe_load((REPO / "profiles" / "pod" / "config.yaml").read_text())
+    triggers = pod["rerun-triggers"]
+    assert "mtime" not in triggers
+    try:
+        # a git checkout rewrites the file with the same bytes and a new mtime
+        os.utime(script, (st.st_atime + 3600, st.st_mtime + 3600))
+        assert job_counts(snakemake(wd, "-n", configs=base)) == FULL_CHAIN  # default triggers: mtime
+        assert job_counts(snakemake(wd, "-n", "--rerun-triggers", *triggers, configs=base)) == {}
+        # an edit re-trains, with the pod's triggers too
+        script.write_bytes(original + b"\n# an edit\n")
+        assert job_counts(snakemake(wd, "-n", "--rerun-triggers", *triggers, configs=base)) == FULL_CHAIN
+    finally:
+        script.write_bytes(original)
+        os.utime(script, (st.st_atime, st.st_mtime))
+    assert job_counts(snakemake(wd, "-n", configs=base)) == {}
+
+
+def test_stride_change_reruns_only_evaluation(pipeline, tmp_path):
+    """Runs for real (last in this module: it changes the results)."""
+    s = overlay(tmp_path, "s", {"eval": {"stride": 32}})
+    configs = [*pipeline["base"], s]
+    assert job_counts(snakemake(pipeline["wd"], "-n", configs=configs)) == {"evaluate": 2, "record": 1, "all": 1}
+    proc = snakemake(pipeline["wd"], configs=configs)
+    assert job_counts(proc) == {"evaluate": 2, "record": 1, "all": 1}
+    m = json.loads((pipeline["wd"] / "results/test/seed_1/metrics.json").read_text())
+    assert m["eval_stride"] == 32
+    assert job_counts(snakemake(pipeline["wd"], "-n", configs=configs)) == {}
