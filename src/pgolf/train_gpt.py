@@ -4,7 +4,7 @@ Run as the challenge runs it (train -> artifact -> reload from disk -> score):
     torchrun --standalone --nproc_per_node=8 train_gpt.py
 or one stage at a time, as the pgolf pipeline does, so that a quantization or evaluation change never re-trains:
     torchrun ... train_gpt.py --stage train    --checkpoint ckpt.pt --logfile train.log --summary train.json
-    python       train_gpt.py --stage quantize --checkpoint ckpt.pt --artifact model.ptz --logfile q.log --summary q.json
+    python train_gpt.py --stage quantize --checkpoint ckpt.pt --artifact model.ptz --logfile q.log --summary q.json
     torchrun ... train_gpt.py --stage eval     --artifact model.ptz --logfile eval.log --summary eval.json
 Hyperparameters come from environment variables (see Hyperparameters). Imports: stdlib, numpy, torch,
 sentencepiece, zstandard (optional: lzma otherwise) and FlashAttention 3 when it is installed.
