@@ -14,6 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
 DEMO_CORPUS = REPO / "demo" / "wiki_vital_en.jsonl.xz"
+FIXTURES = SHARED / "fixtures" / "upstream-records"
+NAIVE = "2026-03-17_NaiveBaseline"
+MARCH = "2026-03-21_11L_XSA4_EMA_PartialRoPE_LateQAT_1.1248"
+APRIL = "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
+
+
+def fixture(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_dir():
+        pytest.skip(f"upstream record fixtures not found at {FIXTURES} (they live in the shared folder)")
+    return path
 
 
 def load_script():

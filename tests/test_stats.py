@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from conftest import APRIL, MARCH, NAIVE, fixture
 
 from pgolf.stats import betainc, compare_records, format_comparison, mean, std, t_sf, welch_one_sided
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream-records"
-NAIVE = "2026-03-17_NaiveBaseline"
-MARCH = "2026-03-21_11L_XSA4_EMA_PartialRoPE_LateQAT_1.1248"
-APRIL = "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
-
-
-def fixture(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_dir():
-        pytest.skip(f"upstream record fixtures not found at {FIXTURES} (they live in the shared folder)")
-    return path
 
 
 def test_mean_std():

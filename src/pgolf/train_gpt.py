@@ -990,11 +990,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
                 p.copy_(e)
     model.set_qat(False)
     pre = evaluate(compiled, val_tokens, luts, args, rt, args.eval_seq_len)
-    rt.log(
-        f"pre_quant val_loss:{pre['val_loss']:.4f} val_bpb:{pre['val_bpb']:.4f} eval_time:"
-        f"{1000 * pre['eval_time_s']:.0f}ms"
-    )
-    rt.log(f"pre_quant_exact val_loss:{pre['val_loss']:.8f} val_bpb:{pre['val_bpb']:.8f}")
+    log_metric(rt, "pre_quant", pre)
     summary.update(pre_quant_val_loss=pre["val_loss"], pre_quant_val_bpb=pre["val_bpb"])
     return model, summary
 
@@ -1013,11 +1009,7 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     val_tokens = load_val_tokens(args)
     net = maybe_compile(model, args, rt)
     rt_res = evaluate(net, val_tokens, luts, args, rt, args.eval_seq_len)
-    rt.log(
-        f"final_{qtag}_roundtrip val_loss:{rt_res['val_loss']:.4f} val_bpb:{rt_res['val_bpb']:.4f} "
-        f"eval_time:{1000 * rt_res['eval_time_s']:.0f}ms"
-    )
-    rt.log(f"final_{qtag}_roundtrip_exact val_loss:{rt_res['val_loss']:.8f} val_bpb:{rt_res['val_bpb']:.8f}")
+    log_metric(rt, f"final_{qtag}_roundtrip", rt_res)
     out = {
         "stage": "eval",
         "quant_tag": qtag,
@@ -1035,16 +1027,21 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     score = rt_res
     if args.eval_stride < args.eval_seq_len:
         sw = evaluate(net, val_tokens, luts, args, rt, args.eval_stride)
-        rt.log(
-            f"final_{qtag}_sliding_window val_loss:{sw['val_loss']:.4f} val_bpb:{sw['val_bpb']:.4f} "
-            f"stride:{args.eval_stride} eval_time:{1000 * sw['eval_time_s']:.0f}ms"
-        )
-        rt.log(f"final_{qtag}_sliding_window_exact val_loss:{sw['val_loss']:.8f} val_bpb:{sw['val_bpb']:.8f}")
+        log_metric(rt, f"final_{qtag}_sliding_window", sw, f"stride:{args.eval_stride} ")
         out.update(sliding_val_loss=sw["val_loss"], sliding_val_bpb=sw["val_bpb"])
         score = sw
     out.update(val_loss=score["val_loss"], val_bpb=score["val_bpb"], eval_time_s=time.perf_counter() - t0)
     rt.log(f"total_eval_time:{out['eval_time_s']:.1f}s")
     return out
+
+
+def log_metric(rt: Runtime, tag: str, res: dict, extra: str = "") -> None:
+    """The upstream records' pair of metric lines: rounded with the eval time, then exact."""
+    rt.log(
+        f"{tag} val_loss:{res['val_loss']:.4f} val_bpb:{res['val_bpb']:.4f} {extra}"
+        f"eval_time:{1000 * res['eval_time_s']:.0f}ms"
+    )
+    rt.log(f"{tag}_exact val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f}")
 
 
 def write_summary(path: str | None, summary: dict, rt: Runtime) -> None:
