@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from pgolf import fsio
+from pgolf import EVAL_BUDGET_S, fsio
 from pgolf.data import load_manifest
 
 # config key (pipeline) -> environment variable (training script), for the quantize and eval sections
@@ -136,11 +136,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    env = {**section_env(json.loads(args.eval_json), EVAL_ENV, "eval"), **data_env(args.data_manifest)}
+    section = json.loads(args.eval_json)
+    budget = float(section.pop("time_budget_s", EVAL_BUDGET_S))
+    env = {**section_env(section, EVAL_ENV, "eval"), **data_env(args.data_manifest)}
     env["SEED"] = str(args.seed)
     outs = {"summary": args.summary, "logfile": args.logfile}
     run_stage(args.script, "eval", outs, env, args.nproc, extra=["--artifact", args.artifact])
     metrics = merge_metrics(args.seed, args.run, args.train_summary, args.quantize_summary, args.summary)
+    metrics["eval_time_budget_s"] = budget
+    if budget > 0 and metrics["eval_time_s"] > budget:
+        raise RuntimeError(
+            f"seed {args.seed}: evaluation took {metrics['eval_time_s']:.1f} s, over the {budget:.0f} s budget "
+            f"(config eval.time_budget_s); see {args.logfile}"
+        )
     fsio.write_json(args.metrics, metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

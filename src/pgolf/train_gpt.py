@@ -533,14 +533,21 @@ class GPT(nn.Module):
                 skips.append(x)
         return F.rms_norm(x, (x.size(-1),))
 
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(self.hidden(idx), self.tok_emb.weight.to(idx.device))
-        logits = logits.float()
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(h, self.tok_emb.weight.to(h.dtype)).float()
         return self.softcap * torch.tanh(logits / self.softcap) if self.softcap > 0 else logits
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        logits = self.logits(idx)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(idx))
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean", last: int = 0):
+        """Mean loss, or per-token losses (reduction="none"); `last` > 0 scores only the last `last` positions
+        (sliding-window evaluation needs no logits for the context part of a window)."""
+        h = self.hidden(idx)
+        if last:
+            h, targets = h[:, -last:], targets[:, -last:]
+        logits = self.head(h)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
         return loss if reduction == "mean" else loss.view(targets.shape)
 
 
@@ -669,11 +676,19 @@ def score_windows(n_targets: int, seq_len: int, stride: int) -> list[tuple[int, 
     return windows
 
 
+def window_shape(window: tuple[int, int, int], stride: int) -> tuple[int, int]:
+    """(input length, positions that need logits): a window scoring at most `stride` targets needs only the last
+    `stride` positions' logits; windows of one shape are batched together."""
+    s, e, n = window
+    return e - s, (stride if n <= stride else e - s)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, rt: Runtime, stride: int) -> dict:
     """val_loss (nats/token) and val_bpb over all targets of `tokens`, windows split across ranks, sums in fp64."""
     t0 = time.perf_counter()
-    windows = score_windows(tokens.size - 1, args.eval_seq_len, min(stride, args.eval_seq_len))
+    stride = min(stride, args.eval_seq_len)
+    windows = score_windows(tokens.size - 1, args.eval_seq_len, stride)
     mine = windows[rt.rank * len(windows) // rt.world_size : (rt.rank + 1) * len(windows) // rt.world_size]
     # bytes of target t (predicting tokens[t] after tokens[t-1]); prefix sums make any scored range O(1)
     byte_cum = np.concatenate(([0, 0], np.cumsum(token_bytes(tokens[:-1], tokens[1:], luts))))
@@ -683,20 +698,20 @@ def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, 
     model.eval()
     i = 0
     while i < len(mine):
-        length = mine[i][1] - mine[i][0]
+        length, k = window_shape(mine[i], stride)
         j = i
-        while j < len(mine) and j - i < args.eval_batch_seqs and mine[j][1] - mine[j][0] == length:
+        while j < len(mine) and j - i < args.eval_batch_seqs and window_shape(mine[j], stride) == (length, k):
             j += 1
         batch = mine[i:j]
         x = torch.stack([toks[s:e] for s, e, _ in batch]).to(rt.device, non_blocking=True)
         y = torch.stack([toks[s + 1 : e + 1] for s, e, _ in batch]).to(rt.device, non_blocking=True)
-        n = torch.tensor([k for _, _, k in batch], device=rt.device)
-        mask = torch.arange(length, device=rt.device)[None, :] >= (length - n)[:, None]
+        n = torch.tensor([m for _, _, m in batch], device=rt.device)
+        mask = torch.arange(k, device=rt.device)[None, :] >= (k - n)[:, None]  # the last n of the last k
         with autocast(rt):
-            nll = model(x, y, reduction="none")
+            nll = model(x, y, reduction="none", last=k if k < length else 0)
         nll_sum += (nll.double() * mask).sum()
-        n_sum += int(sum(k for _, _, k in batch))
-        byte_sum += int(sum(byte_cum[e + 1] - byte_cum[e - k + 1] for _, e, k in batch))
+        n_sum += int(n.sum())
+        byte_sum += int(sum(byte_cum[e + 1] - byte_cum[e - m + 1] for _, e, m in batch))
         i = j
     model.train()
     stats = torch.stack(

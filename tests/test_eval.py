@@ -1,0 +1,132 @@
+"""Evaluation: exact byte accounting on real text, rank-count independence, and the time-budget compliance check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import SCRIPT, SHARED, run_script
+
+from pgolf.cli import main as pgolf
+
+OFFICIAL = SHARED / "data" / "fineweb_sp1024_official"
+
+
+def official():
+    if not (OFFICIAL / "fineweb_1024_bpe.model").is_file():
+        pytest.skip(f"official tokenizer not found in {OFFICIAL} (it lives in the shared folder)")
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_file=str(OFFICIAL / "fineweb_1024_bpe.model"))
+
+
+def doc_bytes(mod, sp, tokens: np.ndarray) -> tuple[int, int]:
+    """(bytes counted over the tokens by the scorer's rule, UTF-8 bytes of the decoded documents)."""
+    luts = mod.byte_luts(sp, 1024)
+    counted = int(mod.token_bytes(tokens[:-1], tokens[1:], luts).sum())
+    docs = np.split(tokens, np.flatnonzero(tokens == 1))[1:]
+    return counted, sum(len(sp.decode(d[1:].tolist()).encode("utf-8")) for d in docs)
+
+
+def test_bytes_on_fineweb_documents_with_the_official_tokenizer(train_script):
+    sp = official()
+    texts = [json.loads(line)["text"] for line in (OFFICIAL / "fineweb_docs_200.jsonl").open(encoding="utf-8")]
+    tokens = np.concatenate([np.array([1] + sp.encode(t), dtype=np.int64) for t in texts])
+    counted, decoded = doc_bytes(train_script, sp, tokens)
+    assert counted == decoded and counted > 1_000_000
+
+
+def test_bytes_on_the_official_validation_prefix(train_script):
+    sp = official()
+    from pgolf.data import read_shard
+
+    tokens = read_shard(OFFICIAL / "fineweb_val_prefix_sp1024.bin").astype(np.int64)
+    cut = int(np.flatnonzero(tokens == 1)[-1])  # complete documents only
+    counted, decoded = doc_bytes(train_script, sp, tokens[:cut])
+    assert counted == decoded
+    assert 2.3 < counted / (cut - 1) < 2.5  # bytes per token of FineWeb (about 2.41 on this prefix)
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("artifact")
+    run_script(["--stage", "train", "--checkpoint", str(tmp / "c.pt")], {"ITERATIONS": "3"}, tiny_data, tmp)
+    run_script(
+        ["--stage", "quantize", "--checkpoint", str(tmp / "c.pt"), "--artifact", str(tmp / "m.ptz")], {}, tiny_data, tmp
+    )
+    return tmp
+
+
+def test_two_ranks_score_exactly_what_one_rank_scores(tiny_data, artifact, tmp_path):
+    res = []
+    for nproc in (0, 2):
+        out = tmp_path / f"e{nproc}.json"
+        run_script(
+            ["--stage", "eval", "--artifact", str(artifact / "m.ptz"), "--summary", str(out)],
+            {"EVAL_STRIDE": "16"},
+            tiny_data,
+            tmp_path,
+            nproc=nproc,
+        )
+        res.append(json.loads(out.read_text()))
+    one, two = res
+    assert one["val_tokens"] == two["val_tokens"] == tiny_data["val_tokens"] - 1
+    assert one["val_bytes"] == two["val_bytes"]
+    assert two["sliding_val_bpb"] == pytest.approx(one["sliding_val_bpb"], rel=1e-6)
+    assert two["roundtrip_val_bpb"] == pytest.approx(one["roundtrip_val_bpb"], rel=1e-6)
+
+
+def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp_path, capsys):
+    train_summary = {
+        "stage": "train",
+        "pre_quant_val_bpb": 1,
+        "pre_quant_val_loss": 1,
+        "live_val_bpb": 1,
+        "train_time_s": 1,
+        "steps": 1,
+        "step_avg_ms": 1,
+        "stopped_early": False,
+        "model_params": 1,
+        "world_size": 1,
+        "attention_backend": "sdpa",
+        "device": "cpu",
+    }
+    (tmp_path / "t.json").write_text(json.dumps(train_summary))
+    (tmp_path / "q.json").write_text(
+        json.dumps(
+            {"stage": "quantize", "artifact_bytes": 1, "code_bytes": 1, "bytes_total": 2, "quant_tag": "int6_zstd"}
+        )
+    )
+    common = [
+        "evaluate",
+        "--script",
+        str(SCRIPT),
+        "--data-manifest",
+        tiny_data["manifest_path"],
+        "--artifact",
+        str(artifact / "m.ptz"),
+        "--seed",
+        "1",
+        "--run",
+        "t",
+        "--nproc",
+        "0",
+        "--train-summary",
+        str(tmp_path / "t.json"),
+        "--quantize-summary",
+        str(tmp_path / "q.json"),
+        "--summary",
+        str(tmp_path / "e.json"),
+        "--logfile",
+        str(tmp_path / "e.log"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+    ]
+    env = {"stride": 64, "seq_len": 128}
+    assert pgolf([*common, "--eval-json", json.dumps({**env, "time_budget_s": 0.001})]) == 2
+    assert "over the 0 s budget" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+    assert pgolf([*common, "--eval-json", json.dumps({**env, "time_budget_s": 600})]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert 0 < metrics["eval_time_s"] < 600 and metrics["eval_time_budget_s"] == 600
