@@ -140,7 +140,7 @@ class Hyperparameters:
     eval_batch_seqs = _env("EVAL_BATCH_SEQS", 32)
     # runtime
     compile = _env("COMPILE", "auto")  # auto = on CUDA only
-    attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | sdpa
+    attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | sdpa | sdpa_flash | sdpa_cudnn | sdpa_efficient
 
     @classmethod
     def as_dict(cls) -> dict:
@@ -365,11 +365,22 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: in
     return torch.cat((rot, rest), dim=-1)
 
 
+SDPA_ONLY = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "sdpa_efficient": "mem_efficient"}
+
+
 def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
+    """fa3 when importable on CUDA (auto), else PyTorch SDPA: `sdpa` lets PyTorch pick its kernel (GQA native);
+    sdpa_flash / sdpa_cudnn / sdpa_efficient allow only that kernel (plus the math fallback) on expanded KV heads."""
     if args.attn_backend == "fa3" or (args.attn_backend == "auto" and rt.cuda and fa3_attn is not None):
         if fa3_attn is None or not rt.cuda:
             raise SystemExit("ATTN_BACKEND=fa3 but flash_attn_interface is not importable on a CUDA device")
         return "fa3"
+    if args.attn_backend in SDPA_ONLY:
+        for kernel in SDPA_ONLY.values():
+            getattr(torch.backends.cuda, f"enable_{kernel}_sdp")(kernel == SDPA_ONLY[args.attn_backend])
+        return args.attn_backend
+    if args.attn_backend not in ("auto", "sdpa"):
+        raise SystemExit(f"ATTN_BACKEND={args.attn_backend!r}: expected auto, fa3, sdpa or one of {sorted(SDPA_ONLY)}")
     return "sdpa"
 
 
@@ -406,10 +417,14 @@ class Attention(nn.Module):
         if self.backend == "fa3":
             y = fa3_attn(q, k, v, causal=True)
             y = y[0] if isinstance(y, tuple) else y
-        else:
+        elif self.backend == "sdpa":
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=self.kv != self.h
             ).transpose(1, 2)
+        else:
+            rep = self.h // self.kv
+            k2, v2 = (t.repeat_interleave(rep, dim=2).transpose(1, 2) for t in (k, v))
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k2, v2, is_causal=True).transpose(1, 2)
         if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
             vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
             y = y - (y * vn).sum(-1, keepdim=True) * vn
