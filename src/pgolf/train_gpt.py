@@ -137,7 +137,7 @@ class Hyperparameters:
     # eval
     eval_seq_len = _env("EVAL_SEQ_LEN", train_seq_len)
     eval_stride = _env("EVAL_STRIDE", 64)  # >= EVAL_SEQ_LEN: plain non-overlapping chunks
-    eval_batch_seqs = _env("EVAL_BATCH_SEQS", 32)
+    eval_batch_seqs = _env("EVAL_BATCH_SEQS", 64)
     # runtime
     compile = _env("COMPILE", "auto")  # auto = on CUDA only
     attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | sdpa | sdpa_flash | sdpa_cudnn | sdpa_efficient
