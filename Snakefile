@@ -24,4 +24,4 @@ include: "workflow/rules/record.smk"
 rule all:
     default_target: True
     input:
-        RECORD_DIR,
+        rules.record.output.submission,

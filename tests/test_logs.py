@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import APRIL, MARCH, NAIVE, fixture
 
-from pgolf.logs import metric_kind, parse_log
+from pgolf.logs import best_of_kind, metric_kind, parse_log, progress_line
 
 
 def submission(name: str) -> dict:
@@ -193,3 +193,48 @@ def test_stopping_line_and_empty_log(tmp_path):
     for source in (path, str(path)):
         info = parse_log(source)
         assert info["seed"] == 5 and info["score"]["val_bpb"] == 1.5
+
+
+@pytest.mark.parametrize(
+    ("line", "budget", "expected"),
+    [
+        (
+            "step:60/240 train_loss:4.2774 train_time:178150ms step_avg:2969.16ms",
+            600,
+            "progress: step 60/240, loss 4.2774, elapsed 178.2s of 600s budget, ETA 422s",
+        ),
+        (
+            "step:60/240 train_loss:4.2774 train_time:178150ms step_avg:2969.16ms",
+            0,
+            "progress: step 60/240, loss 4.2774, elapsed 178.2s (no time budget), ETA 534s",
+        ),
+        (
+            "[rank0]: 500/20000 train_loss: 2.5615 train_time: 0.8m tok/s: 8217810",
+            600,
+            "progress: step 500/20000, loss 2.5615, elapsed 48.0s of 600s budget, ETA 552s",
+        ),
+        (
+            "step:200/2000 val_loss:2.8397 val_bpb:1.6774 train_time:8700ms step_avg:43.50ms",
+            600,
+            "progress: step 200/2000, val_loss 2.8397, elapsed 8.7s of 600s budget, ETA 78s",
+        ),
+        ("warmup_step:1/20", 600, None),
+        ("4945/20000 val_loss: 2.3539 val_bpb: 1.0756", 600, None),
+        ("final_int6_roundtrip val_loss:1.9394 val_bpb:1.1486 eval_time:6093ms", 600, None),
+    ],
+)
+def test_progress_line(line, budget, expected):
+    assert progress_line(line, budget) == expected
+
+
+def test_best_of_kind():
+    info = parse_log(OUR_LOG)
+    assert best_of_kind(info, "sliding") == {
+        "tag": "final_int6_zstd_sliding_window_exact",
+        "val_loss": 3.59001234,
+        "val_bpb": 2.09001234,
+    }
+    assert best_of_kind(info, "roundtrip")["tag"] == "final_int6_zstd_roundtrip_exact"
+    assert best_of_kind(info, "ttt") is None
+    assert info["step_avg_logged"] is True
+    assert parse_log("stopping_early: wallclock_cap train_time:600ms step:3/10\n")["step_avg_logged"] is False

@@ -109,6 +109,7 @@ def test_pipeline_products(pipeline):
     names = {p.name for p in record.iterdir()}
     assert {"README.md", "submission.json", "train_gpt.py", "requirements.txt"} <= names
     assert {"train_seed1.log", "train_seed2.log"} <= names
+    assert not any(n.startswith(".") for n in names), names  # nothing but the record's own files
     assert (record / "train_gpt.py").read_bytes() == pipeline["script"].read_bytes()
     sub = json.loads((record / "submission.json").read_text())
     assert sorted(int(s) for s in sub["seeds"]) == [1, 2]

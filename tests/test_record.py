@@ -83,6 +83,30 @@ def test_tampered_seed_result_fails(tmp_path):
     assert any(p.startswith("submission.json: seed_results[1234].artifact_bytes 15907551") for p in problems)
 
 
+def test_tampered_steps_times_and_std_fail(tmp_path):
+    d = writable_copy(APRIL, tmp_path)
+    sub = json.loads((d / "submission.json").read_text())
+    sub["seed_results"]["42"]["steps"] = 4950
+    sub["seed_results"]["0"]["eval_time_s"] = 400.0
+    sub["seed_results"]["1234"]["step_avg_ms"] = 99.0  # not checked: the log prints no step_avg
+    sub["val_bpb_std"] = 0.0005
+    (d / "submission.json").write_text(json.dumps(sub))
+    assert check_record(d, require_script=False) == [
+        "submission.json: val_bpb_std 0.0005 is neither the sample (0.00110608) nor the population (0.00090311) std "
+        "of the logged seeds",
+        "submission.json: seed_results[42].steps 4950 disagrees with the log (4945)",
+        "submission.json: seed_results[0].eval_time_s 400.0 disagrees with the log (455.1)",
+    ]
+    d = writable_copy(MARCH, tmp_path / "m")
+    sub = json.loads((d / "submission.json").read_text())
+    sub["pre_quant_val_bpb"] = 1.1318
+    (d / "submission.json").write_text(json.dumps(sub))
+    assert check_record(d, require_script=False) == [
+        "submission.json: pre_quant_val_bpb 1.1318 matches neither the mean over seeds (1.14190000) nor any seed's "
+        "logged value (1.1418, 1.1421, 1.1418)"
+    ]
+
+
 def test_train_time_over_budget_fails(tmp_path):
     d = writable_copy(MARCH, tmp_path)
     with open(d / "train_seed42.log", "a") as f:
@@ -96,7 +120,10 @@ def test_eval_time_over_budget_fails(tmp_path):
     d = writable_copy(APRIL, tmp_path)
     with open(d / "train_seed0.log", "a") as f:
         f.write("total_eval_time:612.5s\n")
-    assert check_record(d, require_script=False) == ["train_seed0.log: eval time 612.5 s exceeds the 600 s budget"]
+    assert check_record(d, require_script=False) == [
+        "train_seed0.log: eval time 612.5 s exceeds the 600 s budget",
+        "submission.json: seed_results[0].eval_time_s 455.1 disagrees with the log (612.5)",
+    ]
 
 
 def test_artifact_over_cap_fails(tmp_path):
@@ -109,7 +136,11 @@ def test_artifact_over_cap_fails(tmp_path):
     )
     log.write_text(text)
     problems = check_record(d, require_script=False)
-    assert problems == ["train_seed42.log: code + model = 16000001 bytes, over the 16000000-byte cap"]
+    assert problems == [
+        "train_seed42.log: code + model = 16000001 bytes, over the 16000000-byte cap",
+        # the README's reproducibility table still shows the untampered size
+        "README.md: seed 42 artifact bytes 15528666 disagrees with the log (15932384 or 16000001)",
+    ]
 
 
 def test_missing_files_seeds_and_big_files(tmp_path):
@@ -132,6 +163,41 @@ def test_seed_file_name_must_match_log(tmp_path):
     (d / "train_seed42.log").rename(d / "train_seed43.log")
     problems = check_record(d, require_script=False)
     assert "train_seed43.log: the file name says seed 43 but the log says seed 42" in problems
+
+
+def test_tampered_readme_fails(tmp_path):
+    """The README's headline and per-seed table are held to the logs (the 1.1248 README's reproducibility table)."""
+    d = writable_copy(MARCH, tmp_path)
+    text = (d / "README.md").read_text()
+    for before, after in [
+        ("**val_bpb = 1.1248**", "**val_bpb = 1.1200**"),
+        ("| 42 | 7,061 | 1.1250 | 15,528,666 |", "| 42 | 7,061 | 1.1150 | 15,528,666 |"),
+        ("| 1337 | 7,063 |", "| 1337 | 7,163 |"),
+    ]:
+        assert before in text
+        text = text.replace(before, after)
+    (d / "README.md").write_text(text)
+    assert check_record(d, require_script=False) == [
+        "README.md: headline val_bpb 1.1200 matches neither the mean over seeds (1.12503176) nor any seed's logged "
+        "value (42: 1.12498291, 1337: 1.12526734, 2025: 1.12484502)",
+        "README.md: seed 42 sliding val_bpb 1.1150 disagrees with the log (1.12498291)",
+        "README.md: seed 1337 steps 7163 disagrees with the log (7063)",
+    ]
+
+
+def test_tampered_readme_mean_row_fails(tmp_path):
+    """The 1.0611 README's table: per-seed pre-quant / post-quant / post-TTT columns and a Mean row."""
+    d = writable_copy(APRIL, tmp_path)
+    text = (d / "README.md").read_text()
+    before = "| 1234 | 4,917 | 122.0   | 1.06597           | 1.07478 "
+    assert before in text and "| **Mean** | **4,931** |" in text
+    text = text.replace(before, "| 1234 | 4,917 | 122.0   | 1.06597           | 1.07378 ")
+    text = text.replace("| **Mean** | **4,931** |", "| **Mean** | **4,941** |")
+    (d / "README.md").write_text(text)
+    assert check_record(d, require_script=False) == [
+        "README.md: seed 1234 roundtrip val_bpb 1.07378 disagrees with the log (1.07477929)",
+        "README.md: mean steps 4941 disagrees with the mean of the logged seeds (4931.3333)",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,7 +318,8 @@ def test_build_record_writes_a_passing_folder(run):
     out = run["out"]
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["README.md", "submission.json", "train_gpt.py", "requirements.txt"] + [f"train_seed{s}.log" for s in SEEDS]
+        ["README.md", "submission.json", "train_gpt.py", "requirements.txt", "loss_curves.png"]
+        + [f"train_seed{s}.log" for s in SEEDS]
     )
     assert (out / "train_gpt.py").read_bytes() == run["script"].read_bytes()
     for s, d in zip(SEEDS, run["dirs"], strict=True):
@@ -362,9 +429,42 @@ def test_reference_comparison_in_record(run, tmp_path):
     assert sub["comparison"]["improvement_bpb"] == pytest.approx(0.01, abs=1e-8)
     readme = (run["out"] / "README.md").read_text()
     assert "## Comparison" in readme and str(run["out"]) in readme and ".tmp" not in readme
+    assert "| 42 | 1.23456789 | 1.24456789 | -0.01000000 |" in readme  # seed by seed against the reference
     # logs of the built record parse to the metrics' scores
     for s, (bpb, _) in SEEDS.items():
         assert parse_log(run["out"] / f"train_seed{s}.log")["score"]["val_bpb"] == bpb
+
+
+def test_loss_curves_report_files_and_extra_files(run, tmp_path):
+    helper = tmp_path / "helper.py"
+    helper.write_text("X = 1\n")
+    tokenizers = tmp_path / "tokenizers"
+    tokenizers.mkdir()
+    (tokenizers / "tok.model").write_bytes(b"model")
+    report = tmp_path / "report"
+    settings = dict(SETTINGS, extra_files=[str(helper), str(tokenizers)])
+    build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, settings, HPARAMS, 8, report_dir=report)
+    out = run["out"]
+    assert (out / "helper.py").read_text() == "X = 1\n" and (out / "tokenizers" / "tok.model").read_bytes() == b"model"
+    png = (out / "loss_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (report / "loss_curves.png").read_bytes() == png
+    readme = (out / "README.md").read_text()
+    assert "![train_loss at every logged step" in readme and "(loss_curves.png)" in readme
+    assert "- `helper.py`: a file the script needs" in readme
+    html = (report / "seed_results.html").read_text()
+    assert "<td>1337</td><td>7,000</td><td>85.50</td>" in html and "<td>1.23501234</td>" in html
+    rows = (report / "seed_results.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["seed", "steps", "step_avg_ms"] and rows[2].startswith("1337,7000,85.5,")
+    assert check_record(out, min_seeds=3) == []
+    # the same logs give the same plot, byte for byte
+    build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, settings, HPARAMS, 8)
+    assert (out / "loss_curves.png").read_bytes() == png
+    with pytest.raises(ValueError, match="is a name the record generates"):
+        clash = tmp_path / "README.md"
+        clash.write_text("x")
+        build_record(
+            run["out"], run["dirs"], run["script"], ENVIRONMENT, dict(SETTINGS, extra_files=[str(clash)]), HPARAMS, 8
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------

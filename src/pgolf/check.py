@@ -11,13 +11,27 @@ Rules that upstream records legitimately vary on are handled by rule, not by fol
   record reports its best seed);
 - ``bytes_total`` must equal one seed's logged total; ``bytes_code`` (optional: the 1.0611 record has none) one seed's
   logged code size;
-- ``seed_results[s].artifact_bytes`` may be the logged total (upstream usage) or the logged model size (ours);
+- ``seed_results[s].artifact_bytes`` may be the logged total (upstream usage) or the logged model size (ours); its
+  ``steps``, ``train_time_s``, ``eval_time_s``, ``step_avg_ms`` (only where the log prints ``step_avg``: the 1.0611
+  record's figures are not train_time / steps) and ``pre_quant_val_bpb`` must agree with the seed's log;
+- ``pre_quant_val_bpb``/``pre_quant_val_loss``, like the score, are the mean over seeds or one seed's value;
+  ``val_bpb_std``/``val_loss_std`` the sample or the population std of the seeds' scores (the 1.0611 record reports
+  the population std);
 - a run stopped by the wallclock cap may overshoot the train budget by the step in flight: up to ``overshoot_steps``
   average steps (upstream accepted 600099 ms at 85 ms/step);
 - how many seeds are needed is ``min_seeds`` (the naive baseline has one).
 
 Number tolerance: a value with d decimals in submission.json must be within ``10**-d`` of the logs, at most 1e-4 (a
-value rounded to 4 decimals) and at least 2e-8 (8-decimal values averaged over seeds); byte counts must match exactly.
+value rounded to 4 decimals) and at least 2e-8 (8-decimal values averaged over seeds), or within the resolution the log
+printed its value with (times); byte counts and steps must match exactly.
+
+README.md is held to the same logs: its headline ``**val_bpb = X**`` (or ``**val_bpb: X**``) must be the mean over
+seeds or one seed's score, and every markdown table with a ``Seed`` column is read row by row (a ``Mean`` row against
+the mean of the rows above it). Columns are recognised by their header: steps, step average (only where the log
+itself prints ``step_avg``), train time, eval time (``(ms)``/``(min)`` in the header, else seconds), pre-quant,
+roundtrip / post-quant, sliding, TTT and plain val_bpb / val_loss / score columns, artifact bytes (the logged total or
+model size) and total bytes; other columns, and cells that are not plain numbers, are not checked. A README number
+with d decimals must be within ``10**-d`` of the logs (at least 2e-8); steps and bytes of a seed row exactly.
 """
 
 from __future__ import annotations
@@ -25,10 +39,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import statistics
 from pathlib import Path
 
 from pgolf.fsio import read_json
-from pgolf.logs import parse_log
+from pgolf.logs import best_of_kind, parse_log
 
 REQUIRED_KEYS = ("author", "github_id", "name", "date", "val_bpb", "val_loss", "bytes_total", "blurb")
 _SEED_LOG = re.compile(r"^train_seed(\d+)\.log$")
@@ -177,6 +192,8 @@ def check_record(
         problems.append(f"only {len(scored)} distinct seed(s) with a score ({listed}); at least {min_seeds} required")
     if sub:
         problems += _check_submission(sub, by_seed, scored, cap_bytes)
+    if (record_dir / "README.md").is_file():
+        problems += check_readme((record_dir / "README.md").read_text(encoding="utf-8", errors="replace"), by_seed)
     return problems
 
 
@@ -265,6 +282,7 @@ def _check_submission(sub: dict, by_seed: dict[int, tuple[Path, dict]], scored: 
             f"submission.json: bytes_code {sub['bytes_code']} disagrees with the logged code size "
             f"({', '.join(str(c) for c in sorted(codes))})"
         )
+    problems += _check_spread(sub, scored)
 
     results = sub.get("seed_results") or {}
     if not isinstance(results, dict):
@@ -295,6 +313,189 @@ def _check_submission(sub: dict, by_seed: dict[int, tuple[Path, dict]], scored: 
             problems.append(
                 f"{where}.bytes_total {entry['bytes_total']} disagrees with the log ({info['bytes_total']})"
             )
+        if entry.get("steps") is not None and info["steps"] is not None and entry["steps"] != info["steps"]:
+            problems.append(f"{where}.steps {entry['steps']} disagrees with the log ({info['steps']})")
+        logged = {
+            "train_time_s": None if info["train_time_ms"] is None else info["train_time_ms"] / 1000.0,
+            "eval_time_s": info["eval_time_s"],
+            "step_avg_ms": info["step_avg_ms"] if info["step_avg_logged"] else None,  # not a derived average
+            "pre_quant_val_bpb": (info["pre_quant"] or {}).get("val_bpb"),
+        }
+        for field, value in logged.items():
+            if entry.get(field) is not None and value is not None:
+                if not _is_number(entry[field]) or not _close_to_log(entry[field], value):
+                    problems.append(f"{where}.{field} {entry[field]} disagrees with the log ({value})")
+    return problems
+
+
+def _close_to_log(submitted: float, logged: float) -> bool:
+    """``close``, also allowing the resolution the log printed ``logged`` with (``total_eval_time:60.0s``,
+    ``train_time:240259ms``): a submission may carry a time more precisely than its log."""
+    resolution = 10.0 ** -_decimals(logged)
+    return abs(float(submitted) - float(logged)) <= max(tolerance(submitted), resolution) * (1 + 1e-9) + 1e-12
+
+
+def _check_spread(sub: dict, scored: dict[int, dict]) -> list[str]:
+    """submission.json's pre-quant figures (the mean over seeds or one seed's) and stds (sample or population: upstream
+    records use both) against the logs."""
+    problems = []
+    pre = [i["pre_quant"] for i in scored.values() if i["pre_quant"] is not None]
+    for key in ("pre_quant_val_bpb", "pre_quant_val_loss"):
+        metric = key.removeprefix("pre_quant_")
+        if _is_number(sub.get(key)) and pre and len(pre) == len(scored):
+            values = [p[metric] for p in pre]
+            options = [sum(values) / len(values), *values]
+            if not any(close(sub[key], v) for v in options):
+                problems.append(
+                    f"submission.json: {key} {sub[key]} matches neither the mean over seeds ({options[0]:.8f}) nor "
+                    f"any seed's logged value ({', '.join(str(v) for v in values)})"
+                )
+    for key in ("val_bpb_std", "val_loss_std"):
+        metric = key.removesuffix("_std")
+        if _is_number(sub.get(key)) and len(scored) >= 2:
+            values = [i["score"][metric] for i in scored.values()]
+            sample, population = statistics.stdev(values), statistics.pstdev(values)
+            if not (close(sub[key], sample) or close(sub[key], population)):
+                problems.append(
+                    f"submission.json: {key} {sub[key]} is neither the sample ({sample:.8f}) nor the population "
+                    f"({population:.8f}) std of the logged seeds"
+                )
+    return problems
+
+
+_HEADLINE = re.compile(r"\*\*\s*val_bpb\s*[:=]\s*(?P<x>\d+\.\d+)\s*\*\*")
+_CELL_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_SKIP_HEADER = re.compile(r"delta|diff|improv|\bvs\b|gain|std|reference|previous|baseline|leader", re.IGNORECASE)
+
+
+def _text_decimals(text: str) -> int:
+    return len(text.split(".", 1)[1]) if "." in text else 0
+
+
+def _readme_close(text: str, logged: float, exact: bool) -> bool:
+    """Whether a README number (as written) agrees with a logged value: exactly, or within one unit in its last
+    decimal (at least 2e-8)."""
+    if exact:
+        return float(text) == float(logged)
+    tol = max(10.0 ** -_text_decimals(text), 2e-8)
+    return abs(float(text) - float(logged)) <= tol * (1 + 1e-9) + 1e-12
+
+
+def _readme_column(header: str):
+    """(label, getter(info) -> float | None | set, integer?) for a results-table column header; None if not checked."""
+    h = re.sub(r"[*`_]", " ", header).lower()
+    h = re.sub(r"\s+", " ", h).strip()
+    if not h or _SKIP_HEADER.search(h):
+        return None
+    metric = "val_loss" if "loss" in h else "val_bpb"
+
+    def scaled(ms: float | None) -> float | None:
+        if ms is None:
+            return None
+        if "(ms)" in h or h.endswith(" ms"):
+            return ms
+        if "(min)" in h or "(m)" in h:
+            return ms / 60_000.0
+        return ms / 1000.0
+
+    if h in ("steps", "step") or h.startswith("steps "):
+        return "steps", lambda i: i["steps"], True
+    if "ms/step" in h or "step avg" in h or "step time" in h:
+        return "step avg", lambda i: i["step_avg_ms"] if i["step_avg_logged"] else None, False
+    if "train time" in h or "training time" in h:
+        return "train time", lambda i: scaled(i["train_time_ms"]), False
+    if "eval time" in h:
+        return "eval time", lambda i: scaled(None if i["eval_time_s"] is None else i["eval_time_s"] * 1000.0), False
+    if "artifact" in h:
+        return "artifact bytes", lambda i: {i["bytes_total"], i["model_bytes"]} - {None} or None, True
+    if "total" in h and ("byte" in h or "size" in h):
+        return "total bytes", lambda i: i["bytes_total"], True
+    if re.search(r"pre[- ]?quant", h):
+        return f"pre-quant {metric}", lambda i: (i["pre_quant"] or {}).get(metric), False
+    if "roundtrip" in h or re.search(r"post[- ]?quant", h):
+        return f"roundtrip {metric}", lambda i: (i["roundtrip"] or {}).get(metric), False
+    for kind in ("sliding", "ttt"):
+        if kind in h:
+            return f"{kind} {metric}", lambda i, k=kind: (best_of_kind(i, k) or {}).get(metric), False
+    if "bpb" in h or "loss" in h or h == "score":
+        return f"score {metric}", lambda i: (i["score"] or {}).get(metric), False
+    return None
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    """Markdown tables of a text: each a list of rows of stripped cells (the ``---`` separator row dropped)."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            cells = [c.strip() for c in stripped.strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells if c):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def _number(cell: str) -> str | None:
+    cleaned = re.sub(r"[*`\s,]", "", cell)
+    return cleaned if _CELL_NUMBER.fullmatch(cleaned) else None
+
+
+def check_readme(text: str, by_seed: dict[int, tuple[Path, dict]]) -> list[str]:
+    """Problems where README.md's headline val_bpb or its per-seed results tables disagree with the logs."""
+    problems = []
+    scored = {s: i for s, (_, i) in by_seed.items() if i["score"] is not None}
+    if scored and (m := _HEADLINE.search(text)):
+        shown = m.group("x")
+        n = len(scored)
+        options = [sum(i["score"]["val_bpb"] for i in scored.values()) / n]
+        options += [i["score"]["val_bpb"] for i in scored.values()]
+        if not any(_readme_close(shown, x, exact=False) for x in options):
+            seeds_txt = ", ".join(f"{s}: {i['score']['val_bpb']}" for s, i in scored.items())
+            problems.append(
+                f"README.md: headline val_bpb {shown} matches neither the mean over seeds ({options[0]:.8f}) nor any "
+                f"seed's logged value ({seeds_txt})"
+            )
+    for table in _tables(text):
+        header = [re.sub(r"[*`]", "", c).strip().lower() for c in table[0]]
+        if "seed" not in header:
+            continue
+        seed_col = header.index("seed")
+        columns = {j: col for j, h in enumerate(table[0]) if j != seed_col and (col := _readme_column(h))}
+        seen: dict[int, list[set]] = {j: [] for j in columns}  # logged values of the seed rows, per column
+        for row in table[1:]:
+            if len(row) <= seed_col:
+                continue
+            key = re.sub(r"[*`\s]", "", row[seed_col])
+            if re.fullmatch(r"\d+", key):
+                seed = int(key)
+                if seed not in by_seed:
+                    problems.append(f"README.md: the results table names seed {seed} but there is no log for it")
+                    continue
+                info = by_seed[seed][1]
+                for j, (label, getter, integer) in columns.items():
+                    cell = _number(row[j]) if j < len(row) else None
+                    logged = getter(info)
+                    if logged is None:
+                        continue
+                    values = logged if isinstance(logged, set) else {logged}
+                    seen[j].append(values)
+                    if cell is not None and not any(_readme_close(cell, v, exact=integer) for v in values):
+                        expected = " or ".join(str(v) for v in sorted(values))
+                        problems.append(f"README.md: seed {seed} {label} {cell} disagrees with the log ({expected})")
+            elif key.lower() == "mean":
+                for j, (label, _, _) in columns.items():
+                    cell = _number(row[j]) if j < len(row) else None
+                    if cell is None or not seen[j]:
+                        continue
+                    # set-valued columns (artifact = total or model bytes): the mean of either reading
+                    avgs = {sum(pick(v) for v in seen[j]) / len(seen[j]) for pick in (min, max)}
+                    if not any(_readme_close(cell, avg, exact=False) for avg in avgs):
+                        expected = " or ".join(f"{avg:.8g}" for avg in sorted(avgs))
+                        problems.append(
+                            f"README.md: mean {label} {cell} disagrees with the mean of the logged seeds ({expected})"
+                        )
     return problems
 
 

@@ -3,6 +3,9 @@
 Shard format (challenge): 256 little-endian int32 header words ([0] magic 20240520, [1] version 1, [2] token count),
 then ``count`` little-endian uint16 token ids; file size = 1024 + 2 * count. Every document starts with BOS (id 1).
 A data folder is complete when its ``manifest.json`` exists: it is always written last.
+
+Hub downloads are checked against a lock file (sha256 of every file, keyed by repo@revision/variant): see
+``download_from_hub``.
 """
 
 from __future__ import annotations
@@ -10,18 +13,22 @@ from __future__ import annotations
 import argparse
 import glob
 import gzip
-import io
 import itertools
 import json
 import lzma
+import multiprocessing
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from pathlib import Path
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, NamedTuple, TypeVar
 
 import numpy as np
 import sentencepiece as spm
@@ -45,11 +52,14 @@ MANIFEST_VERSION = 1
 DEFAULT_TOKENIZER_MAX_DOCS = 1_000_000
 # Documents longer than this (UTF-8 bytes) are left out of tokenizer training (SentencePiece skips them).
 TOKENIZER_MAX_SENTENCE_BYTES = 1 << 20
-# Encoding batches: at most this many documents / characters per sentencepiece call.
-ENCODE_BATCH_DOCS = 4096
-ENCODE_BATCH_CHARS = 32 << 20
+# Documents -> shards: the file is cut into chunks of at most this many documents / raw bytes, encoded by a pool of
+# worker processes; at most CHUNKS_IN_FLIGHT_PER_WORKER chunks per worker are read ahead (this bounds the memory).
+CHUNK_DOCS = 1024
+CHUNK_BYTES = 4 << 20
+CHUNKS_IN_FLIGHT_PER_WORKER = 2
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+T = TypeVar("T")
 
 
 def cpu_count() -> int:
@@ -153,13 +163,40 @@ def _scan_shard(path: Path) -> dict:
 # Documents
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    """Open a (possibly .xz / .gz compressed) UTF-8 text file."""
+def _open_binary(path: Path) -> IO[bytes]:
+    """Open a (possibly .xz / .gz compressed) file for reading bytes."""
     if path.suffix == ".xz":
-        return lzma.open(path, "rt", encoding="utf-8")
+        return lzma.open(path, "rb")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of each non-blank line of a documents file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: documents file not found")
+    with _open_binary(path) as f:
+        try:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    yield lineno, line
+        except (lzma.LZMAError, gzip.BadGzipFile, EOFError) as e:
+            raise ValueError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+
+
+def _doc_text(path: str | os.PathLike, lineno: int, line: bytes) -> str:
+    """The ``text`` field of one JSON line (ValueError naming the file and line otherwise)."""
+    try:
+        obj = json.loads(line)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+    text = obj.get("text") if isinstance(obj, dict) else None
+    if not isinstance(text, str):
+        raise ValueError(f"{path}:{lineno}: expected a JSON object with a string field 'text'")
+    return text
 
 
 def iter_documents(docs_path: str | os.PathLike, max_docs: int | None = None) -> Iterator[str]:
@@ -169,38 +206,10 @@ def iter_documents(docs_path: str | os.PathLike, max_docs: int | None = None) ->
         raise FileNotFoundError(f"{path}: documents file not found")
     if max_docs is not None and max_docs <= 0:
         return
-    n = 0
-    with _open_text(path) as f:
-        try:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-                text = obj.get("text") if isinstance(obj, dict) else None
-                if not isinstance(text, str):
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object with a string field 'text'")
-                yield text
-                n += 1
-                if max_docs is not None and n >= max_docs:
-                    return
-        except (lzma.LZMAError, gzip.BadGzipFile, EOFError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
-
-
-def _batches(texts: Iterator[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    chars = 0
-    for text in texts:
-        batch.append(text)
-        chars += len(text)
-        if len(batch) >= ENCODE_BATCH_DOCS or chars >= ENCODE_BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
+    for n, (lineno, line) in enumerate(_read_lines(path), start=1):
+        yield _doc_text(path, lineno, line)
+        if max_docs is not None and n >= max_docs:
+            return
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -417,6 +426,8 @@ class _ShardWriter:
 
 def _with_bos(encoded: list[list[int]]) -> np.ndarray:
     """Concatenate documents' token ids, each preceded by BOS."""
+    if not encoded:
+        return np.zeros(0, dtype=np.uint16)
     lens = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
     starts = np.zeros(len(encoded), dtype=np.int64)
     np.cumsum(lens[:-1] + 1, out=starts[1:])
@@ -435,6 +446,86 @@ def _remove_stale_shards(out_dir: Path, prefix: str, split: str, keep: set[str])
             path.unlink()
 
 
+class _Chunk(NamedTuple):
+    """A run of consecutive documents, all of one split: raw JSON lines with their line numbers."""
+
+    split: str
+    docs_path: str
+    lines: list[tuple[int, bytes]]
+
+
+class _Encoded(NamedTuple):
+    split: str
+    tokens: np.ndarray  # uint16, each document preceded by BOS
+    docs: int
+    text_bytes: int  # UTF-8 bytes of the documents' text
+
+
+def _chunks(
+    docs_path: Path, val_docs: int, max_docs: int | None, chunk_docs: int, chunk_bytes: int
+) -> Iterator[_Chunk]:
+    """Cut the documents file into chunks; a chunk never straddles the val/train boundary."""
+    lines: list[tuple[int, bytes]] = []
+    size = 0
+    n = 0
+    split = "val"
+    for lineno, line in _read_lines(docs_path):
+        lines.append((lineno, line))
+        size += len(line)
+        n += 1
+        boundary = n == val_docs
+        last = max_docs is not None and n >= max_docs
+        if boundary or last or len(lines) >= chunk_docs or size >= chunk_bytes:
+            yield _Chunk(split, str(docs_path), lines)
+            lines, size = [], 0
+            if boundary:
+                split = "train"
+        if last:
+            return
+    if lines:
+        yield _Chunk(split, str(docs_path), lines)
+
+
+def _encode_chunk(sp: spm.SentencePieceProcessor, chunk: _Chunk) -> _Encoded:
+    texts = [_doc_text(chunk.docs_path, lineno, line) for lineno, line in chunk.lines]
+    encoded = sp.encode(texts, out_type=int, num_threads=1)
+    text_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    return _Encoded(chunk.split, _with_bos(encoded), len(texts), text_bytes)
+
+
+_worker_sp: spm.SentencePieceProcessor | None = None
+
+
+def _init_encoder(model_path: str) -> None:
+    global _worker_sp
+    _worker_sp = spm.SentencePieceProcessor(model_file=model_path)
+
+
+def _encode_in_worker(chunk: _Chunk) -> _Encoded:
+    assert _worker_sp is not None, "worker not initialised"
+    return _encode_chunk(_worker_sp, chunk)
+
+
+def bounded_map(submit: Callable[[T], Future], items: Iterable[T], window: int) -> Iterator[Any]:
+    """Results of ``submit(item).result()`` in input order, with at most ``window`` items submitted but not yet
+    yielded: the input is read only as fast as results are consumed (``Pool.imap`` would read all of it ahead)."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(submit(item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """Worker processes are started by a fork server (safe when the parent has threads), else spawned."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def docs_to_shards(
     docs_path: str | os.PathLike,
     tokenizer_model: str | os.PathLike,
@@ -444,12 +535,17 @@ def docs_to_shards(
     shard_tokens: int = 100_000_000,
     max_docs: int | None = None,
     threads: int | None = None,
+    chunk_docs: int = CHUNK_DOCS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict:
     """Tokenize documents into ``{prefix}_val_*.bin`` (the first ``val_docs`` documents) and ``{prefix}_train_*.bin``.
 
-    Each document becomes [BOS] + ids (no EOS); documents may cross shard boundaries. Streams in batches (bounded
-    memory), encoding with all cores. Old shards of the same prefix beyond the new ones and the folder's manifest
-    are removed (the data set changes).
+    Each document becomes [BOS] + ids (no EOS); documents may cross shard boundaries. The file is streamed in chunks
+    (``chunk_docs`` documents or ``chunk_bytes`` bytes) that ``threads`` worker processes parse and encode (all
+    available cores by default; 1 = in this process); results are written in file order, so the shards do not depend on
+    the number of workers or the chunk size. Memory is bounded: at most 2 chunks per worker are in flight, plus one
+    shard buffer per split. Old shards of the same prefix beyond the new ones and the folder's manifest are removed
+    (the data set changes).
     """
     docs_path, out_dir = Path(docs_path), Path(out_dir)
     _check_name(prefix, "prefix")
@@ -457,10 +553,16 @@ def docs_to_shards(
         raise ValueError(f"val_docs must be at least 1, got {val_docs}")
     if not 0 < shard_tokens <= MAX_SHARD_TOKENS:
         raise ValueError(f"shard_tokens must be in 1..{MAX_SHARD_TOKENS}, got {shard_tokens}")
+    if chunk_docs < 1 or chunk_bytes < 1:
+        raise ValueError(f"chunk_docs and chunk_bytes must be positive, got {chunk_docs} and {chunk_bytes}")
+    if max_docs is not None and max_docs < 1:
+        raise ValueError(f"max_docs must be positive, got {max_docs}")
+    if not docs_path.is_file():
+        raise FileNotFoundError(f"{docs_path}: documents file not found")
     sp = _load_tokenizer(Path(tokenizer_model))
     if sp.vocab_size() > 65536:
         raise ValueError(f"{tokenizer_model}: vocab size {sp.vocab_size()} does not fit uint16 shards")
-    threads = threads or cpu_count()
+    workers = threads or cpu_count()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
@@ -471,15 +573,32 @@ def docs_to_shards(
     }
     docs = {"val": 0, "train": 0}
     text_bytes = {"val": 0, "train": 0}
-    for batch in _batches(iter_documents(docs_path, max_docs)):
-        encoded = sp.encode(batch, out_type=int, num_threads=threads)
-        start = docs["val"] + docs["train"]
-        n_val = max(0, min(len(batch), val_docs - start))
-        for split, lo, hi in (("val", 0, n_val), ("train", n_val, len(batch))):
-            if hi > lo:
-                writers[split].add(_with_bos(encoded[lo:hi]))
-                docs[split] += hi - lo
-                text_bytes[split] += sum(len(t.encode("utf-8")) for t in batch[lo:hi])
+
+    def consume(results: Iterator[_Encoded]) -> None:
+        for r in results:
+            writers[r.split].add(r.tokens)
+            docs[r.split] += r.docs
+            text_bytes[r.split] += r.text_bytes
+
+    chunks = _chunks(docs_path, val_docs, max_docs, chunk_docs, chunk_bytes)
+    if workers == 1:
+        consume(_encode_chunk(sp, c) for c in chunks)
+    else:
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=_process_context(),
+            initializer=_init_encoder,
+            initargs=(str(Path(tokenizer_model).resolve()),),
+        )
+        try:
+            window = CHUNKS_IN_FLIGHT_PER_WORKER * workers
+            consume(bounded_map(lambda c: pool.submit(_encode_in_worker, c), chunks, window))
+        except BrokenProcessPool as e:
+            raise RuntimeError(
+                f"{docs_path}: a worker process died while encoding ({e}); out of memory? (try fewer threads)"
+            ) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     if docs["train"] == 0:
         raise ValueError(
             f"{docs_path}: {docs['val']} documents read; need more than val_docs={val_docs} to leave training data"
@@ -489,6 +608,7 @@ def docs_to_shards(
         _remove_stale_shards(out_dir, prefix, split, set(writer.files))
     elapsed = time.perf_counter() - t0
     tokens = writers["val"].tokens + writers["train"].tokens
+    total_bytes = text_bytes["val"] + text_bytes["train"]
     return {
         "docs": docs["val"] + docs["train"],
         "val_docs": docs["val"],
@@ -498,12 +618,14 @@ def docs_to_shards(
         "tokens": tokens,
         "val_files": writers["val"].files,
         "train_files": writers["train"].files,
-        "text_bytes": text_bytes["val"] + text_bytes["train"],
+        "text_bytes": total_bytes,
         "val_text_bytes": text_bytes["val"],
         "val_bytes_per_token": text_bytes["val"] / max(1, writers["val"].tokens),
         "elapsed_s": elapsed,
+        "docs_per_s": (docs["val"] + docs["train"]) / elapsed if elapsed > 0 else 0.0,
         "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
-        "threads": threads,
+        "text_mb_per_s": total_bytes / 1e6 / elapsed if elapsed > 0 else 0.0,
+        "threads": workers,
     }
 
 
@@ -667,34 +789,179 @@ def load_manifest(path: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # Hub download
 
+DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
+LOCK_FORMAT = "pgolf-data-lock"
+LOCK_VERSION = 1
+# Unfinished downloads live here (``<name>.part`` + ``<name>.part.json``) until they are complete and verified; a later
+# run resumes them with an HTTP range request.
+PARTIAL_DIR = ".partial"
+PROGRESS_INTERVAL_S = 10.0
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_VARIANT_RE = re.compile(r"^sp(\d+)(?:[_-][A-Za-z0-9_.-]+)?$")
+_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+
+
+class HubError(RuntimeError):
+    """The hub step failed: unreachable hub, missing file, or a bad file; the message names the file or the repo."""
+
+
+class _LockMismatch(ValueError):
+    def __init__(self, digest: str):
+        super().__init__(digest)
+        self.digest = digest
+
+
+class _Stopped(Exception):
+    """A download stopped because another one failed."""
+
+
+class HubFile(NamedTuple):
+    remote: str  # path inside the repo
+    kind: str  # "model", "vocab" or "shard"
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.remote).name
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
 
 def variant_vocab_size(variant: str) -> int:
-    """Vocabulary size named by a variant such as ``sp1024``."""
-    m = re.fullmatch(r"sp(\d+)", variant)
+    """Vocabulary size named by a variant such as ``sp1024`` (or ``sp8192_<suffix>``)."""
+    m = _VARIANT_RE.fullmatch(variant)
     if not m:
-        raise ValueError(f"variant {variant!r} must look like sp<vocab>, e.g. sp1024")
+        raise ValueError(f"variant {variant!r} must look like sp<vocab>, e.g. sp1024 or sp8192")
     return int(m.group(1))
 
 
-def hub_files(variant: str, train_shards: int, remote_root: str = "datasets") -> list[tuple[str, str]]:
-    """(remote path, kind) of the files a variant needs; kind is 'model', 'vocab' or 'shard'."""
-    vocab = variant_vocab_size(variant)
+def is_commit(revision: str) -> bool:
+    """True for a full 40-hex commit hash (a pinned revision), False for a branch or tag name."""
+    return bool(_COMMIT_RE.fullmatch(revision))
+
+
+def check_revision(revision: str) -> str:
+    if not (is_commit(revision) or (_REVISION_RE.fullmatch(revision) and ".." not in revision)):
+        raise ValueError(f"revision {revision!r} must be a 40-hex commit hash (pinned) or a branch/tag name")
+    return revision
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (as huggingface_hub read it at import, or as the environment says now)."""
+    from huggingface_hub import constants
+
+    now = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return bool(constants.HF_HUB_OFFLINE) or now
+
+
+def _remote_base(remote_root: str) -> str:
     root = remote_root.strip("/")
-    base = f"{root}/" if root else ""
+    return f"{root}/" if root else ""
+
+
+def hub_files(
+    variant: str,
+    train_shards: int,
+    remote_root: str = "datasets",
+    val_shards: int = 1,
+    tokenizer_paths: list[str] | None = None,
+) -> list[HubFile]:
+    """The files a variant needs: tokenizer (.model, .vocab), then val and train shards, as paths in the repo.
+
+    ``tokenizer_paths`` (relative to ``remote_root``) come from the repo's manifest.json when it names them; by default
+    ``tokenizers/fineweb_<vocab>_bpe.{model,vocab}``.
+    """
+    vocab = variant_vocab_size(variant)
+    base = _remote_base(remote_root)
+    if tokenizer_paths is None:
+        tokenizer_paths = [f"tokenizers/fineweb_{vocab}_bpe.model", f"tokenizers/fineweb_{vocab}_bpe.vocab"]
+    files = []
+    for path in dict.fromkeys(tokenizer_paths):
+        if path.endswith(".model"):
+            files.append(HubFile(base + path, "model"))
+        elif path.endswith(".vocab"):
+            files.append(HubFile(base + path, "vocab"))
+    if not any(f.kind == "model" for f in files):
+        raise ValueError(f"no SentencePiece .model among the tokenizer files {tokenizer_paths}")
     shards = f"{base}datasets/fineweb10B_{variant}"
-    files = [
-        (f"{base}tokenizers/fineweb_{vocab}_bpe.model", "model"),
-        (f"{base}tokenizers/fineweb_{vocab}_bpe.vocab", "vocab"),
-        (f"{shards}/fineweb_val_000000.bin", "shard"),
-    ]
-    files += [(f"{shards}/fineweb_train_{i:06d}.bin", "shard") for i in range(train_shards)]
+    files += [HubFile(f"{shards}/fineweb_val_{i:06d}.bin", "shard") for i in range(val_shards)]
+    files += [HubFile(f"{shards}/fineweb_train_{i:06d}.bin", "shard") for i in range(train_shards)]
     return files
 
 
+def _plan_from_repo_manifest(manifest: Any, variant: str, where: str) -> tuple[int | None, int, list[str] | None]:
+    """(train shards the repo has, val shards, tokenizer paths) from a repo's manifest.json; (None, 1, None) when it
+    does not list the variant's data set. The format is the challenge's: ``datasets[]`` with ``name``,
+    ``tokenizer_name`` and ``stats.files_train/files_val``; ``tokenizers[]`` with ``name``, ``model_path``,
+    ``vocab_path``."""
+    name = f"fineweb10B_{variant}"
+    datasets = manifest.get("datasets") if isinstance(manifest, dict) else None
+    if not isinstance(datasets, list):
+        raise ValueError(f"{where}: expected a JSON object with a 'datasets' list")
+    entry = next((d for d in datasets if isinstance(d, dict) and d.get("name") == name), None)
+    if entry is None:
+        return None, 1, None
+    stats = entry.get("stats") or {}
+    files_train, files_val = stats.get("files_train"), stats.get("files_val", 1)
+    for key, value in (("files_train", files_train), ("files_val", files_val)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{where}: datasets[{name}].stats.{key} must be a count, got {value!r}")
+    paths = None
+    tokenizers = manifest.get("tokenizers")
+    tok_name = entry.get("tokenizer_name")
+    if tok_name and isinstance(tokenizers, list):
+        tok = next((t for t in tokenizers if isinstance(t, dict) and t.get("name") == tok_name), None)
+        if tok is None:
+            raise ValueError(f"{where}: tokenizer {tok_name!r} of {name} is not in 'tokenizers'")
+        paths = [tok[k] for k in ("model_path", "vocab_path", "path") if isinstance(tok.get(k), str)] or None
+    return files_train, files_val if files_val is not None else 1, paths
+
+
+# Lock file
+
+
+def lock_key(repo_id: str, revision: str, variant: str) -> str:
+    return f"{repo_id}@{revision}/{variant}"
+
+
+def read_lock(path: str | os.PathLike) -> dict:
+    """Read and check a data lock file (an empty lock when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return {"format": LOCK_FORMAT, "version": LOCK_VERSION, "datasets": {}}
+    lock = read_json(path)
+    if lock.get("format") != LOCK_FORMAT:
+        raise ValueError(f"{path}: 'format' is {lock.get('format')!r}, expected {LOCK_FORMAT!r}")
+    if lock.get("version") != LOCK_VERSION:
+        raise ValueError(f"{path}: unsupported 'version' {lock.get('version')!r} (expected {LOCK_VERSION})")
+    datasets = lock.get("datasets")
+    if not isinstance(datasets, dict):
+        raise ValueError(f"{path}: 'datasets' must be an object keyed by <repo_id>@<revision>/<variant>")
+    for key, entry in datasets.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+            raise ValueError(f"{path}: datasets[{key!r}] must be an object with a 'files' object")
+        for remote, digest in entry["files"].items():
+            if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+                raise ValueError(
+                    f"{path}: datasets[{key!r}].files[{remote!r}] must be a sha256 (64 lowercase hex), got {digest!r}"
+                )
+    return lock
+
+
+# Verification
+
+
 def _check_hub_file(path: Path, kind: str, vocab_size: int) -> None:
-    """ValueError naming ``path`` unless it is a valid file of its kind."""
+    """ValueError naming ``path`` unless it is a valid file of its kind (shards: header, size, ids below the vocab)."""
     if kind == "shard":
-        shard_token_count(path)
+        tokens = read_shard(path, mmap=True)
+        top = int(tokens.max()) if tokens.size else -1
+        del tokens
+        if top >= vocab_size:
+            raise ValueError(f"{path}: token id {top} is not below the vocabulary size {vocab_size}")
     elif kind == "model":
         sp = _load_tokenizer(path)
         if sp.vocab_size() != vocab_size:
@@ -708,19 +975,302 @@ def _check_hub_file(path: Path, kind: str, vocab_size: int) -> None:
         raise AssertionError(kind)
 
 
-def _is_valid(path: Path, kind: str, vocab_size: int) -> bool:
-    if not path.is_file():
-        return False
+def _verify(path: Path, kind: str, vocab_size: int, expected: str | None, etag: str | None = None) -> str:
+    """Check a file's structure, then its sha256: against the hub's ETag when that is a sha256 (LFS files), and
+    against ``expected`` (the lock). Returns the sha256; ValueError naming the file, _LockMismatch for the lock."""
+    _check_hub_file(path, kind, vocab_size)
+    digest = sha256_file(path)
+    if etag and _SHA256_RE.fullmatch(etag) and digest != etag:
+        raise ValueError(f"{path}: sha256 {digest} differs from the hub's ETag {etag} (corrupted in transfer)")
+    if expected is not None and digest != expected:
+        raise _LockMismatch(digest)
+    return digest
+
+
+# Progress
+
+
+class _Progress:
+    """One line per finished file (bytes, time, rate), and a summary line every ``interval`` seconds."""
+
+    def __init__(self, files: int, total_bytes: int, log: Callable[[str], None], interval: float):
+        self.files, self.total, self.log, self.interval = files, total_bytes, log, interval
+        self.lock = threading.Lock()
+        self.t0 = self.last = time.perf_counter()
+        self.have = 0  # bytes on disk of the files being fetched (resumed bytes included)
+        self.transferred = 0  # bytes received in this run
+        self.done_files = 0
+
+    def resumed(self, n: int) -> None:
+        with self.lock:
+            self.have += n
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.have += n
+            self.transferred += max(n, 0)
+            now = time.perf_counter()
+            if now - self.last < self.interval:
+                return
+            self.last = now
+            line = self._line(now)
+        self.log(line)
+
+    def _line(self, now: float) -> str:
+        rate = self.transferred / max(now - self.t0, 1e-9)
+        eta = f", ETA {(self.total - self.have) / rate:.0f} s" if rate > 0 and self.total >= self.have else ""
+        return (
+            f"progress: {self.done_files}/{self.files} files, {self.have / 1e9:.2f}/{self.total / 1e9:.2f} GB,"
+            f" {rate / 1e6:.1f} MB/s{eta}"
+        )
+
+    def file_done(self, name: str, size: int, seconds: float, resumed: int) -> None:
+        with self.lock:
+            self.done_files += 1
+        got = size - resumed
+        rate = got / max(seconds, 1e-9) / 1e6
+        extra = f", resumed at {resumed:,} bytes" if resumed else ""
+        self.log(f"fetched {name}: {size:,} bytes, {got:,} in {seconds:.1f} s ({rate:.1f} MB/s){extra}")
+
+
+# Hub access
+
+
+class _Hub:
+    """Requests to one dataset repo at one revision, with a timeout and retries of transient failures."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        revision: str,
+        endpoint: str | None,
+        timeout: float,
+        retries: int,
+        log: Callable[[str], None],
+        backoff: float = 0.5,
+    ):
+        from huggingface_hub import constants
+
+        self.repo_id, self.revision, self.timeout, self.retries, self.log = repo_id, revision, timeout, retries, log
+        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        self.backoff = backoff
+        self.where = f"dataset {repo_id}@{revision} on {self.endpoint}"
+
+    def url(self, remote: str) -> str:
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo_id, remote, repo_type="dataset", revision=self.revision, endpoint=self.endpoint)
+
+    def _wait(self, attempt: int) -> float:
+        return min(8.0, self.backoff * 2**attempt)
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, retried on network errors, timeouts and 408/429/5xx answers; HubError when they persist."""
+        import httpx2
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+        err: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except RevisionNotFoundError:
+                raise HubError(f"{what}: revision {self.revision!r} not found in {self.where}") from None
+            except RepositoryNotFoundError:  # also gated repos
+                raise HubError(
+                    f"{what}: {self.where}: repository not found or not accessible (private or gated: set HF_TOKEN)"
+                ) from None
+            except HfHubHTTPError as e:
+                if e.response is None or e.response.status_code not in _RETRY_STATUS:
+                    raise
+                err = e
+            except httpx2.TransportError as e:  # connection refused/reset, DNS, timeouts
+                err = e
+            if attempt < self.retries:
+                wait = self._wait(attempt)
+                self.log(f"{what}: {type(err).__name__}: {err}; retry {attempt + 1}/{self.retries} in {wait:.1f} s")
+                time.sleep(wait)
+        raise HubError(
+            f"{what}: cannot reach {self.where} ({self.retries + 1} attempts, timeout {self.timeout:g} s;"
+            f" last error {type(err).__name__}: {err}). With the files in the local Hugging Face cache, set"
+            " HF_HUB_OFFLINE=1 to use it."
+        )
+
+    def head(self, remote: str):
+        from huggingface_hub import get_hf_file_metadata
+
+        url = self.url(remote)
+        return self.call(remote, lambda: get_hf_file_metadata(url, timeout=self.timeout, endpoint=self.endpoint))
+
+    def read_small(self, remote: str) -> bytes | None:
+        """A small file's bytes, None when the repo does not have it."""
+        from huggingface_hub.errors import RemoteEntryNotFoundError
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        def get() -> bytes:
+            response = get_session().get(self.url(remote), headers=build_hf_headers(), timeout=self.timeout)
+            hf_raise_for_status(response)
+            return response.content
+
+        try:
+            return self.call(remote, get)
+        except RemoteEntryNotFoundError:
+            return None
+
+    def download(self, f: HubFile, meta, part: Path, progress: _Progress, stop: threading.Event) -> int:
+        """Fetch ``f`` into ``part``, resuming a previous partial download of the same content (same ETag and size)
+        with a range request; dropped connections and timeouts resume where they stopped. Returns the bytes that
+        were already there."""
+        import httpx2
+        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        info_path = part.with_name(part.name + ".json")
+        ident = {"repo_id": self.repo_id, "remote": f.remote, "etag": meta.etag, "size": meta.size}
+        resumed = 0
+        if part.exists():
+            try:
+                same = read_json(info_path) == ident
+            except (OSError, ValueError):
+                same = False
+            size = part.stat().st_size
+            if same and (meta.size is None or size <= meta.size):
+                resumed = size
+            else:
+                part.unlink()
+        write_json(info_path, ident)
+        progress.resumed(resumed)
+        failures = 0
+        while True:
+            offset = part.stat().st_size if part.exists() else 0
+            if meta.size is not None and offset >= meta.size:
+                break
+            headers = build_hf_headers()
+            headers["Accept-Encoding"] = "identity"
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            try:
+                with get_session().stream("GET", meta.location, headers=headers, timeout=self.timeout) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        hf_raise_for_status(response)
+                    if offset and response.status_code != 206:  # the server ignored the range: start over
+                        progress.add(-offset)
+                        offset = 0
+                    with open(part, "ab" if offset else "wb") as out:
+                        for chunk in response.iter_bytes():
+                            if stop.is_set():
+                                raise _Stopped
+                            out.write(chunk)
+                            progress.add(len(chunk))
+                if meta.size is None or part.stat().st_size >= meta.size:
+                    break
+                raise httpx2.RemoteProtocolError(f"response ended at {part.stat().st_size:,} of {meta.size:,} bytes")
+            except (httpx2.TransportError, HfHubHTTPError) as e:
+                status = getattr(getattr(e, "response", None), "status_code", None)
+                if isinstance(e, HfHubHTTPError) and status not in _RETRY_STATUS:
+                    raise HubError(f"{f.remote}: download from {self.where} failed: {e}") from None
+                failures += 1
+                have = part.stat().st_size if part.exists() else 0
+                if failures > self.retries:
+                    raise HubError(
+                        f"{f.remote}: download from {self.where} failed after {failures} attempts"
+                        f" ({type(e).__name__}: {e}); the {have:,} bytes received are kept in {part} and a new run"
+                        " resumes from there"
+                    ) from None
+                wait = self._wait(failures - 1)
+                self.log(
+                    f"{f.remote}: {type(e).__name__}: {e}; resuming at {have:,} bytes in {wait:.1f} s"
+                    f" (retry {failures}/{self.retries})"
+                )
+                time.sleep(wait)
+        size = part.stat().st_size
+        if meta.size is not None and size != meta.size:
+            raise HubError(f"{f.remote}: received {size:,} bytes from {self.where}, expected {meta.size:,}")
+        return resumed
+
+
+def _cached_file(repo_id: str, remote: str, revision: str, cache_dir: str | os.PathLike | None) -> Path | None:
+    """The file in the local Hugging Face cache (as ``hf_hub_download`` left it), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, remote, cache_dir=cache_dir, revision=revision, repo_type="dataset")
+    return Path(found) if isinstance(found, str) else None
+
+
+def _place(src: Path, dest: Path, digest: str, staging: Path) -> str:
+    """Put a verified cache file at ``dest``: a hard link (no second copy on disk) or a checked copy."""
+    src = src.resolve()
+    tmp = staging / f"{dest.name}.cache"
+    tmp.unlink(missing_ok=True)
     try:
-        _check_hub_file(path, kind, vocab_size)
-    except (ValueError, OSError):
-        return False
-    return True
+        os.link(src, tmp)
+        how = "linked"
+    except OSError:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, FILE_MODE)
+        if sha256_file(tmp) != digest:
+            tmp.unlink()
+            raise HubError(f"{src}: changed while being copied to {dest}; not used") from None
+        how = "copied"
+    os.replace(tmp, dest)
+    return how
+
+
+def _discard(part: Path) -> None:
+    """Remove a partial download and its description."""
+    part.unlink(missing_ok=True)
+    part.with_name(part.name + ".json").unlink(missing_ok=True)
+
+
+def _parallel(fn: Callable[[T], Any], items: list[T], workers: int) -> list[Any]:
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _run_all(fn: Callable[[T], str], items: list[T], workers: int, stop: threading.Event) -> list[str]:
+    """``fn`` over ``items`` on ``workers`` threads; the first failure (or an interrupt) sets ``stop``, which ends the
+    other downloads at their next chunk (their partial files stay for a later run), and is raised."""
+    errors: list[BaseException] = []
+    done: list[str] = []
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))))
+    try:
+        futures = [pool.submit(fn, item) for item in items]
+        for fut in as_completed(futures):
+            try:
+                done.append(fut.result())
+            except (_Stopped, CancelledError):
+                pass
+            except Exception as e:
+                errors.append(e)
+                stop.set()
+                for other in futures:
+                    other.cancel()
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise errors[0]
+    return done
+
+
+def _record_lock(
+    lock_path: str | os.PathLike, lock: dict, key: str, about: dict, recorded: dict[str, str], commit: str | None
+) -> None:
+    """Add (or replace) the sha256 of ``recorded`` files under ``key`` and write the lock file (atomically)."""
+    entry = lock["datasets"].setdefault(key, {})
+    entry.update(about)
+    if commit:
+        entry["commit"] = commit
+    entry["files"] = dict(sorted({**entry.get("files", {}), **recorded}.items()))
+    lock["datasets"] = dict(sorted(lock["datasets"].items()))
+    write_json(lock_path, lock)
 
 
 def download_from_hub(
     out_dir: str | os.PathLike,
-    repo_id: str = "willdepueoai/parameter-golf",
+    repo_id: str = DEFAULT_REPO_ID,
     revision: str = "main",
     variant: str = "sp1024",
     train_shards: int = 80,
@@ -729,81 +1279,247 @@ def download_from_hub(
     max_workers: int = 8,
     name: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    lock_path: str | os.PathLike | None = None,
+    update_lock: bool = False,
+    offline: bool | None = None,
+    timeout: float = 30.0,
+    retries: int = 5,
+    threads: int | None = None,
+    log: Callable[[str], None] = _log,
+    progress_interval: float = PROGRESS_INTERVAL_S,
 ) -> dict:
     """Download a challenge data set from a Hugging Face dataset repo into ``out_dir`` (flat) and write its manifest.
 
-    Files already present and valid are kept. Each file is downloaded into a hidden staging folder, checked, then
-    renamed into place; the staging folder is removed at the end, whatever happens. Any hub error is a RuntimeError
-    naming the file and the repo.
+    The repo's ``manifest.json`` gives the number of train shards it has (asking for more is an error before anything
+    is fetched) and the tokenizer files; without it, a missing shard is found by its 404. Each file is taken, in this
+    order, from ``out_dir`` (kept if valid), the local Hugging Face cache (hard-linked), or the hub (``max_workers``
+    parallel downloads, each resumable: see ``_Hub.download``). Every file is checked before it is put in place:
+    shards' headers, sizes and largest token id, the tokenizer's vocabulary, the sha256 against the hub's ETag (LFS
+    files) and against the lock file ``lock_path``, keyed by ``repo_id@revision/variant``. A file without a locked
+    hash gets one recorded (the lock is written on first download); a file whose hash differs is an error naming it
+    and is never used, unless ``update_lock`` (then the new hash replaces the old one). Offline (``offline``, default
+    HF_HUB_OFFLINE) only ``out_dir`` and the cache are used. Errors (unreachable hub after ``retries`` retries with
+    ``timeout`` seconds each, missing file, bad file) are HubError naming the file or the repo; no file is left
+    half-written in place and the manifest is only written when everything is there.
     """
-    from huggingface_hub import hf_hub_download
-
     out_dir = Path(out_dir)
     vocab = variant_vocab_size(variant)
+    check_revision(revision)
     if train_shards < 1:
         raise ValueError(f"train_shards must be at least 1, got {train_shards}")
-    files = hub_files(variant, train_shards, remote_root)
+    if timeout <= 0 or retries < 0 or max_workers < 1:
+        raise ValueError(f"need timeout > 0, retries >= 0, max_workers >= 1; got {timeout}, {retries}, {max_workers}")
+    offline = hub_offline() if offline is None else offline
+    threads = threads or cpu_count()
+    hub = _Hub(repo_id, revision, endpoint, timeout, retries, log)
+    t0 = time.perf_counter()
+    log(
+        f"{hub.where}: variant {variant}, {train_shards} train shards -> {out_dir}"
+        + (" (offline: HF_HUB_OFFLINE)" if offline else "")
+    )
+    if not is_commit(revision):
+        log(
+            f"note: revision {revision!r} is a branch or tag, not a commit: the files it names may change; pin a commit"
+        )
+
+    # 1. What to fetch: the repo's manifest.json (cache first) says how many shards there are and the tokenizer files.
+    repo_manifest = f"{_remote_base(remote_root)}manifest.json"
+    cached = _cached_file(repo_id, repo_manifest, revision, cache_dir)
+    if cached is not None:
+        raw = cached.read_bytes()
+    else:
+        raw = None if offline else hub.read_small(repo_manifest)
+    available, val_shards, tokenizer_paths = None, 1, None
+    if raw is not None:
+        try:
+            parsed = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise HubError(f"{repo_manifest} of {hub.where}: not valid JSON ({e})") from None
+        available, val_shards, tokenizer_paths = _plan_from_repo_manifest(parsed, variant, f"{repo_manifest}")
+        if available is not None and train_shards > available:
+            raise HubError(
+                f"{hub.where}: {repo_manifest} lists {available} train shards of fineweb10B_{variant},"
+                f" asked for {train_shards} (train_shards)"
+            )
+    files = hub_files(variant, train_shards, remote_root, val_shards, tokenizer_paths)
+
+    lock = read_lock(lock_path) if lock_path is not None else None
+    key = lock_key(repo_id, revision, variant)
+    expected: dict[str, str] = dict(lock["datasets"].get(key, {}).get("files", {})) if lock else {}
+
+    # 2. Files already in place: keep the valid ones (read-only so far).
+    def check_local(f: HubFile) -> tuple[str | None, str | None]:
+        path = out_dir / f.name
+        if not path.is_file():
+            return None, None
+        try:
+            return _verify(path, f.kind, vocab, expected.get(f.remote)), None
+        except _LockMismatch as m:
+            return None, f"sha256 {m.digest} differs from the lock's {expected[f.remote]}"
+        except (ValueError, OSError) as e:
+            return None, str(e)
+
+    present: dict[HubFile, str] = {}
+    bad: dict[HubFile, str] = {}
+    for f, (digest, problem) in zip(files, _parallel(check_local, files, threads), strict=True):
+        if digest:
+            present[f] = digest
+        elif problem:
+            bad[f] = problem
+
+    # 3. The local Hugging Face cache, for what is missing.
+    def check_cache(f: HubFile) -> tuple[Path, str] | None:
+        path = _cached_file(repo_id, f.remote, revision, cache_dir)
+        if path is None:
+            return None
+        try:
+            return path, _verify(path, f.kind, vocab, expected.get(f.remote))
+        except _LockMismatch as m:
+            log(f"cache: {path}: sha256 {m.digest} differs from the lock's {expected[f.remote]}; not used")
+        except (ValueError, OSError) as e:
+            log(f"cache: {path} is not valid, not used: {e}")
+        return None
+
+    missing = [f for f in files if f not in present]
+    from_cache = {
+        f: hit for f, hit in zip(missing, _parallel(check_cache, missing, threads), strict=True) if hit is not None
+    }
+    todo = [f for f in missing if f not in from_cache]
+    if todo and offline:
+        from huggingface_hub import constants
+
+        names = ", ".join(f.remote for f in todo[:5]) + (f" and {len(todo) - 5} more" if len(todo) > 5 else "")
+        raise HubError(
+            f"offline (HF_HUB_OFFLINE): {len(todo)} files of {hub.where} are neither valid in {out_dir} nor in the"
+            f" Hugging Face cache {cache_dir or constants.HF_HUB_CACHE}: {names}"
+        )
+
+    # 4. Metadata of what must be downloaded (fails before anything is written: unreachable hub, missing files).
+    metas: dict[HubFile, Any] = {}
+    if todo:
+        from huggingface_hub.errors import RemoteEntryNotFoundError
+
+        def head(f: HubFile):
+            try:
+                return hub.head(f.remote)
+            except RemoteEntryNotFoundError:
+                return None
+
+        results = [head(todo[0])]  # one request first: an unreachable hub fails once, not once per file
+        results += _parallel(head, todo[1:], max_workers)
+        absent = [f for f, meta in zip(todo, results, strict=True) if meta is None]
+        absent_train = [f for f in absent if "_train_" in f.name and f.kind == "shard"]
+        if len(absent) > len(absent_train):  # the tokenizer or val: the variant is not there at all
+            names = ", ".join(f.remote for f in absent[:4]) + (
+                f" and {len(absent) - 4} more" if len(absent) > 4 else ""
+            )
+            raise HubError(
+                f"{hub.where}: not found: {names} (is variant {variant} in this repo, under {remote_root!r}?)"
+            )
+        if absent_train:
+            index = {f: int(f.name[: -len(".bin")].rsplit("_", 1)[1]) for f in absent_train}
+            first = min(absent_train, key=index.__getitem__)
+            raise HubError(
+                f"{hub.where}: {first.remote} not found: the repo has {index[first]} train shards of {variant},"
+                f" asked for {train_shards} (train_shards)"
+            )
+        metas = dict(zip(todo, results, strict=True))
+    commits = sorted({m.commit_hash for m in metas.values() if m.commit_hash})
+    if len(commits) > 1:
+        log(f"note: {revision!r} resolved to several commits during this run: {', '.join(commits)}")
+    commit = revision if is_commit(revision) else (commits[0] if len(commits) == 1 else None)
+    if commit and not is_commit(revision):
+        log(f"note: {revision!r} is commit {commit} now; pin it as the revision for a reproducible download")
+
+    # 5. Write: from here on the folder changes, so its manifest goes first.
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    todo = [(remote, kind) for remote, kind in files if not _is_valid(out_dir / Path(remote).name, kind, vocab)]
-    present = [Path(remote).name for remote, kind in files if (remote, kind) not in todo]
-    where = f"dataset {repo_id}@{revision}" + (f" on {endpoint}" if endpoint else "")
-    staging = out_dir / ".hub-staging"
+    staging = out_dir / PARTIAL_DIR
+    recorded: dict[str, str] = {}
+    for f, problem in bad.items():
+        log(f"removed {out_dir / f.name}: {problem}")
+        (out_dir / f.name).unlink(missing_ok=True)
+    if present:
+        log(f"kept {len(present)} files already in {out_dir} and verified")
+    for f, digest in present.items():
+        if expected.get(f.remote) != digest:
+            recorded[f.remote] = digest
 
-    def fetch(remote: str, kind: str) -> str:
+    progress = _Progress(len(todo), sum(m.size or 0 for m in metas.values()), log, progress_interval)
+    stop = threading.Event()
+
+    def fetch(f: HubFile) -> str:
+        meta = metas[f]
+        part = staging / f"{f.name}.part"
+        t = time.perf_counter()
+        resumed = hub.download(f, meta, part, progress, stop)
+        want = None if update_lock else expected.get(f.remote)
         try:
-            local = Path(
-                hf_hub_download(
-                    repo_id,
-                    remote,
-                    repo_type="dataset",
-                    revision=revision,
-                    endpoint=endpoint,
-                    local_dir=staging,
-                    cache_dir=cache_dir,
-                )
-            )
-        except Exception as e:  # every hub/network failure becomes one error naming the file and the repo
-            raise RuntimeError(f"{remote}: download from {where} failed: {type(e).__name__}: {e}") from e
-        try:
-            _check_hub_file(local, kind, vocab)
+            digest = _verify(part, f.kind, vocab, want, etag=meta.etag)
+        except _LockMismatch as m:
+            _discard(part)
+            raise HubError(
+                f"{f.remote}: sha256 {m.digest} does not match the lock {lock_path} ({key}: {want}); the file is not"
+                " used. If the repo's content changed on purpose, run again with update_lock (--update-lock)"
+            ) from None
         except (ValueError, OSError) as e:
-            raise RuntimeError(f"{remote} from {where} is not valid: {e}") from e
-        dest = out_dir / Path(remote).name
-        os.replace(local, dest)
-        return dest.name
+            _discard(part)
+            raise HubError(f"{f.remote} from {hub.where} is not valid and is not used: {e}") from None
+        old = expected.get(f.remote)
+        if old is not None and old != digest:
+            log(f"lock: {f.remote}: sha256 {digest} replaces {old} (update_lock)")
+        if old != digest:
+            recorded[f.remote] = digest
+        os.chmod(part, FILE_MODE)
+        os.replace(part, out_dir / f.name)
+        _discard(part)
+        progress.file_done(f.name, (out_dir / f.name).stat().st_size, time.perf_counter() - t, resumed)
+        return f.name
 
-    futures = []
+    downloaded: list[str] = []
     try:
-        with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-            futures = [pool.submit(fetch, remote, kind) for remote, kind in todo]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for fut in futures:  # after the first failure, start nothing new; running downloads finish
-                fut.cancel()
+        if from_cache or todo:
+            staging.mkdir(exist_ok=True)
+        for f, (src, digest) in from_cache.items():
+            how = _place(src, out_dir / f.name, digest, staging)
+            log(f"from cache: {f.name} ({how} {src})")
+            if expected.get(f.remote) != digest:
+                recorded[f.remote] = digest
+        if todo:
+            log(f"downloading {len(todo)} files ({progress.total / 1e9:.2f} GB) with {max_workers} parallel downloads")
+            downloaded = _run_all(fetch, todo, max_workers, stop)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    finished = [f for f in futures if not f.cancelled()]
-    errors = [f.exception() for f in finished if f.exception() is not None]
-    if errors:
-        raise errors[0]
-    downloaded = [f.result() for f in finished]
+        if lock is not None and recorded:  # what was verified is recorded, even when another file failed
+            _record_lock(
+                lock_path, lock, key, {"repo_id": repo_id, "revision": revision, "variant": variant}, recorded, commit
+            )
+            log(f"lock: recorded the sha256 of {len(recorded)} files under {key} in {lock_path}")
+    shutil.rmtree(staging, ignore_errors=True)  # all in place: leftovers of other runs are of no use
+    if lock is not None:
+        log(f"lock: all {len(files)} files match {lock_path} ({key})")
 
     source = {
         "kind": "hub",
         "repo_id": repo_id,
         "revision": revision,
+        "commit": commit,
         "variant": variant,
         "remote_root": remote_root,
         "endpoint": endpoint,
         "train_shards": train_shards,
+        "lock": str(lock_path) if lock_path is not None else None,
     }
-    tokenizer = out_dir / Path(files[0][0]).name
+    tokenizer = out_dir / next(f for f in files if f.kind == "model").name
     manifest = write_manifest(out_dir, name or f"fineweb10B_{variant}", source, tokenizer, "fineweb")
     return {
         "out_dir": str(out_dir),
         "downloaded": sorted(downloaded),
-        "present": sorted(present),
+        "from_cache": sorted(f.name for f in from_cache),
+        "present": sorted(f.name for f in present),
+        "removed": sorted(f.name for f in bad),
+        "bytes_downloaded": progress.transferred,
+        "commit": commit,
+        "lock_recorded": sorted(recorded),
         "elapsed_s": time.perf_counter() - t0,
         "manifest": manifest,
     }
@@ -823,6 +1539,7 @@ def _cmd_documents(args: argparse.Namespace) -> int:
         args.docs, out / f"tokenizer_sp{args.vocab_size}", args.vocab_size, args.tokenizer_max_docs, args.threads
     )
     t_tok = time.perf_counter() - t0
+    _log(f"{model}: tokenizer trained in {t_tok:.1f} s")
     stats = docs_to_shards(
         args.docs, model, out, name, args.val_docs, args.shard_tokens, args.max_docs, threads=args.threads
     )
@@ -841,15 +1558,16 @@ def _cmd_documents(args: argparse.Namespace) -> int:
     }
     manifest = write_manifest(out, name, source, model, name)
     elapsed = time.perf_counter() - t0
-    print(
+    _log(
         f"{out / MANIFEST_NAME}: {name}: {stats['docs']} docs -> {manifest['train']['tokens']} train tokens"
         f" ({len(stats['train_files'])} shards) + {manifest['val']['tokens']} val tokens"
         f" ({len(stats['val_files'])} shards), vocab {manifest['tokenizer']['vocab_size']},"
         f" {stats['val_bytes_per_token']:.3f} val bytes/token"
     )
-    print(
-        f"elapsed {elapsed:.1f} s (tokenizer {t_tok:.1f} s, shards {stats['elapsed_s']:.1f} s,"
-        f" {stats['tokens_per_s']:,.0f} tokens/s on {stats['threads']} threads)"
+    _log(
+        f"elapsed {elapsed:.1f} s (tokenizer {t_tok:.1f} s, shards {stats['elapsed_s']:.1f} s:"
+        f" {stats['docs_per_s']:,.0f} docs/s, {stats['tokens_per_s']:,.0f} tokens/s,"
+        f" {stats['text_mb_per_s']:.2f} MB/s of text on {stats['threads']} processes)"
     )
     return 0
 
@@ -865,12 +1583,20 @@ def _cmd_hub(args: argparse.Namespace) -> int:
         endpoint=args.endpoint,
         max_workers=args.max_workers,
         name=args.name,
+        cache_dir=args.cache_dir,
+        lock_path=args.lock,
+        update_lock=args.update_lock,
+        offline=True if args.offline else None,
+        timeout=args.timeout,
+        retries=args.retries,
+        threads=args.threads,
     )
     m = result["manifest"]
-    print(
+    _log(
         f"{Path(args.out) / MANIFEST_NAME}: {m['name']}: {len(m['train']['files'])} train shards"
         f" ({m['train']['tokens']} tokens) + {len(m['val']['files'])} val ({m['val']['tokens']} tokens);"
-        f" downloaded {len(result['downloaded'])} files, {len(result['present'])} already present,"
+        f" downloaded {len(result['downloaded'])} files ({result['bytes_downloaded']:,} bytes),"
+        f" {len(result['from_cache'])} from the Hugging Face cache, {len(result['present'])} already present;"
         f" {result['elapsed_s']:.1f} s"
     )
     return 0
@@ -881,6 +1607,27 @@ def _positive_int(value: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return n
+
+
+def _count(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return n
+
+
+def _seconds(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value}")
+    return x
+
+
+def _revision(value: str) -> str:
+    try:
+        return check_revision(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def register(subparsers) -> None:
@@ -897,17 +1644,26 @@ def register(subparsers) -> None:
     docs.add_argument("--shard-tokens", type=_positive_int, default=100_000_000)
     docs.add_argument("--max-docs", type=_positive_int, default=None, help="read only the first N documents")
     docs.add_argument("--tokenizer-max-docs", type=_positive_int, default=None, help="train on the first N documents")
-    docs.add_argument("--threads", type=_positive_int, default=None, help="default: all available cores")
+    docs.add_argument("--threads", type=_positive_int, default=None, help="CPUs to use (default: all available)")
     docs.set_defaults(func=_cmd_documents)
 
     hub = sub.add_parser("hub", help="download the challenge's shards + tokenizer from the Hugging Face hub")
     hub.add_argument("--out", required=True, help="output data folder (files are placed flat)")
-    hub.add_argument("--repo-id", default="willdepueoai/parameter-golf")
-    hub.add_argument("--revision", default="main")
-    hub.add_argument("--variant", default="sp1024")
+    hub.add_argument("--repo-id", default=DEFAULT_REPO_ID, help="dataset repo holding the variant")
+    hub.add_argument("--revision", type=_revision, default="main", help="a 40-hex commit (pinned) or a branch/tag")
+    hub.add_argument("--variant", default="sp1024", help="sp<vocab>: the fineweb10B_<variant> shards")
     hub.add_argument("--train-shards", type=_positive_int, default=80)
-    hub.add_argument("--remote-root", default="datasets")
+    hub.add_argument("--remote-root", default="datasets", help="folder of the data inside the repo")
     hub.add_argument("--endpoint", default=None, help="hub URL (default: huggingface_hub's, i.e. HF_ENDPOINT)")
-    hub.add_argument("--max-workers", type=_positive_int, default=8)
+    hub.add_argument("--max-workers", type=_positive_int, default=8, help="parallel downloads")
     hub.add_argument("--name", default=None, help="data set name (default fineweb10B_<variant>)")
+    hub.add_argument("--lock", default=None, help="lock file: sha256 of every file, checked, recorded when new")
+    hub.add_argument(
+        "--update-lock", action="store_true", help="accept files whose sha256 differs from the lock and record it"
+    )
+    hub.add_argument("--offline", action="store_true", help="no network: the folder and the HF cache only")
+    hub.add_argument("--cache-dir", default=None, help="Hugging Face cache (default: HF_HUB_CACHE)")
+    hub.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for the hub per request")
+    hub.add_argument("--retries", type=_count, default=5, help="retries of a failed request or dropped download")
+    hub.add_argument("--threads", type=_positive_int, default=None, help="CPUs for verification (default: all)")
     hub.set_defaults(func=_cmd_hub)

@@ -117,7 +117,7 @@ def parse_log(source: str | os.PathLike) -> dict:
     pgolf_summary's ``eval_time_s``, else the sum of the metric lines' eval times), ``model_bytes``,
     ``raw_model_bytes``, ``code_bytes`` (compressed code when both are logged), ``code_bytes_uncompressed``,
     ``bytes_total``, ``quant_format``, ``seed``, ``hyperparameters`` ({name: raw string}), ``summaries``
-    (pgolf_summary objects).
+    (pgolf_summary objects), ``step_avg_logged`` (whether ``step_avg_ms`` was logged rather than derived).
     """
     text = _read(source)
     out: dict = {
@@ -144,6 +144,7 @@ def parse_log(source: str | os.PathLike) -> dict:
         "seed": None,
         "hyperparameters": {},
         "summaries": [],
+        "step_avg_logged": False,
     }
     times: list[float] = []
     step_avgs: list[float] = []
@@ -243,6 +244,7 @@ def parse_log(source: str | os.PathLike) -> dict:
         out["train_time_ms"] = max(times)
     if step_avgs:
         out["step_avg_ms"] = step_avgs[-1]
+        out["step_avg_logged"] = True
     elif out["train_time_ms"] is not None and out["steps"]:
         out["step_avg_ms"] = out["train_time_ms"] / out["steps"]
 
@@ -289,6 +291,17 @@ def _pick_metrics(out: dict) -> None:
         out["eval_time_s"] = sum(counted) / 1000.0 if counted else None
 
 
+def best_of_kind(info: dict, kind: str) -> dict | None:
+    """The metric line of one kind (``metric_kind``: ``sliding``, ``ttt``, ...) of a parsed log that the score
+    precedence picks within that kind (an ``_exact`` line first, the last logged winning), as {"tag", "val_loss",
+    "val_bpb", ...}; None if the log has none."""
+    best: tuple[str, dict] | None = None
+    for tag, entry in info["final"].items():
+        if metric_kind(tag) == kind and (best is None or tag.endswith("_exact") or not best[0].endswith("_exact")):
+            best = (tag, entry)
+    return None if best is None else {"tag": best[0], **best[1]}
+
+
 def _summary_value(summaries: list[dict], key: str, prefer_stage: str | None = None):
     """The value of ``key`` in the last summary having it, preferring one whose ``stage`` is ``prefer_stage``."""
     having = [s for s in summaries if s.get(key) is not None]
@@ -328,3 +341,39 @@ def _apply_summaries(out: dict) -> None:
         if with_score:
             s = with_score[-1]
             out["score"] = {"tag": "pgolf_summary", "val_loss": float(s["val_loss"]), "val_bpb": float(s["val_bpb"])}
+
+
+def progress_line(line: str, budget_s: float | None) -> str | None:
+    """A progress line for one logged training step, or None for any other line.
+
+    A step line with a train time (old style ``step:S/T train_loss:L train_time:Xms ...``, new style
+    ``S/T train_loss: L train_time: Xm ...``, with or without a ``[rank0]:`` prefix) becomes
+    ``progress: step S/T, loss L, elapsed Xs of Ys budget, ETA Zs`` (``val_loss L`` for a validation step). The ETA
+    is the time the remaining T - S steps take at the average so far, capped by what is left of the budget (the
+    script stops at its wallclock cap); with no budget (None or <= 0) it is the former alone and the elapsed time
+    reads ``elapsed Xs (no time budget)``.
+    """
+    text = _RANK_PREFIX.sub("", line.strip())
+    m = _STEP.match(text)
+    if not m:
+        return None
+    kv = _kv(m.group(3))
+    if "train_time" not in kv:
+        return None
+    step, total = int(m.group(1)), int(m.group(2))
+    elapsed = _ms(kv["train_time"]) / 1000.0
+    if "train_loss" in kv:
+        loss = f", loss {kv['train_loss'][0]:g}"
+    elif "val_loss" in kv:
+        loss = f", val_loss {kv['val_loss'][0]:g}"
+    else:
+        loss = ""
+    eta = (total - step) * elapsed / step if step > 0 else None
+    if budget_s is not None and budget_s > 0:
+        left = max(0.0, budget_s - elapsed)
+        eta = left if eta is None else min(eta, left)
+        where = f"elapsed {elapsed:.1f}s of {budget_s:g}s budget"
+    else:
+        where = f"elapsed {elapsed:.1f}s (no time budget)"
+    eta_txt = "unknown" if eta is None else f"{eta:.0f}s"
+    return f"progress: step {step}/{total}{loss}, {where}, ETA {eta_txt}"

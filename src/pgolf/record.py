@@ -1,13 +1,18 @@
-"""Assemble a record folder (README.md, submission.json, train_gpt.py, per-seed logs, requirements.txt).
+"""Assemble a record folder (README.md, submission.json, train_gpt.py, per-seed logs, requirements.txt, the loss-curve
+plot ``loss_curves.png`` and any extra file the script needs).
 
 The folder is built in a temporary folder beside the target, checked with ``pgolf.check.check_record``, and only then
 renamed into place; an older record folder is replaced only once the new one is complete and has passed the checks.
-Also registers the ``record``, ``check`` and ``compare`` subcommands.
+On request the loss-curve plot and the per-seed table (HTML and CSV) are also written to a report folder, for
+``snakemake --report``. Also registers the ``record``, ``check`` and ``compare`` subcommands.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import html
+import io
 import json
 import os
 import re
@@ -20,18 +25,41 @@ from pathlib import Path
 from pgolf import ARTIFACT_CAP_BYTES, EVAL_BUDGET_S, TRAIN_BUDGET_S
 from pgolf.check import check_record, describe, seed_logs
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
+from pgolf.logs import parse_log
 from pgolf.stats import compare_records, format_comparison, mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
 NON_RECORD_TRACK = "track_non_record_16mb"
+PLOT_NAME = "loss_curves.png"
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
+_GENERATED = re.compile(
+    r"^(README\.md|submission\.json|train_gpt\.py|requirements\.txt|loss_curves\.png|train_seed\d+\.log)$"
+)
+
+# The per-seed results table (README, report): header, metrics.json key, format.
+SEED_COLUMNS = (
+    ("Steps", "steps", ","),
+    ("Step avg (ms)", "step_avg_ms", ".2f"),
+    ("Train time (s)", "train_time_s", ".1f"),
+    ("Pre-quant val_bpb", "pre_quant_val_bpb", ".8f"),
+    ("Roundtrip val_bpb", "roundtrip_val_bpb", ".8f"),
+    ("Sliding val_bpb", "sliding_val_bpb", ".8f"),
+    ("Score val_bpb", "val_bpb", ".8f"),
+    ("Artifact bytes", "artifact_bytes", ","),
+    ("Total bytes", "bytes_total", ","),
+    ("Eval time (s)", "eval_time_s", ".1f"),
+)
 
 
 def _load_seed(seed_dir: Path) -> dict:
-    """metrics.json and the concatenated stage logs of one seed folder."""
+    """metrics.json and the concatenated logs of one seed folder: the stage logs ``LOG_PARTS``, or the files listed in
+    metrics.json's ``logs`` (an upstream script's single log)."""
     metrics = read_json(seed_dir / "metrics.json")
+    names = metrics.get("logs") or LOG_PARTS
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and "/" not in n for n in names):
+        raise ValueError(f"{seed_dir / 'metrics.json'}: 'logs' must be a list of file names")
     parts = []
-    for name in LOG_PARTS:
+    for name in names:
         path = seed_dir / name
         if not path.is_file():
             raise FileNotFoundError(f"{path}: file not found")
@@ -162,7 +190,14 @@ def reproduce_command(hparams: dict, nproc: int, seed: int | None) -> str:
 
 
 def _readme(
-    sub: dict, settings: dict, environment: dict, seeds: list[dict], hparams: dict, nproc: int, comparison: dict | None
+    sub: dict,
+    settings: dict,
+    environment: dict,
+    seeds: list[dict],
+    hparams: dict,
+    nproc: int,
+    comparison: dict | None,
+    extra_names: list[str],
 ) -> str:
     """README.md text; every number comes from the metrics, settings, environment or hyperparameters."""
     n = len(seeds)
@@ -195,19 +230,10 @@ def _readme(
         "",
         "## Results",
         "",
-        "| Seed | Steps | Step avg (ms) | Train time (s) | Pre-quant val_bpb | Roundtrip val_bpb | Sliding val_bpb"
-        " | Score val_bpb | Artifact bytes | Total bytes | Eval time (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Seed | " + " | ".join(h for h, _, _ in SEED_COLUMNS) + " |",
+        "|---:|" + "---:|" * len(SEED_COLUMNS),
     ]
-    for s in seeds:
-        m = s["metrics"]
-        out.append(
-            f"| {s['seed']} | {_cell(m.get('steps'), ',')} | {_cell(m.get('step_avg_ms'), '.2f')}"
-            f" | {_cell(m.get('train_time_s'), '.1f')} | {_cell(m.get('pre_quant_val_bpb'), '.8f')}"
-            f" | {_cell(m.get('roundtrip_val_bpb'), '.8f')} | {_cell(m.get('sliding_val_bpb'), '.8f')}"
-            f" | {_cell(m.get('val_bpb'), '.8f')} | {_cell(m.get('artifact_bytes'), ',')}"
-            f" | {_cell(m.get('bytes_total'), ',')} | {_cell(m.get('eval_time_s'), '.1f')} |"
-        )
+    out += ["| " + " | ".join(row) + " |" for row in _seed_rows(seeds)]
     loss_std = f" ± {sub['val_loss_std']:.8f}" if sub["val_loss_std"] is not None else ""
     out += [
         "",
@@ -216,6 +242,10 @@ def _readme(
         + ".",
         f"Code: {_cell(sub['bytes_code'], ',')} bytes. The score is val_bpb of the model reloaded from the compressed"
         " artifact; the logs `train_seed<N>.log` hold the exact figures.",
+        "",
+        "## Loss curves",
+        "",
+        f"![train_loss at every logged step and validation val_loss points, per seed, from the logs]({PLOT_NAME})",
         "",
     ]
     if comparison is not None:
@@ -230,6 +260,7 @@ def _readme(
             "```",
             "",
         ]
+        out += _reproduction_table(comparison)
     out += ["## Hyperparameters", ""]
     if hparams:
         out += ["| Variable | Value |", "|---|---|"]
@@ -280,12 +311,109 @@ def _readme(
         "- `train_gpt.py`: the training, quantization and evaluation script, exactly as run",
         "- "
         + ", ".join(f"`train_seed{s['seed']}.log`" for s in seeds)
-        + ": each seed's train, quantize and eval logs, concatenated as written",
+        + (
+            ": each seed's log, the script's output as written"
+            if all(s["metrics"].get("logs") for s in seeds)
+            else ": each seed's train, quantize and eval logs, concatenated as written"
+        ),
         "- `submission.json`: leaderboard metadata",
         "- `requirements.txt`: Python requirements",
-        "",
+        f"- `{PLOT_NAME}`: the loss curves above",
     ]
+    out += [f"- `{name}`: a file the script needs" for name in extra_names]
+    out.append("")
     return "\n".join(out)
+
+
+def _seed_rows(seeds: list[dict]) -> list[list[str]]:
+    """The per-seed results table's rows as text cells (seed first), formatted as in the README."""
+    return [[str(s["seed"])] + [_cell(s["metrics"].get(key), spec) for _, key, spec in SEED_COLUMNS] for s in seeds]
+
+
+def _reproduction_table(comparison: dict) -> list[str]:
+    """README lines comparing each seed with the reference's same seed, when the two share seeds."""
+    ours, theirs = comparison["a"]["seeds"], {str(k): v for k, v in comparison["b"]["seeds"].items()}
+    shared = [seed for seed in ours if str(seed) in theirs]
+    if not shared:
+        return []
+    out = [
+        "Seed by seed against the reference's own logs (a reproduction shows differences near zero):",
+        "",
+        "| Seed | This run val_bpb | Reference val_bpb | Difference (bpb) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for seed in shared:
+        a, b = ours[seed]["val_bpb"], theirs[str(seed)]["val_bpb"]
+        out.append(f"| {seed} | {a:.8f} | {b:.8f} | {a - b:+.8f} |")
+    return out + [""]
+
+
+def loss_curve_png(logs: dict[int, dict]) -> bytes:
+    """A PNG of the loss curves of parsed logs ({seed: parse_log(...)}): train_loss per logged step as a line and
+    validation val_loss as points, one colour per seed. Same logs, same bytes (no timestamp in the file)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    plotted = False
+    for i, (seed, info) in enumerate(sorted(logs.items())):
+        color = f"C{i % 10}"
+        if info["train_losses"]:
+            steps, losses = zip(*info["train_losses"], strict=True)
+            ax.plot(steps, losses, color=color, linewidth=1.2, label=f"seed {seed} train_loss")
+            plotted = True
+        if info["val_points"]:
+            steps, losses = [p[0] for p in info["val_points"]], [p[1] for p in info["val_points"]]
+            ax.plot(steps, losses, "o", color=color, markersize=5, label=f"seed {seed} val_loss")
+            plotted = True
+    if plotted:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no losses logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    if plotted:
+        ax.set_yscale("log")  # the first steps' losses are several times the final ones
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("loss (nats per token, log scale)")
+    ax.set_title("Loss curves per seed (from the logs)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def seed_table_html(seeds: list[dict], sub: dict) -> str:
+    """The per-seed results table as a small self-contained HTML page (for the Snakemake report)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("Seed", *(h for h, _, _ in SEED_COLUMNS)))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _seed_rows(seeds))
+    std_txt = "" if sub["val_bpb_std"] is None else f" ± {sub['val_bpb_std']:.8f}"
+    title = html.escape(str(sub.get("name") or "record"))
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
+        + title
+        + "</title><style>table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
+        f"<p><b>{title}</b>: val_bpb {sub['val_bpb']:.8f}{std_txt} over {len(seeds)} seed(s)</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
+    )
+
+
+def seed_table_csv(seeds: list[dict]) -> str:
+    """The per-seed results as CSV (raw metrics.json values; empty where not measured)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["seed", *(key for _, key, _ in SEED_COLUMNS)])
+    for s in seeds:
+        writer.writerow(
+            [s["seed"], *("" if s["metrics"].get(k) is None else s["metrics"][k] for _, k, _ in SEED_COLUMNS)]
+        )
+    return buf.getvalue()
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -311,10 +439,14 @@ def build_record(
     settings: dict,
     hparams: dict,
     nproc: int,
+    report_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Write the record folder ``out_dir`` from per-seed result folders; returns the submission.json contents.
 
-    Raises ValueError (leaving any previous ``out_dir`` untouched) if the finished folder fails ``check_record``.
+    ``settings["extra_files"]`` (paths) are copied into the folder under their own names (files or folders the script
+    needs). With ``report_dir``, the loss-curve plot and the per-seed table (``seed_results.html``/``.csv``) are also
+    written there, once the record is in place. Raises ValueError (leaving any previous ``out_dir`` untouched) if the
+    finished folder fails ``check_record``.
     """
     out = Path(out_dir)
     if not seed_dirs:
@@ -328,15 +460,33 @@ def build_record(
         raise FileNotFoundError(f"{script}: file not found")
     environment = dict(environment or {})
     hparams = dict(hparams or {})
+    extras = [Path(p) for p in settings.get("extra_files") or []]
+    for path in extras:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: extra file not found")
+        if _GENERATED.match(path.name):
+            raise ValueError(f"extra file {path}: {path.name} is a name the record generates")
+    if len({p.name for p in extras}) != len(extras):
+        raise ValueError(f"extra files with the same name: {[str(p) for p in extras]}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes a private folder; the record gets the usual permissions
     try:
         shutil.copyfile(script, tmp / "train_gpt.py")
         if sha256_file(tmp / "train_gpt.py") != sha256_file(script):
             raise RuntimeError(f"copy of {script} differs from the original")
         for s in seeds:
             write_bytes(tmp / f"train_seed{s['seed']}.log", s["log"])
+        for path in extras:
+            if path.is_dir():
+                shutil.copytree(path, tmp / path.name)
+            else:
+                shutil.copy2(path, tmp / path.name)
+        plot = loss_curve_png({s["seed"]: parse_log(s["log"].decode("utf-8", errors="replace")) for s in seeds})
+        write_bytes(tmp / PLOT_NAME, plot)
         requirements = [str(r) for r in settings.get("requirements") or []]
         write_text(tmp / "requirements.txt", "".join(f"{r}\n" for r in requirements))
         sub = _submission(settings, environment, seeds, nproc)
@@ -356,7 +506,8 @@ def build_record(
             }
             sub["p_value"] = comparison["p_value"]
         write_json(tmp / "submission.json", sub)
-        write_text(tmp / "README.md", _readme(sub, settings, environment, seeds, hparams, nproc, comparison))
+        readme = _readme(sub, settings, environment, seeds, hparams, nproc, comparison, [p.name for p in extras])
+        write_text(tmp / "README.md", readme)
 
         problems = check_record(
             tmp,
@@ -364,7 +515,7 @@ def build_record(
             cap_bytes=ARTIFACT_CAP_BYTES,
             train_budget_s=TRAIN_BUDGET_S,
             eval_budget_s=EVAL_BUDGET_S,
-            enforce_time=not is_non_record(settings),
+            enforce_time=bool(settings.get("enforce_time_limits", not is_non_record(settings))),
         )
         if problems:
             raise ValueError(f"record {out} fails its checks:\n{describe(problems)}")
@@ -372,6 +523,11 @@ def build_record(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if report_dir is not None:
+        report = Path(report_dir)
+        write_bytes(report / PLOT_NAME, plot)
+        write_text(report / "seed_results.html", seed_table_html(seeds, sub))
+        write_text(report / "seed_results.csv", seed_table_csv(seeds))
     return sub
 
 
@@ -399,6 +555,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         _json_arg(args.settings_json),
         _json_arg(args.hparams_json),
         args.nproc,
+        report_dir=args.report_dir,
     )
     print(f"wrote {args.out}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']}, bytes_total {sub['bytes_total']}")
     return 0
@@ -436,6 +593,7 @@ def register(subparsers) -> None:
     p.add_argument("--hparams-json", required=True, help="hyperparameters (env var -> value): JSON object or file")
     p.add_argument("--nproc", required=True, type=int, help="processes per node the training ran with")
     p.add_argument("--out", required=True, help="the record folder to write")
+    p.add_argument("--report-dir", help="also write the loss-curve plot and the per-seed table (HTML, CSV) here")
     p.set_defaults(func=_cmd_record)
 
     p = subparsers.add_parser("check", help="check a record folder against the rules and its logs")

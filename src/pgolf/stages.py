@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from pgolf import EVAL_BUDGET_S, fsio
 from pgolf.data import load_manifest
+from pgolf.logs import progress_line
 
 # config key (pipeline) -> environment variable (training script), for the quantize and eval sections
 QUANTIZE_ENV = {
@@ -75,6 +77,30 @@ def data_env(manifest_path: str | os.PathLike) -> dict[str, str]:
     }
 
 
+def stream(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: str | os.PathLike | None = None,
+    sink: BinaryIO | None = None,
+    budget_s: float | None = None,
+) -> int:
+    """Run ``cmd``, echoing its output (stdout and stderr) on stdout with a ``progress:`` line
+    (``pgolf.logs.progress_line``) after each logged training step, and writing it to ``sink`` (bytes as written) when
+    given; return the exit code."""
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    out = sys.stdout.buffer
+    for raw in iter(proc.stdout.readline, b""):
+        if sink is not None:
+            sink.write(raw)
+        out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        progress = progress_line(raw.decode("utf-8", errors="replace"), budget_s)
+        if progress is not None:
+            out.write(progress.encode() + b"\n")
+        out.flush()
+    return proc.wait()
+
+
 def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) -> None:
     """Run the script (under torchrun for nproc >= 1 ranks), streaming its output; raise if it fails."""
     script = str(Path(script).resolve())
@@ -94,9 +120,10 @@ def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) 
         full_env[var] = per_rank
     print("+ " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + " " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=full_env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{Path(script).name} {' '.join(stage_args[:2])} failed with exit code {proc.returncode}")
+    budget = float(env["MAX_WALLCLOCK_SECONDS"]) if "MAX_WALLCLOCK_SECONDS" in env else None
+    returncode = stream(cmd, full_env, budget_s=budget)
+    if returncode != 0:
+        raise RuntimeError(f"{Path(script).name} {' '.join(stage_args[:2])} failed with exit code {returncode}")
     print(f"stage finished in {time.perf_counter() - t0:.1f} s", flush=True)
 
 

@@ -26,6 +26,13 @@ def repo_path(path):
 
 
 SCRIPT = repo_path(config["train"]["script"])
+# train.mode: "staged" (the default: our script, per seed train -> quantize -> evaluate) or "upstream" (an upstream
+# record's train_gpt.py run whole by one rule per seed, which only train.env configures; see config/README.md).
+TRAIN_MODE = config["train"].get("mode", "staged")
+UPSTREAM = TRAIN_MODE == "upstream"
+TRAIN_SECTION = {k: v for k, v in config["train"].items() if k != "mode"}
+# The per-seed logs that make up a record's train_seed<N>.log, in order.
+SEED_LOGS = ["train"] if UPSTREAM else ["train", "quantize", "eval"]
 
 
 def file_sha256(path):
@@ -45,68 +52,74 @@ RECORD_DIR = (
     f"records/{config['record']['track']}/{RECORD_DATE}_{config['record']['name']}"
 )
 RECORD_SETTINGS = {**config["record"], "date": RECORD_DATE}
-# The hyperparameters as the script sees them (environment variables), for the record's README and command.
+# Paths in the record section (the reference record folder, extra files) are relative to the repository.
+if RECORD_SETTINGS.get("reference"):
+    RECORD_SETTINGS["reference"] = repo_path(RECORD_SETTINGS["reference"])
+if RECORD_SETTINGS.get("extra_files"):
+    RECORD_SETTINGS["extra_files"] = [
+        repo_path(f) for f in RECORD_SETTINGS["extra_files"]
+    ]
+# The hyperparameters as the script sees them (environment variables), for the record's README and command; an
+# upstream script gets train.env alone.
 TRAIN_ENV = {
-    k.upper(): v for k, v in config["train"].items() if k not in ("script", "env")
+    k.upper(): v
+    for k, v in TRAIN_SECTION.items()
+    if k not in ("script", "env") and not UPSTREAM
 }
 TRAIN_ENV.update(config["train"].get("env") or {})
 
 
 def data_command():
+    """The `pgolf data hub|documents` command of the data rule (the rule adds --threads)."""
+    import shlex
+
     d = config["data"]
     out = str(Path(DATA_MANIFEST).parent)
     if d["source"] == "hub":
         h = d["hub"]
-        cmd = [
-            "pgolf",
-            "data",
-            "hub",
-            "--out",
-            out,
-            "--name",
-            d["name"],
-            "--repo-id",
-            h["repo_id"],
-        ]
-        cmd += [
-            "--revision",
-            h["revision"],
-            "--variant",
-            h["variant"],
-            "--train-shards",
-            str(h["train_shards"]),
-        ]
-        cmd += ["--remote-root", h.get("remote_root", "datasets")]
+        variant = h["variant"]
+        repos = h.get("repos") or {}
+        if variant not in repos:
+            raise WorkflowError(
+                f"config data.hub.repos has no entry for data.hub.variant {variant!r}"
+                f" (it has: {', '.join(sorted(repos)) or 'none'});"
+                f" add {variant}: {{repo_id: ..., revision: ...}}"
+            )
+        repo = repos[variant]
+        root = repo.get("remote_root", h.get("remote_root", "datasets"))
+        cmd = ["pgolf", "data", "hub", "--out", out, "--name", d["name"]]
+        cmd += ["--variant", variant, "--train-shards", str(h["train_shards"])]
+        cmd += ["--repo-id", repo["repo_id"], "--revision", str(repo["revision"])]
+        cmd += ["--remote-root", root, "--max-workers", str(h.get("max_workers", 8))]
+        cmd += ["--timeout", str(h.get("timeout_s", 30))]
+        cmd += ["--retries", str(h.get("retries", 5))]
         if h.get("endpoint"):
             cmd += ["--endpoint", h["endpoint"]]
+        lock = h.get("lock", "config/data.lock.json")
+        if lock:
+            cmd += ["--lock", repo_path(lock)]
+        if h.get("update_lock"):
+            cmd += ["--update-lock"]
     else:
         doc = d["documents"]
-        cmd = [
-            "pgolf",
-            "data",
-            "documents",
-            "--docs",
-            repo_path(doc["path"]),
-            "--out",
-            out,
-            "--name",
-            d["name"],
-        ]
-        cmd += [
-            "--vocab-size",
-            str(doc["vocab_size"]),
-            "--val-docs",
-            str(doc["val_docs"]),
-        ]
+        cmd = ["pgolf", "data", "documents", "--docs", repo_path(doc["path"])]
+        cmd += ["--out", out, "--name", d["name"]]
+        cmd += ["--vocab-size", str(doc["vocab_size"])]
+        cmd += ["--val-docs", str(doc["val_docs"])]
         for key in ("shard_tokens", "max_docs", "tokenizer_max_docs"):
             if doc.get(key):
                 cmd += [f"--{key.replace('_', '-')}", str(doc[key])]
-    return " ".join(json.dumps(c) if " " in c else c for c in cmd)
+    return " ".join(shlex.quote(c) for c in cmd)
 
 
 def data_inputs(wildcards):
+    """The documents file of the documents source. The hub source has none: its lock
+    file is rewritten by the rule itself, so it is not an input (that would re-trigger
+    the rule)."""
     d = config["data"]
-    return [repo_path(d["documents"]["path"])] if d["source"] == "documents" else []
+    if d["source"] == "documents":
+        return [repo_path(d["documents"]["path"])]
+    return []
 
 
 def seed_path(name):

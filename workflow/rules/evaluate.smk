@@ -1,27 +1,30 @@
-rule evaluate:
-    input:
-        data=DATA_MANIFEST,
-        artifact=rules.quantize.output.artifact,
-        train_summary=rules.train.output.summary,
-        quantize_summary=rules.quantize.output.summary,
-        script=SCRIPT,
-    output:
-        metrics=seed_path("metrics.json"),
-        summary=seed_path("eval.json"),
-        evallog=seed_path("eval.log"),
-    log:
-        f"{LOGS}/seed_{{seed}}/evaluate.log",
-    conda:
-        CONDA_ENV
-    threads: NPROC
-    resources:
-        gpus=GPUS,
-    params:
-        eval=as_json(config["eval"]),
-        nproc=NPROC,
-        run=RUN,
-    shell:
-        "pgolf evaluate --script {input.script} --data-manifest {input.data} --artifact {input.artifact}"
-        " --seed {wildcards.seed} --run {params.run} --nproc {params.nproc} --eval-json {params.eval:q}"
-        " --train-summary {input.train_summary} --quantize-summary {input.quantize_summary}"
-        " --summary {output.summary} --logfile {output.evallog} --metrics {output.metrics} > {log} 2>&1"
+# Staged mode only: an upstream script (train.mode: upstream) quantizes and evaluates itself.
+if not UPSTREAM:
+
+    rule evaluate:
+        input:
+            data=DATA_MANIFEST,
+            artifact=rules.quantize.output.artifact,
+            train_summary=rules.train.output.summary,
+            quantize_summary=rules.quantize.output.summary,
+            script=SCRIPT,
+        output:
+            metrics=seed_path("metrics.json"),
+            summary=seed_path("eval.json"),
+            evallog=seed_path("eval.log"),
+        log:
+            f"{LOGS}/seed_{{seed}}/evaluate.log",
+        conda:
+            CONDA_ENV
+        threads: NPROC
+        resources:
+            gpus=GPUS,
+        params:
+            eval=as_json(config["eval"]),
+            nproc=NPROC,
+            run=RUN,
+        shell:
+            "pgolf evaluate --script {input.script} --data-manifest {input.data} --artifact {input.artifact}"
+            " --seed {wildcards.seed} --run {params.run} --nproc {params.nproc} --eval-json {params.eval:q}"
+            " --train-summary {input.train_summary} --quantize-summary {input.quantize_summary}"
+            " --summary {output.summary} --logfile {output.evallog} --metrics {output.metrics} > {log} 2>&1"

@@ -1,17 +1,20 @@
-rule quantize:
-    input:
-        checkpoint=rules.train.output.checkpoint,
-        script=SCRIPT,
-    output:
-        artifact=seed_path("final_model.ptz"),
-        summary=seed_path("quantize.json"),
-        qlog=seed_path("quantize.log"),
-    log:
-        f"{LOGS}/seed_{{seed}}/quantize.log",
-    conda:
-        CONDA_ENV
-    params:
-        quantize=as_json(config["quantize"]),
-    shell:
-        "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --quantize-json {params.quantize:q}"
-        " --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} > {log} 2>&1"
+# Staged mode only: an upstream script (train.mode: upstream) quantizes and evaluates itself.
+if not UPSTREAM:
+
+    rule quantize:
+        input:
+            checkpoint=rules.train.output.checkpoint,
+            script=SCRIPT,
+        output:
+            artifact=seed_path("final_model.ptz"),
+            summary=seed_path("quantize.json"),
+            qlog=seed_path("quantize.log"),
+        log:
+            f"{LOGS}/seed_{{seed}}/quantize.log",
+        conda:
+            CONDA_ENV
+        params:
+            quantize=as_json(config["quantize"]),
+        shell:
+            "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --quantize-json {params.quantize:q}"
+            " --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} > {log} 2>&1"

@@ -1,15 +1,35 @@
+# The record folder and, for `snakemake --report report.html`, its loss curves and per-seed table.
+report: "../report/workflow.rst"
+
+
 rule record:
     input:
         metrics=expand(f"{OUT}/seed_{{seed}}/metrics.json", seed=SEEDS),
         logs=expand(
             f"{OUT}/seed_{{seed}}/{{stage}}.log",
             seed=SEEDS,
-            stage=["train", "quantize", "eval"],
+            stage=SEED_LOGS,
         ),
         environment=rules.fa3.output.environment,
         script=SCRIPT,
+        extra=RECORD_SETTINGS.get("extra_files") or [],
     output:
-        directory(RECORD_DIR),
+        # the folder's files, not directory(): Snakemake would leave its .snakemake_timestamp in the record
+        readme=f"{RECORD_DIR}/README.md",
+        submission=f"{RECORD_DIR}/submission.json",
+        curves=report(
+            f"{OUT}/report/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Record",
+            labels={"figure": "loss curves"},
+        ),
+        table=report(
+            f"{OUT}/report/seed_results.html",
+            caption="../report/seed_results.rst",
+            category="Record",
+            labels={"figure": "per-seed results"},
+        ),
+        csv=f"{OUT}/report/seed_results.csv",
     log:
         f"{LOGS}/record.log",
     conda:
@@ -20,7 +40,9 @@ rule record:
         seeds=" ".join(str(s) for s in SEEDS),
         nproc=NPROC,
         run_dir=lambda wildcards, input: str(Path(input.environment).parents[1]),
+        report_dir=lambda wildcards, output: str(Path(output.curves).parent),
+        record_dir=lambda wildcards, output: str(Path(output.submission).parent),
     shell:
         "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
         " --environment {input.environment} --settings-json {params.settings:q} --hparams-json {params.hparams:q}"
-        " --nproc {params.nproc} --out {output} > {log} 2>&1"
+        " --nproc {params.nproc} --out {params.record_dir} --report-dir {params.report_dir} > {log} 2>&1"

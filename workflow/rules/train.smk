@@ -1,25 +1,58 @@
-rule train:
-    input:
-        data=DATA_MANIFEST,
-        fa3=rules.fa3.output.status,
-        script=SCRIPT,
-    output:
-        checkpoint=seed_path("checkpoint.pt"),
-        summary=seed_path("train.json"),
-        trainlog=seed_path("train.log"),
-    log:
-        f"{LOGS}/seed_{{seed}}/train.log",
-    conda:
-        CONDA_ENV
-    threads: NPROC
-    resources:
-        gpus=GPUS,
-    params:
-        train=as_json(config["train"]),
-        script_sha256=file_sha256(SCRIPT),
-        nproc=NPROC,
-        run=RUN,
-    shell:
-        "pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
-        " --run-id {params.run}_seed{wildcards.seed} --nproc {params.nproc} --train-json {params.train:q}"
-        " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog} > {log} 2>&1"
+if not UPSTREAM:
+
+    rule train:
+        input:
+            data=DATA_MANIFEST,
+            fa3=rules.fa3.output.status,
+            script=SCRIPT,
+        output:
+            checkpoint=seed_path("checkpoint.pt"),
+            summary=seed_path("train.json"),
+            trainlog=seed_path("train.log"),
+        log:
+            f"{LOGS}/seed_{{seed}}/train.log",
+        conda:
+            CONDA_ENV
+        threads: NPROC
+        resources:
+            gpus=GPUS,
+        params:
+            train=as_json(TRAIN_SECTION),
+            script_sha256=file_sha256(SCRIPT),
+            nproc=NPROC,
+            run=RUN,
+        shell:
+            "pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
+            " --run-id {params.run}_seed{wildcards.seed} --nproc {params.nproc} --train-json {params.train:q}"
+            " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog} > {log} 2>&1"
+
+else:
+
+    # Reproducing an upstream record: its train_gpt.py trains, quantizes and evaluates in one torchrun process, in
+    # results/<run>/seed_<N>/upstream/; its output becomes the seed's train.log and the parsed log its metrics.json.
+    rule train_upstream:
+        input:
+            data=DATA_MANIFEST,
+            fa3=rules.fa3.output.status,
+            script=SCRIPT,
+        output:
+            metrics=seed_path("metrics.json"),
+            trainlog=seed_path("train.log"),
+        log:
+            f"{LOGS}/seed_{{seed}}/train.log",
+        conda:
+            CONDA_ENV
+        threads: NPROC
+        resources:
+            gpus=GPUS,
+        params:
+            env=as_json(config["train"].get("env") or {}),
+            script_sha256=file_sha256(SCRIPT),
+            nproc=NPROC,
+            run=RUN,
+            device=config["device"],
+            workdir=lambda wildcards: f"{OUT}/seed_{wildcards.seed}/upstream",
+        shell:
+            "pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
+            " --run {params.run} --nproc {params.nproc} --env-json {params.env:q} --device {params.device}"
+            " --workdir {params.workdir} --logfile {output.trainlog} --metrics {output.metrics} > {log} 2>&1"
