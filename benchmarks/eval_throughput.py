@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import emit  # noqa: E402  (benchmarks/report.py, beside this script)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
@@ -78,11 +79,7 @@ def main() -> int:
         "same_result_both_passes": abs(first["val_bpb"] - second["val_bpb"]) < 1e-9,
         f"projected_full_val_s_on_{a.gpus}_gpus": round(FULL_VAL_TOKENS / (a.gpus * tok_s), 1),
     }
-    print("| metric | value |\n|---|---|")
-    for k, v in result.items():
-        print(f"| {k} | {v} |")
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, a.out)
     return 0
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # noqa: E402  (benchmarks/report.py, beside this script)
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
 STEP = re.compile(r"^step:(\d+)/\d+ train_loss:([\d.]+) train_time:(\d+)ms")
@@ -123,11 +125,7 @@ def main() -> int:
         "wall_s": round(wall, 1),
         "overrides": a.env,
     }
-    print("| metric | value |\n|---|---|")
-    for k, v in result.items():
-        print(f"| {k} | {v} |")
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, a.out)
     return 0
 
 

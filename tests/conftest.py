@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,35 @@ def run_script(args: list[str], env: dict, data: dict, cwd: Path, nproc: int = 0
     if check and proc.returncode != 0:
         raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def env_with_venv() -> dict:
+    """The environment with this interpreter's bin folder first on PATH (the rules call `pgolf`)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def snakemake(workdir: Path, *args: str, configs=(), check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+    cmd += list(args)
+    if configs:
+        cmd += ["--configfile", *map(str, configs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run; {} when there is nothing to be done."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line)
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts

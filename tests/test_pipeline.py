@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -13,38 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, job_counts, snakemake
 
 TEST_CONFIG = REPO / ".test" / "config.yaml"
 FULL_CHAIN = {"train": 2, "quantize": 2, "evaluate": 2, "record": 1, "all": 1}
-
-
-def snakemake(workdir: Path, *args: str, configs=(), check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
-    cmd += list(args)
-    if configs:
-        cmd += ["--configfile", *map(str, configs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run; {} when there is nothing to be done."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)\s*$", line)
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    counts.pop("total", None)
-    return counts
 
 
 def overlay(tmp: Path, name: str, obj: dict) -> Path:

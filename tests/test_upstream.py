@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, env_with_venv, job_counts, snakemake
 
 from pgolf.check import check_record
 from pgolf.logs import parse_log
@@ -67,35 +67,6 @@ def score(seed):
     bpb = 1.5 + 0.001 * (seed % 5)
     return bpb, bpb * 1.7
 """
-
-
-def env_with_venv() -> dict:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def snakemake(workdir: Path, *args: str, configs=(), check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
-    cmd += list(args)
-    if configs:
-        cmd += ["--configfile", *map(str, configs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv())
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    counts = {}
-    for line in text.split("Job stats:", 1)[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    counts.pop("total", None)
-    return counts
 
 
 def make_reference(folder: Path, seeds: list[int], iterations: int) -> Path:
