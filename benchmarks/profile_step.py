@@ -1,0 +1,77 @@
+"""Where a training step's GPU time goes: torch.profiler over compiled training micro-steps of the training script's
+model (full 11-layer configuration unless overridden), grouped by kernel, largest first.
+
+    python benchmarks/profile_step.py --micro-steps 8 [KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--micro-steps", type=int, default=8)
+    p.add_argument("--micro-batch-seqs", type=int, default=48, help="sequences per micro-step (98,304 tokens at 2048)")
+    p.add_argument("--top", type=int, default=30)
+    p.add_argument("--out", help="write the table here too")
+    p.add_argument("env", nargs="*", help="KEY=VALUE hyperparameter overrides")
+    a = p.parse_args()
+    os.environ.update(kv.split("=", 1) for kv in a.env)
+    spec = importlib.util.spec_from_file_location("train_gpt", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if not torch.cuda.is_available():
+        print("profile: no CUDA device", file=sys.stderr)
+        return 2
+    args, rt = mod.Hyperparameters, mod.Runtime()
+    torch.manual_seed(0)
+    model = mod.GPT(args, mod.attention_backend(rt, args)).to(rt.device)
+    net = mod.maybe_compile(model, args, rt)
+    opts = mod.build_optimizers(model, args, rt)
+    x = torch.randint(0, args.vocab_size, (a.micro_batch_seqs, args.train_seq_len), device=rt.device)
+    y = torch.randint(0, args.vocab_size, (a.micro_batch_seqs, args.train_seq_len), device=rt.device)
+
+    def step():
+        for _ in range(a.micro_steps):
+            with mod.autocast(rt):
+                loss = net(x, y)
+            (loss / a.micro_steps).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+        for o in opts:
+            o.step()
+        model.zero_grad(set_to_none=True)
+
+    for _ in range(3):  # compile and warm up
+        step()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        step()
+    end.record()
+    torch.cuda.synchronize()
+    step_ms = start.elapsed_time(end) / 3
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=a.top, max_name_column_width=90)
+    text = f"step_ms (event-timed, mean of 3): {step_ms:.1f}\n{table}"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
