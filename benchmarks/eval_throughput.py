@@ -11,17 +11,13 @@ validation split (about 62M tokens) on 8 GPUs. Weights are random: the work per 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from report import emit  # noqa: E402  (benchmarks/report.py, beside this script)
+from report import emit, load_script  # benchmarks/report.py, beside this script
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
 FULL_VAL_TOKENS = 63_779_840  # the official sp1024 validation split, as the NaiveBaseline record log reports it
 
 
@@ -35,12 +31,8 @@ def main() -> int:
     p.add_argument("--out")
     p.add_argument("env", nargs="*", help="KEY=VALUE hyperparameter overrides")
     a = p.parse_args()
-    os.environ.update(kv.split("=", 1) for kv in a.env)
-    os.environ.update(VAL_FILES=a.val_files, TOKENIZER_PATH=a.tokenizer, EVAL_STRIDE=str(a.stride))
-    os.environ["EVAL_BATCH_SEQS"] = str(a.batch_seqs)
-    spec = importlib.util.spec_from_file_location("train_gpt", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    fixed = [f"VAL_FILES={a.val_files}", f"TOKENIZER_PATH={a.tokenizer}", f"EVAL_STRIDE={a.stride}"]
+    mod = load_script([*a.env, *fixed, f"EVAL_BATCH_SEQS={a.batch_seqs}"])
     import sentencepiece as spm
     import torch
 

@@ -7,13 +7,10 @@ model (full 11-layer configuration unless overridden), grouped by kernel, larges
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
+from report import load_script  # benchmarks/report.py, beside this script
 
 
 def main() -> int:
@@ -24,10 +21,7 @@ def main() -> int:
     p.add_argument("--out", help="write the table here too")
     p.add_argument("env", nargs="*", help="KEY=VALUE hyperparameter overrides")
     a = p.parse_args()
-    os.environ.update(kv.split("=", 1) for kv in a.env)
-    spec = importlib.util.spec_from_file_location("train_gpt", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(a.env)
     import torch
     from torch.profiler import ProfilerActivity, profile
 

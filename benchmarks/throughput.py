@@ -22,10 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import emit  # noqa: E402  (benchmarks/report.py, beside this script)
+from report import SCRIPT, emit  # benchmarks/report.py, beside this script
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "src" / "pgolf" / "train_gpt.py"
 STEP = re.compile(r"^step:(\d+)/\d+ train_loss:([\d.]+) train_time:(\d+)ms")
 
 

@@ -228,40 +228,34 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    """Decode the protobuf varint at data[i:]; return (value, index after it)."""
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
 def _pb_fields(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
     """Split a protobuf message into (field number, raw key+value bytes, payload of length-delimited fields)."""
     i = 0
     while i < len(data):
         start = i
-        key = 0
-        shift = 0
-        while True:
-            b = data[i]
-            i += 1
-            key |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
+        key, i = _read_varint(data, i)
         field, wire = key >> 3, key & 7
         payload = b""
         if wire == 0:
-            while data[i] & 0x80:
-                i += 1
-            i += 1
+            _, i = _read_varint(data, i)
         elif wire == 1:
             i += 8
         elif wire == 5:
             i += 4
         elif wire == 2:
-            length = 0
-            shift = 0
-            while True:
-                b = data[i]
-                i += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            length, i = _read_varint(data, i)
             payload = data[i : i + length]
             i += length
         else:

@@ -219,6 +219,13 @@ def merge_metrics(seed: int, run: str, train_summary, quantize_summary, eval_sum
     }
 
 
+def stage_outputs(p: argparse.ArgumentParser, func) -> None:
+    """The outputs every stage writes (its summary JSON and the script's own log), and the handler."""
+    p.add_argument("--summary", required=True, help="the stage's summary (JSON)")
+    p.add_argument("--logfile", required=True, help="the training script's log of this stage")
+    p.set_defaults(func=func)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one seed: checkpoint + train log + summary")
     p.add_argument("--script", required=True)
@@ -229,18 +236,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-json", required=True, help="the config's train section as JSON")
     p.add_argument("--env-json", help="extra environment for the script (JSON object)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--logfile", required=True)
-    p.set_defaults(func=cmd_train)
+    stage_outputs(p, cmd_train)
 
     p = sub.add_parser("quantize", help="quantize + compress a checkpoint into the artifact")
     p.add_argument("--script", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--quantize-json", required=True, help="the config's quantize section as JSON")
     p.add_argument("--artifact", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--logfile", required=True)
-    p.set_defaults(func=cmd_quantize)
+    stage_outputs(p, cmd_quantize)
 
     p = sub.add_parser("evaluate", help="score the artifact reloaded from disk; write metrics.json")
     p.add_argument("--script", required=True)
@@ -252,7 +255,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-json", required=True, help="the config's eval section as JSON")
     p.add_argument("--train-summary", required=True)
     p.add_argument("--quantize-summary", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--logfile", required=True)
     p.add_argument("--metrics", required=True)
-    p.set_defaults(func=cmd_evaluate)
+    stage_outputs(p, cmd_evaluate)

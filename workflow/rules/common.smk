@@ -1,7 +1,9 @@
 import datetime
-import hashlib
 import json
 from pathlib import Path
+
+from pgolf.fsio import sha256_file
+from pgolf.stages import train_env
 
 
 wildcard_constraints:
@@ -37,7 +39,7 @@ SEED_LOGS = ["train"] if UPSTREAM else ["train", "quantize", "eval"]
 
 def file_sha256(path):
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return sha256_file(path)
     except FileNotFoundError:
         raise WorkflowError(f"config train.script: {path} not found") from None
 
@@ -61,12 +63,9 @@ if RECORD_SETTINGS.get("extra_files"):
     ]
 # The hyperparameters as the script sees them (environment variables), for the record's README and command; an
 # upstream script gets train.env alone.
-TRAIN_ENV = {
-    k.upper(): v
-    for k, v in TRAIN_SECTION.items()
-    if k not in ("script", "env") and not UPSTREAM
-}
-TRAIN_ENV.update(config["train"].get("env") or {})
+TRAIN_ENV = train_env(
+    {"env": config["train"].get("env")} if UPSTREAM else TRAIN_SECTION
+)
 
 
 def data_command():
