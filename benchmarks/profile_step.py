@@ -1,13 +1,19 @@
 """Where a training step's GPU time goes: torch.profiler over compiled training micro-steps of the training script's
 model (full 11-layer configuration unless overridden), grouped by kernel, largest first.
 
-    python benchmarks/profile_step.py --micro-steps 8 [KEY=VALUE ...]
+    python benchmarks/profile_step.py --micro-steps 8 [--script OTHER.py] [--dump-kernels 6 --out DIR/t.txt] [K=V ...]
+
+--dump-kernels N writes the Inductor-generated source of the N most expensive Triton kernels beside --out, so a slow
+kernel can be read without re-running.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from report import load_script  # benchmarks/report.py, beside this script
@@ -19,9 +25,11 @@ def main() -> int:
     p.add_argument("--micro-batch-seqs", type=int, default=48, help="sequences per micro-step (98,304 tokens at 2048)")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--out", help="write the table here too")
+    p.add_argument("--script", help="profile this copy of the training script instead of the package's")
+    p.add_argument("--dump-kernels", type=int, default=0, help="save the source of the N slowest Triton kernels")
     p.add_argument("env", nargs="*", help="KEY=VALUE hyperparameter overrides")
     a = p.parse_args()
-    mod = load_script(a.env)
+    mod = load_script(a.env, a.script)
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -60,11 +68,33 @@ def main() -> int:
         step()
         torch.cuda.synchronize()
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=a.top, max_name_column_width=90)
-    text = f"step_ms (event-timed, mean of 3): {step_ms:.1f}\n{table}"
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    text = f"step_ms (event-timed, mean of 3): {step_ms:.1f} peak_memory_gib: {peak:.1f}\n{table}"
     print(text)
     if a.out:
         Path(a.out).write_text(text)
+        if a.dump_kernels:
+            dump_kernels(prof, a.dump_kernels, Path(a.out).with_suffix(".kernels.txt"))
     return 0
+
+
+def dump_kernels(prof, n: int, path: Path) -> None:
+    """Inductor writes each Triton kernel's source into its cache; find the slowest kernels' definitions there."""
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), f"torchinductor_{os.environ.get('USER', 'root')}"
+    )
+    events = sorted(prof.key_averages(), key=lambda e: e.device_time_total, reverse=True)
+    names = [e.key for e in events if e.key.startswith("triton_")][:n]
+    files = glob.glob(os.path.join(cache, "**", "*.py"), recursive=True)
+    out = []
+    for name in names:
+        src = next((f for f in files if f"def {name}(" in Path(f).read_text(errors="replace")), None)
+        out.append(f"# ==== {name} ({src})")
+        if src:
+            text = Path(src).read_text(errors="replace")
+            start = text.index(f"def {name}(")
+            out.append(text[max(0, text.rfind("@triton", 0, start)) : start + 6000])
+    path.write_text("\n".join(out))
 
 
 if __name__ == "__main__":

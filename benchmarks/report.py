@@ -18,11 +18,11 @@ def emit(result: dict, out: str | None) -> None:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def load_script(overrides: list[str]):
-    """Import the training script as a module after applying KEY=VALUE hyperparameter overrides (its
-    Hyperparameters read the environment at import)."""
+def load_script(overrides: list[str], script: str | os.PathLike | None = None):
+    """Import the training script (or another copy of it) as a module after applying KEY=VALUE hyperparameter
+    overrides (its Hyperparameters read the environment at import)."""
     os.environ.update(kv.split("=", 1) for kv in overrides)
-    spec = importlib.util.spec_from_file_location("train_gpt", SCRIPT)
+    spec = importlib.util.spec_from_file_location("train_gpt", script or SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -108,6 +108,7 @@ class Hyperparameters:
     smear_gate = _env("SMEAR_GATE", True)
     ln_scale = _env("LN_SCALE", True)  # scale block inputs by 1/sqrt(layer+1)
     unet_skips = _env("UNET_SKIPS", True)
+    parallel_residual = _env("PARALLEL_RESIDUAL", False)  # attention and MLP read the same block input
     tied_embed_init_std = _env("TIED_EMBED_INIT_STD", 0.005)
     # optimizer
     matrix_lr = _env("MATRIX_LR", 0.025)
@@ -335,10 +336,12 @@ class CastedLinear(nn.Linear):
         self.qat_bits = qat_bits
         self.register_buffer("qat_on", torch.zeros(()), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
         w = self.weight
         if self.qat_bits:
             w = w + self.qat_on * (fake_quant_rows(w, self.qat_bits) - w).detach()
+        if out_scale is not None:  # diag(s) W x == s * (W x), but s's gradient is a weight-sized, not a token, sum
+            w = w * out_scale[:, None]
         return F.linear(x, w.to(x.dtype))
 
 
@@ -348,14 +351,24 @@ class Rotary(nn.Module):
     def __init__(self, dims: int, base: float, train_seq_len: int):
         super().__init__()
         self.dims, self.base, self.train_seq_len = dims, base, train_seq_len
+        cos, sin = self.table(train_seq_len, "cpu")  # up to the training length the table is computed once
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, seq_len: int, device, dtype):
+    def table(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         base = self.base
         if seq_len > self.train_seq_len and self.dims > 2:
             base = base * (seq_len / self.train_seq_len) ** (self.dims / (self.dims - 2))
         inv = 1.0 / base ** (torch.arange(0, self.dims, 2, dtype=torch.float32, device=device) / self.dims)
         f = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv)
-        return f.cos()[None, :, None, :].to(dtype), f.sin()[None, :, None, :].to(dtype)
+        return f.cos()[None, :, None, :], f.sin()[None, :, None, :]
+
+    def forward(self, seq_len: int, device, dtype):
+        if seq_len > self.train_seq_len:
+            cos, sin = self.table(seq_len, device)
+        else:
+            cos, sin = self.cos[:, :seq_len], self.sin[:, :seq_len]
+        return cos.to(dtype), sin.to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: int) -> torch.Tensor:
@@ -404,7 +417,7 @@ class Attention(nn.Module):
         self.rotary = Rotary(self.rope_dims, args.rope_base, args.train_seq_len)
         self.xsa, self.backend = xsa, backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, self.h, self.hd)
         k = self.c_k(x).view(B, T, self.kv, self.hd)
@@ -428,7 +441,7 @@ class Attention(nn.Module):
         if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
             vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
             y = y - (y * vn).sum(-1, keepdim=True) * vn
-        return self.proj(y.reshape(B, T, -1))
+        return self.proj(y.reshape(B, T, -1), out_scale)
 
 
 class MLP(nn.Module):
@@ -440,10 +453,10 @@ class MLP(nn.Module):
         self.proj.out_proj = True
         self.slope = args.relu_slope
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
         h = self.fc(x)
         h = F.leaky_relu(h, self.slope) if self.slope else F.relu(h)
-        return self.proj(h.square())
+        return self.proj(h.square(), out_scale)
 
 
 class Block(nn.Module):
@@ -455,13 +468,17 @@ class Block(nn.Module):
         self.attn_scale, self.mlp_scale = nn.Parameter(torch.ones(d)), nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
         self.in_scale = 1.0 / math.sqrt(layer + 1) if args.ln_scale else 1.0
+        self.parallel = args.parallel_residual
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         d = (x.size(-1),)
-        x = x + self.attn_scale.to(x.dtype) * self.attn(F.rms_norm(x, d) * self.in_scale)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(F.rms_norm(x, d) * self.in_scale)
+        h = F.rms_norm(x, d) * self.in_scale
+        x = x + self.attn(h, self.attn_scale)  # the branch scales fold into the output projections
+        if not self.parallel:
+            h = F.rms_norm(x, d) * self.in_scale
+        return x + self.mlp(h, self.mlp_scale)
 
 
 class BigramHash(nn.Module):
@@ -497,7 +514,7 @@ class SmearGate(nn.Module):
 
 MODEL_KEYS = (
     "vocab_size num_layers model_dim num_heads num_kv_heads mlp_mult relu_slope logit_softcap rope_base rope_dims "
-    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips train_seq_len "
+    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips parallel_residual train_seq_len "
     "tied_embed_init_std quant_bits_matrix late_qat"
 ).split()
 
@@ -581,20 +598,23 @@ def model_flops_per_token(args: Hyperparameters, seq_len: int) -> float:
 
 
 def newton_schulz5(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """Approximate orthogonalisation of a matrix, or of a stack of same-shaped matrices (one batched matmul chain)."""
     a, b, c = 3.4445, -4.7750, 2.0315
     x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
-    x = x / (x.norm() + 1e-7)
-    transposed = x.size(0) > x.size(1)
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    transposed = x.size(-2) > x.size(-1)
     if transposed:
-        x = x.T
+        x = x.mT
     for _ in range(steps):
-        A = x @ x.T
+        A = x @ x.mT
         x = a * x + (b * A + c * A @ A) @ x
-    return x.T if transposed else x
+    return x.mT if transposed else x
 
 
 class Muon(torch.optim.Optimizer):
-    """Momentum + Newton-Schulz orthogonalised updates; each rank orthogonalises a share, then one all-reduce."""
+    """Nesterov momentum + Newton-Schulz orthogonalised updates. Matrices of one shape are orthogonalised together
+    (a batched matmul chain instead of one small chain each); each rank takes a share of every shape, then one
+    all-reduce of the flat update buffer."""
 
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float, rt: Runtime):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, weight_decay=weight_decay))
@@ -602,26 +622,35 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self):
+        W, rank = self.rt.world_size, self.rt.rank
         for group in self.param_groups:
-            params = group["params"]
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
-            offset = 0
-            for i, p in enumerate(params):
-                if i % self.rt.world_size == self.rt.rank and p.grad is not None:
-                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                    g = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
-                    g = newton_schulz5(g, group["backend_steps"])
-                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
-                    flat[offset : offset + p.numel()] = g.flatten().float()
-                offset += p.numel()
-            self.rt.all_reduce(flat)
-            offset = 0
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            offsets, total = {}, 0
             for p in params:
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
-                offset += p.numel()
+                offsets[p], total = total, total + p.numel()
+            flat = torch.zeros(total, device=params[0].device, dtype=torch.float32)
+            by_shape: dict[tuple, list] = {}
+            for p in params:
+                by_shape.setdefault(tuple(p.shape), []).append(p)
+            for shape, ps in by_shape.items():
+                mine = ps[rank::W]
+                if not mine:
+                    continue
+                grads = [p.grad for p in mine]
+                bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in mine]
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, grads)
+                g = torch.stack(torch._foreach_add(grads, bufs, alpha=group["momentum"]))  # Nesterov
+                g = newton_schulz5(g, group["backend_steps"]) * max(1.0, shape[0] / shape[1]) ** 0.5
+                for p, u in zip(mine, g.float().unbind(0), strict=True):
+                    flat[offsets[p] : offsets[p] + p.numel()] = u.flatten()
+            self.rt.all_reduce(flat)
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            updates = [flat[offsets[p] : offsets[p] + p.numel()].view_as(p).to(p.dtype) for p in params]
+            torch._foreach_add_(params, updates, alpha=-group["lr"])
 
 
 def param_groups(model: GPT) -> dict[str, list[tuple[str, nn.Parameter]]]:
