@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,8 @@ class Hyperparameters:
     quant_bits_matrix = _env("QUANT_BITS_MATRIX", 6)
     quant_bits_embed = _env("QUANT_BITS_EMBED", 8)
     quant_keep_float_numel = _env("QUANT_KEEP_FLOAT_NUMEL", 65_536)
-    compress_level = _env("COMPRESS_LEVEL", 22)
+    compress_level = _env("COMPRESS_LEVEL", 22)  # zstd level (brotli: quality 11, xz: 9e)
+    compress_chunk = _env("COMPRESS_CHUNK", 1 << 20)  # bytes per independently compressed chunk; 0 = one chunk
     enforce_cap = _env("ENFORCE_CAP", False)
     quant_bits_mlp = _env("QUANT_BITS_MLP", 0)  # 0 = QUANT_BITS_MATRIX; 5 = int5 MLP
     quant_clip_search = _env("QUANT_CLIP_SEARCH", True)  # per-row clip ratio search (else absmax)
@@ -950,11 +952,36 @@ def deserialize(raw: bytes) -> tuple[dict, dict]:
 
 
 def compress(raw: bytes, codec: str, args: Hyperparameters) -> bytes:
-    if codec == "zstd":
-        return zstandard.ZstdCompressor(level=args.compress_level).compress(raw)
-    if codec == "brotli":
-        return brotli.compress(raw, quality=11, lgwin=24)
-    return lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)
+    """`raw` in COMPRESS_CHUNK-byte chunks compressed in parallel threads (brotli 11 on a whole model takes minutes):
+    u32 chunk count, then u32 length + bytes per chunk."""
+
+    def one(chunk: bytes) -> bytes:
+        if codec == "zstd":
+            return zstandard.ZstdCompressor(level=args.compress_level).compress(chunk)
+        if codec == "brotli":
+            return brotli.compress(chunk, quality=11, lgwin=24)
+        return lzma.compress(chunk, preset=9 | lzma.PRESET_EXTREME)
+
+    step = args.compress_chunk or len(raw) or 1
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        parts = list(pool.map(one, [raw[i : i + step] for i in range(0, max(len(raw), 1), step)]))
+    return len(parts).to_bytes(4, "little") + b"".join(len(c).to_bytes(4, "little") + c for c in parts)
+
+
+def decompress(body: bytes, codec: str) -> bytes:
+    out, pos = [], 4
+    for _ in range(int.from_bytes(body[:4], "little")):
+        n = int.from_bytes(body[pos : pos + 4], "little")
+        chunk, pos = body[pos + 4 : pos + 4 + n], pos + 4 + n
+        if len(chunk) != n:
+            raise ValueError("chunk cut short")
+        if codec == "zstd":
+            out.append(zstandard.ZstdDecompressor().decompressobj().decompress(chunk))
+        else:
+            out.append({"brotli": brotli, "xz": lzma}[codec].decompress(chunk))
+    if pos != len(body):
+        raise ValueError(f"{len(body) - pos} trailing bytes")
+    return b"".join(out)
 
 
 def encode(payload: dict, meta: dict, codec: str, layout: str, args: Hyperparameters) -> bytes:
@@ -974,10 +1001,7 @@ def decode(blob: bytes, path: str) -> tuple[dict, dict, str]:
     if lib is None:
         raise SystemExit(f"{path}: {codec} artifact but the {codec} module is not installed")
     try:
-        if codec == "zstd":
-            raw = zstandard.ZstdDecompressor().decompress(blob[19:], max_output_size=size)
-        else:
-            raw = lib.decompress(blob[19:])
+        raw = decompress(blob[19:], codec)
     except Exception as e:
         raise SystemExit(f"{path}: corrupted or truncated artifact ({codec}: {type(e).__name__}: {e})") from None
     if len(raw) != size or zlib.crc32(raw) != crc:
