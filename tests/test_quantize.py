@@ -170,3 +170,26 @@ def test_bad_artifacts_fail_naming_the_file_and_the_problem(mod, tmp_path):
     mod.export_artifact(state3, wide, str(tmp_path / "wide.ptz"), mod.Runtime())
     with pytest.raises(SystemExit, match="wide.ptz: artifact does not match the architecture"):
         mod.model_from_artifact(str(tmp_path / "wide.ptz"), type("E", (args,), {}), mod.Runtime())
+
+
+def test_quant_gap_benchmark_on_a_tiny_checkpoint(tiny_data, tmp_path, monkeypatch):
+    import importlib.util
+
+    from conftest import REPO, TINY_MODEL_ENV, run_script
+
+    run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")], {"ITERATIONS": "3"}, tiny_data, tmp_path)
+    env = {**TINY_MODEL_ENV, "VAL_FILES": tiny_data["val_glob"], "TOKENIZER_PATH": tiny_data["tokenizer_path"]}
+    for k, v in {**env, "VAL_TOKENS_LIMIT": "2000"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("quant_gap", REPO / "benchmarks" / "quant_gap.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.gap(load_script(), str(tmp_path / "c.pt"), None, stride=64)
+    pre, naive, ours = res["rows"]
+    assert res["hessians"] == "checkpoint" and res["val_tokens"] == 2000
+    assert naive["gptq"] is False and ours["gptq"] is True and naive["encoding"].endswith("/plain")
+    for r in (naive, ours):
+        assert r["total"] == r["model_bytes"] + r["code_bytes"] and r["fits"]
+        assert r["val_bpb_gap"] == r["val_bpb"] - pre["val_bpb"] and abs(r["val_bpb_gap"]) < 0.05
+        assert "sliding_val_bpb_gap" in r
