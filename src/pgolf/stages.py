@@ -21,8 +21,16 @@ QUANTIZE_ENV = {
     "bits_matrix": "QUANT_BITS_MATRIX",
     "bits_embed": "QUANT_BITS_EMBED",
     "keep_float_numel": "QUANT_KEEP_FLOAT_NUMEL",
+    "bits_mlp": "QUANT_BITS_MLP",
+    "clip_search": "QUANT_CLIP_SEARCH",
+    "gptq": "GPTQ",
+    "gptq_block": "GPTQ_BLOCK",
+    "gptq_damp": "GPTQ_DAMP",
     "compressor": "COMPRESSOR",
+    "layout": "QUANT_LAYOUT",
     "level": "COMPRESS_LEVEL",
+    "chunk": "COMPRESS_CHUNK",
+    "prune_max_frac": "PRUNE_MAX_FRAC",
     "enforce_cap": "ENFORCE_CAP",
 }
 EVAL_ENV = {

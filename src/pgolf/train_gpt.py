@@ -7,7 +7,7 @@ or one stage at a time, as the pgolf pipeline does, so that a quantization or ev
     python train_gpt.py --stage quantize --checkpoint ckpt.pt --artifact model.ptz --logfile q.log --summary q.json
     torchrun ... train_gpt.py --stage eval     --artifact model.ptz --logfile eval.log --summary eval.json
 Hyperparameters come from environment variables (see Hyperparameters). Imports: stdlib, numpy, torch,
-sentencepiece, zstandard (optional: lzma otherwise) and FlashAttention 3 when it is installed.
+sentencepiece, zstandard and brotli (optional: lzma otherwise) and FlashAttention 3 when it is installed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
-import io
 import json
 import lzma
 import math
@@ -25,6 +24,8 @@ import random
 import sys
 import time
 import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,10 @@ try:
     import zstandard
 except ImportError:  # the artifact falls back to xz
     zstandard = None
+try:
+    import brotli
+except ImportError:  # brotli is one of the candidate compressors when installed
+    brotli = None
 try:
     from flash_attn_interface import flash_attn_func as fa3_attn
 except ImportError:
@@ -132,9 +137,19 @@ class Hyperparameters:
     quant_bits_matrix = _env("QUANT_BITS_MATRIX", 6)
     quant_bits_embed = _env("QUANT_BITS_EMBED", 8)
     quant_keep_float_numel = _env("QUANT_KEEP_FLOAT_NUMEL", 65_536)
-    compressor = _env("COMPRESSOR", "zstd")  # zstd | xz
-    compress_level = _env("COMPRESS_LEVEL", 22)
+    compress_level = _env("COMPRESS_LEVEL", 22)  # zstd level (brotli: quality 11, xz: 9e)
+    compress_chunk = _env("COMPRESS_CHUNK", 1 << 20)  # bytes per independently compressed chunk; 0 = one chunk
     enforce_cap = _env("ENFORCE_CAP", False)
+    quant_bits_mlp = _env("QUANT_BITS_MLP", 0)  # 0 = QUANT_BITS_MATRIX; 5 = int5 MLP
+    quant_clip_search = _env("QUANT_CLIP_SEARCH", True)  # per-row clip ratio search (else absmax)
+    compressor = _env("COMPRESSOR", "auto")  # auto (smallest of those installed) | zstd | brotli | xz
+    quant_layout = _env("QUANT_LAYOUT", "auto")  # auto | plain | shuffle | packed | packed_shuffle
+    gptq = _env("GPTQ", True)  # GPTQ with Hessians collected at the end of training
+    gptq_calib_batches = _env("GPTQ_CALIB_BATCHES", 8)  # training micro-batches per rank
+    gptq_reserve_seconds = _env("GPTQ_RESERVE_SECONDS", 10.0)  # taken off MAX_WALLCLOCK_SECONDS for calibration
+    gptq_block = _env("GPTQ_BLOCK", 128)
+    gptq_damp = _env("GPTQ_DAMP", 0.01)
+    prune_max_frac = _env("PRUNE_MAX_FRAC", 0.1)  # prune-to-fit: most of the nonzero matrix weights to zero
     # eval
     eval_seq_len = _env("EVAL_SEQ_LEN", train_seq_len)
     eval_stride = _env("EVAL_STRIDE", 64)  # >= EVAL_SEQ_LEN: plain non-overlapping chunks
@@ -777,31 +792,94 @@ def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Export: mixed-precision per-row quantization + a standard compressor; the artifact is self-describing
+# Export: mixed-precision per-row quantization (clip search, GPTQ with training-data Hessians), the smallest of
+# several compressor x layout encodings, magnitude pruning only as far as the cap needs; the artifact is
+# self-describing and checksummed: MAGIC, codec id, crc32 and length of the raw payload, then the compressed payload.
 
 CONTROL_PATTERNS = ("q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weights", "smear.gate", "bigram.scale")
+ARTIFACT_MAGIC = b"PGOLF\x02"
+CODECS = ("zstd", "brotli", "xz")
+LAYOUTS = ("plain", "shuffle", "packed", "packed_shuffle")  # shuffle: byte planes of multi-byte tensors
+CLIP_RATIOS = tuple(1 - 0.02 * k for k in range(16))  # of each row's absmax; 1.0 (absmax) is always a candidate
 
 
-def quantize_state(state: dict[str, torch.Tensor], args: Hyperparameters) -> tuple[dict, dict]:
-    """int-N per-row (symmetric, absmax scale) for large matrices, int8 for embeddings, fp32 for control scalars,
-    fp16 for other small tensors. Returns (payload, size report per group)."""
-    q, scales, floats, report = {}, {}, {}, {}
+def tensor_group(name: str, t: torch.Tensor, args: Hyperparameters) -> tuple[str, int]:
+    """(group, bits) of a state tensor: int-N per-row matrices (attn, mlp, embed, matrix) or fp16 / fp32 floats."""
+    if any(p in name for p in CONTROL_PATTERNS):
+        return "control", 32
+    if t.ndim == 2 and t.numel() > args.quant_keep_float_numel:
+        if "emb" in name:
+            return "embed", args.quant_bits_embed
+        if ".mlp." in name:
+            return "mlp", args.quant_bits_mlp or args.quant_bits_matrix
+        return ("attn" if ".attn." in name else "matrix"), args.quant_bits_matrix
+    return "fp16", 16
+
+
+def row_scales(w: torch.Tensor, qmax: int, weight: torch.Tensor | None = None, search: bool = True) -> torch.Tensor:
+    """Per-row scales (fp16-representable): the clip ratio with the smallest squared rounding error per row,
+    weighted per column by `weight` (the Hessian diagonal) when given."""
+    amax = w.abs().amax(1, keepdim=True)
+    best_s, best_e = None, None
+    for r in CLIP_RATIOS if search else (1.0,):
+        s = (amax * r / qmax).clamp_min(2**-24).half().float()
+        e = (w - (w / s).round().clamp(-qmax, qmax) * s).square()
+        e = (e if weight is None else e * weight).sum(1, keepdim=True)
+        if best_s is None:
+            best_s, best_e = s, e
+        else:
+            better = e < best_e
+            best_s, best_e = torch.where(better, s, best_s), torch.where(better, e, best_e)
+    return best_s
+
+
+def gptq_quantize(w: torch.Tensor, H: torch.Tensor, s: torch.Tensor, qmax: int, block: int, damp: float):
+    """GPTQ with fixed per-row scales `s`: columns in descending Hessian-diagonal order, each rounded, its error spread
+    over the not yet rounded columns through the Cholesky factor of the damped inverse Hessian."""
+    W, H = w.clone().float(), H.clone().float()
+    dead = H.diag() == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    perm = torch.argsort(H.diag(), descending=True)
+    W, H = W[:, perm], H[perm][:, perm]
+    H += damp * H.diag().mean() * torch.eye(H.size(0), device=H.device)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    for i in range(0, W.size(1), block):
+        j2 = min(i + block, W.size(1))
+        W1, E1, H1 = W[:, i:j2].clone(), torch.zeros_like(W[:, i:j2]), Hinv[i:j2, i:j2]
+        for j in range(j2 - i):
+            q = (W1[:, j : j + 1] / s).round().clamp(-qmax, qmax)
+            Q[:, i + j] = q[:, 0]
+            err = (W1[:, j : j + 1] - q * s) / H1[j, j]
+            W1[:, j:] -= err * H1[j : j + 1, j:]
+            E1[:, j] = err[:, 0]
+        W[:, j2:] -= E1 @ Hinv[i:j2, j2:]
+    return Q[:, torch.argsort(perm)].to(torch.int8)
+
+
+def hessian_for(name: str, hessians: dict | None) -> torch.Tensor | None:
+    """c_k and c_v read c_q's input: one Hessian serves all three."""
+    return (hessians or {}).get(name.replace(".c_k.", ".c_q.").replace(".c_v.", ".c_q."))
+
+
+def quantize_state(state: dict[str, torch.Tensor], args: Hyperparameters, hessians: dict | None = None):
+    """Returns (payload, group of each tensor). payload: q (int8 values), scales (fp16 per row), bits, floats."""
+    payload, groups = {"q": {}, "scales": {}, "bits": {}, "floats": {}}, {}
     for name, t in state.items():
         t = t.detach().float().cpu()
-        if any(p in name for p in CONTROL_PATTERNS):
-            floats[name], group = t, "control_fp32"
-        elif t.ndim == 2 and t.numel() > args.quant_keep_float_numel:
-            bits = args.quant_bits_embed if "emb" in name else args.quant_bits_matrix
-            qmax = 2 ** (bits - 1) - 1
-            scale = (t.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax).half()
-            q[name] = (t / scale.float()).round().clamp(-qmax, qmax).to(torch.int8)
-            scales[name], group = scale.squeeze(1), f"int{bits}"
+        groups[name], bits = tensor_group(name, t, args)
+        if bits >= 16:
+            payload["floats"][name] = t if bits == 32 else t.half()
+            continue
+        qmax, H = 2 ** (bits - 1) - 1, hessian_for(name, hessians) if args.gptq else None
+        s = row_scales(t, qmax, None if H is None else H.diag().float()[None], args.quant_clip_search)
+        if H is not None:
+            q = gptq_quantize(t, H, s, qmax, args.gptq_block, args.gptq_damp)
         else:
-            floats[name], group = t.half(), "fp16"
-        g = report.setdefault(group, {"tensors": 0, "params": 0})
-        g["tensors"] += 1
-        g["params"] += t.numel()
-    return {"q": q, "scales": scales, "floats": floats}, report
+            q = (t / s).round().clamp(-qmax, qmax).to(torch.int8)
+        payload["q"][name], payload["scales"][name], payload["bits"][name] = q, s.squeeze(1).half(), bits
+    return payload, groups
 
 
 def dequantize_state(payload: dict) -> dict[str, torch.Tensor]:
@@ -810,43 +888,227 @@ def dequantize_state(payload: dict) -> dict[str, torch.Tensor]:
     return state
 
 
-def compress(raw: bytes, args: Hyperparameters) -> tuple[bytes, str]:
-    if args.compressor == "zstd" and zstandard is not None:
-        return zstandard.ZstdCompressor(level=args.compress_level).compress(raw), "zstd"
-    if args.compressor not in ("zstd", "xz"):
-        raise SystemExit(f"COMPRESSOR={args.compressor!r}: expected zstd or xz")
-    return lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME), "xz"
+def prune_order(payload: dict) -> list[tuple[str, torch.Tensor]]:
+    """The nonzero quantized values of the attention/MLP matrices (embeddings excluded), as (name, flat index),
+    smallest dequantized magnitude first: pruning fraction f zeroes the first f of them."""
+    names = [n for n in payload["q"] if "emb" not in n]
+    mags = [(payload["q"][n].float() * payload["scales"][n].float()[:, None]).abs().flatten() for n in names]
+    owner = torch.cat([torch.full((m.numel(),), i) for i, m in enumerate(mags)])
+    flat_idx = torch.cat([torch.arange(m.numel()) for m in mags])
+    mags = torch.cat(mags)
+    nz = mags > 0
+    order = torch.argsort(mags[nz], stable=True)
+    return names, owner[nz][order], flat_idx[nz][order]
 
 
-ZSTD_MAGIC, XZ_MAGIC = b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00"
+def prune(payload: dict, order, frac: float) -> dict:
+    names, owner, flat_idx = order
+    k = int(round(frac * owner.numel()))
+    q = dict(payload["q"])
+    for i, n in enumerate(names):
+        idx = flat_idx[:k][owner[:k] == i]
+        if idx.numel():
+            q[n] = q[n].clone()
+            q[n].view(-1)[idx] = 0
+    return {**payload, "q": q}
 
 
-def decompress(blob: bytes, path: str) -> tuple[bytes, str]:
-    if blob[:4] == ZSTD_MAGIC:
-        if zstandard is None:
-            raise SystemExit(f"{path}: zstd artifact but the zstandard module is not installed")
-        return zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 31), "zstd"
-    if blob[:6] == XZ_MAGIC:
-        return lzma.decompress(blob), "xz"
-    raise SystemExit(f"{path}: not a pgolf artifact (unknown compression header {blob[:6].hex()})")
+def smallest_fit(fits, max_frac: float, steps: int = 12) -> float | None:
+    """The smallest fraction k * max_frac / 2**steps for which fits(fraction) holds, by bisection (fits is assumed
+    monotone); None when even max_frac does not fit."""
+    lo, hi = 0, 2**steps
+    if fits(0.0):
+        return 0.0
+    if not fits(max_frac):
+        return None
+    while hi - lo > 1:  # fits(hi) is true, fits(lo) false
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid * max_frac / 2**steps) else (mid, hi)
+    return hi * max_frac / 2**steps
 
 
-def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime) -> dict:
-    payload, report = quantize_state(state, args)
-    payload["format"] = ARTIFACT_FORMAT
-    payload["model"] = {k: getattr(args, k) for k in MODEL_KEYS}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    blob, method = compress(buf.getvalue(), args)
+def pack_bits(q: np.ndarray, bits: int) -> bytes:
+    u = (q.astype(np.int16) + (1 << (bits - 1))).astype(np.uint8)  # -qmax..qmax -> 1..2^bits-1
+    return np.packbits(np.unpackbits(u[:, None], axis=1)[:, 8 - bits :]).tobytes()
+
+
+def unpack_bits(raw: bytes, bits: int, n: int) -> np.ndarray:
+    b = np.unpackbits(np.frombuffer(raw, np.uint8))[: n * bits].reshape(n, bits)
+    return (np.packbits(np.pad(b, ((0, 0), (8 - bits, 0))), axis=1)[:, 0].astype(np.int16) - (1 << (bits - 1))).astype(
+        np.int8
+    )
+
+
+def serialize(payload: dict, meta: dict, layout: str) -> bytes:
+    """u32 header length, JSON header (meta + one [name, role, dtype, shape, bits, nbytes] per tensor), tensor bytes."""
+    entries, blobs = [], []
+
+    def add(name, role, t, bits=0):
+        a = t.contiguous().numpy()
+        raw = pack_bits(a.ravel(), bits) if role == "q" and "packed" in layout else a.tobytes()
+        if "shuffle" in layout and a.itemsize > 1:
+            raw = np.frombuffer(raw, np.uint8).reshape(-1, a.itemsize).T.tobytes()
+        entries.append([name, role, str(a.dtype), list(a.shape), bits, len(raw)])
+        blobs.append(raw)
+
+    for name, q in payload["q"].items():
+        add(name, "q", q, payload["bits"][name])
+        add(name, "scale", payload["scales"][name])
+    for name, t in payload["floats"].items():
+        add(name, "float", t)
+    header = json.dumps({**meta, "layout": layout, "tensors": entries}).encode()
+    return len(header).to_bytes(4, "little") + header + b"".join(blobs)
+
+
+def deserialize(raw: bytes) -> tuple[dict, dict]:
+    n = int.from_bytes(raw[:4], "little")
+    meta = json.loads(raw[4 : 4 + n])
+    payload, pos = {"q": {}, "scales": {}, "bits": {}, "floats": {}}, 4 + n
+    for name, role, dtype, shape, bits, nbytes in meta["tensors"]:
+        buf, pos = raw[pos : pos + nbytes], pos + nbytes
+        dt, count = np.dtype(dtype), math.prod(shape)
+        if "shuffle" in meta["layout"] and dt.itemsize > 1:
+            buf = np.frombuffer(buf, np.uint8).reshape(dt.itemsize, -1).T.tobytes()
+        a = unpack_bits(buf, bits, count) if role == "q" and "packed" in meta["layout"] else np.frombuffer(buf, dt)
+        t = torch.from_numpy(a.copy()).view(shape)
+        if role == "q":
+            payload["q"][name], payload["bits"][name] = t, bits
+        else:
+            payload["scales" if role == "scale" else "floats"][name] = t
+    if pos != len(raw):
+        raise ValueError(f"payload holds {len(raw)} bytes, its header describes {pos}")
+    return meta, payload
+
+
+def compress(raw: bytes, codec: str, args: Hyperparameters) -> bytes:
+    """`raw` in COMPRESS_CHUNK-byte chunks compressed in parallel threads (brotli 11 on a whole model takes minutes):
+    u32 chunk count, then u32 length + bytes per chunk."""
+
+    def one(chunk: bytes) -> bytes:
+        if codec == "zstd":
+            return zstandard.ZstdCompressor(level=args.compress_level).compress(chunk)
+        if codec == "brotli":
+            return brotli.compress(chunk, quality=11, lgwin=24)
+        return lzma.compress(chunk, preset=9 | lzma.PRESET_EXTREME)
+
+    step = args.compress_chunk or len(raw) or 1
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        parts = list(pool.map(one, [raw[i : i + step] for i in range(0, max(len(raw), 1), step)]))
+    return len(parts).to_bytes(4, "little") + b"".join(len(c).to_bytes(4, "little") + c for c in parts)
+
+
+def decompress(body: bytes, codec: str) -> bytes:
+    out, pos = [], 4
+    for _ in range(int.from_bytes(body[:4], "little")):
+        n = int.from_bytes(body[pos : pos + 4], "little")
+        chunk, pos = body[pos + 4 : pos + 4 + n], pos + 4 + n
+        if len(chunk) != n:
+            raise ValueError("chunk cut short")
+        if codec == "zstd":
+            out.append(zstandard.ZstdDecompressor().decompressobj().decompress(chunk))
+        else:
+            out.append({"brotli": brotli, "xz": lzma}[codec].decompress(chunk))
+    if pos != len(body):
+        raise ValueError(f"{len(body) - pos} trailing bytes")
+    return b"".join(out)
+
+
+def encode(payload: dict, meta: dict, codec: str, layout: str, args: Hyperparameters) -> bytes:
+    raw = serialize(payload, meta, layout)
+    head = ARTIFACT_MAGIC + bytes([CODECS.index(codec)]) + zlib.crc32(raw).to_bytes(4, "little")
+    return head + len(raw).to_bytes(8, "little") + compress(raw, codec, args)
+
+
+def decode(blob: bytes, path: str) -> tuple[dict, dict, str]:
+    """(meta, payload, codec) of an artifact's bytes; anything wrong is an error naming the file and the problem."""
+    if blob[:6] != ARTIFACT_MAGIC:
+        raise SystemExit(f"{path}: not a pgolf artifact (header {blob[:6].hex()}, expected {ARTIFACT_MAGIC.hex()})")
+    if len(blob) < 19 or blob[6] >= len(CODECS):
+        raise SystemExit(f"{path}: corrupted or truncated artifact (bad header)")
+    codec, crc, size = CODECS[blob[6]], int.from_bytes(blob[7:11], "little"), int.from_bytes(blob[11:19], "little")
+    lib = {"zstd": zstandard, "brotli": brotli, "xz": lzma}[codec]
+    if lib is None:
+        raise SystemExit(f"{path}: {codec} artifact but the {codec} module is not installed")
+    try:
+        raw = decompress(blob[19:], codec)
+    except Exception as e:
+        raise SystemExit(f"{path}: corrupted or truncated artifact ({codec}: {type(e).__name__}: {e})") from None
+    if len(raw) != size or zlib.crc32(raw) != crc:
+        raise SystemExit(f"{path}: corrupted or truncated artifact (payload length/checksum mismatch)")
+    try:
+        meta, payload = deserialize(raw)
+    except Exception as e:
+        raise SystemExit(f"{path}: corrupted artifact payload ({type(e).__name__}: {e})") from None
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise SystemExit(f"{path}: not a {ARTIFACT_FORMAT} artifact (format {meta.get('format')!r})")
+    return meta, payload, codec
+
+
+def choices(value: str, allowed: tuple, what: str) -> list[str]:
+    if value != "auto" and value not in allowed:
+        raise SystemExit(f"{what}={value!r}: expected auto or one of {', '.join(allowed)}")
+    return list(allowed) if value == "auto" else [value]
+
+
+def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, hessians=None, code_file=None) -> dict:
+    """Quantize, pick the smallest encoding, prune only if the cap needs it, write `path` atomically; log and
+    return the size report (per group: params, bits, bytes of the group's tensors compressed alone)."""
+    t0 = time.perf_counter()
+    use_h = bool(args.gptq and hessians)
+    rt.log(f"gptq:{'on' if use_h else 'off'}" + ("" if use_h or not args.gptq else " (no Hessians: clip search only)"))
+    payload, groups = quantize_state(state, args, hessians if use_h else None)
+    meta = {"format": ARTIFACT_FORMAT, "model": {k: getattr(args, k) for k in MODEL_KEYS}}
+    codecs = [
+        c for c in choices(args.compressor, CODECS, "COMPRESSOR") if {"zstd": zstandard, "brotli": brotli}.get(c, 1)
+    ]
+    if not codecs:
+        raise SystemExit(f"COMPRESSOR={args.compressor}: module not installed")
+    sizes = {}
+    for c in codecs:
+        for lay in choices(args.quant_layout, LAYOUTS, "QUANT_LAYOUT"):
+            sizes[(c, lay)] = len(encode(payload, meta, c, lay, args))
+    codec, layout = min(sizes, key=sizes.get)
+    rt.log("encodings: " + " ".join(f"{c}/{lay}:{n}" for (c, lay), n in sorted(sizes.items(), key=lambda x: x[1])))
+    code_bytes = os.path.getsize(code_file or __file__)
+    frac, blob = 0.0, encode(payload, meta, codec, layout, args)
+    if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and args.prune_max_frac > 0:
+        order = prune_order(payload)
+        fit = lambda f: (
+            code_bytes + len(encode(prune(payload, order, f), meta, codec, layout, args)) <= ARTIFACT_CAP_BYTES
+        )
+        found = smallest_fit(fit, args.prune_max_frac)
+        if found is None:
+            msg = (
+                f"artifact over the cap even with PRUNE_MAX_FRAC={args.prune_max_frac} of the quantized matrix "
+                f"weights pruned: code {code_bytes} + model {len(blob)} > {ARTIFACT_CAP_BYTES} bytes"
+            )
+            rt.log(f"ERROR: {msg}")
+            raise SystemExit(msg)
+        frac, payload = found, prune(payload, order, found)
+        blob = encode(payload, meta, codec, layout, args)
+        rt.log(f"prune_to_fit: fraction:{frac:.6f} of nonzero matrix weights zeroed -> model {len(blob)} bytes")
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(blob)
     os.replace(tmp, path)
-    tag = f"int{args.quant_bits_matrix}_{method}"
-    code_bytes = os.path.getsize(__file__)
+    report = {}
+    for g in sorted(set(groups.values())):
+        names = {n for n, gg in groups.items() if gg == g}
+        sub = {k: {n: v for n, v in d.items() if n in names} for k, d in payload.items()}
+        bits = sorted({tensor_group(n, state[n], args)[1] for n in names})
+        report[g] = {
+            "tensors": len(names),
+            "params": sum(state[n].numel() for n in names),
+            "bits": bits[0] if len(bits) == 1 else bits,
+            "bytes": len(encode(sub, meta, codec, layout, args)),
+        }
+    tag = f"int{args.quant_bits_matrix}_{codec}"
     total = code_bytes + len(blob)
-    rt.log(f"quant_groups:{json.dumps(report, sort_keys=True)}")
-    rt.log(f"Serialized model {tag}: {len(blob)} bytes (raw payload {buf.tell()} bytes)")
+    rt.log(f"quant_groups (bytes: each group compressed alone):{json.dumps(report, sort_keys=True)}")
+    rt.log(
+        f"Serialized model {tag}: {len(blob)} bytes (raw payload {len(serialize(payload, meta, layout))} bytes, "
+        f"{codec}/{layout}, pruned {frac:.6f})"
+    )
     rt.log(f"Code size: {code_bytes} bytes")
     rt.log(f"Total submission size {tag}: {total} bytes")
     if total > ARTIFACT_CAP_BYTES:
@@ -854,7 +1116,19 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime) 
         rt.log(f"WARNING: {msg}")
         if args.enforce_cap:
             raise SystemExit(msg)
-    return {"artifact_bytes": len(blob), "code_bytes": code_bytes, "bytes_total": total, "quant_tag": tag}
+    return {
+        "artifact_bytes": len(blob),
+        "code_bytes": code_bytes,
+        "bytes_total": total,
+        "quant_tag": tag,
+        "compressor": codec,
+        "layout": layout,
+        "encodings": {f"{c}/{lay}": n for (c, lay), n in sizes.items()},
+        "gptq": use_h,
+        "prune_frac": frac,
+        "groups": report,
+        "quantize_time_s": time.perf_counter() - t0,
+    }
 
 
 def load_artifact(path: str, device) -> tuple[dict, dict, str]:
@@ -863,17 +1137,9 @@ def load_artifact(path: str, device) -> tuple[dict, dict, str]:
         blob = Path(path).read_bytes()
     except FileNotFoundError:
         raise SystemExit(f"{path}: artifact not found") from None
-    try:
-        raw, method = decompress(blob, path)
-        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except SystemExit:
-        raise
-    except Exception as e:
-        raise SystemExit(f"{path}: corrupted or truncated artifact ({type(e).__name__}: {e})") from None
-    if not isinstance(payload, dict) or payload.get("format") != ARTIFACT_FORMAT:
-        raise SystemExit(f"{path}: not a {ARTIFACT_FORMAT} artifact")
+    meta, payload, codec = decode(blob, path)
     state = {k: v.to(device) for k, v in dequantize_state(payload).items()}
-    return payload["model"], state, method
+    return meta["model"], state, codec
 
 
 def model_from_artifact(path: str, args: Hyperparameters, rt: Runtime) -> tuple[GPT, str]:
@@ -881,10 +1147,59 @@ def model_from_artifact(path: str, args: Hyperparameters, rt: Runtime) -> tuple[
     for k, v in model_cfg.items():  # the artifact decides the architecture
         setattr(args, k, v)
     model = GPT(args, attention_backend(rt, args)).to(rt.device)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise SystemExit(f"{path}: artifact does not match the architecture it declares ({e})") from None
     if missing or unexpected:
         raise SystemExit(f"{path}: artifact does not match the architecture (missing {missing}, extra {unexpected})")
     return model, f"int{args.quant_bits_matrix}_{method}"
+
+
+@torch.no_grad()
+def collect_hessians(model: nn.Module, batches) -> dict[str, torch.Tensor]:
+    """{linear weight name: mean x^T x} over the inputs of the blocks' CastedLinears (c_k/c_v share c_q's), from an
+    eager forward of each (x, y) batch (run it under the caller's autocast)."""
+    hs, hooks, n = {}, [], 0
+
+    def hook(key):
+        def fn(mod, inp, out):
+            x = inp[0].detach().reshape(-1, inp[0].size(-1)).float()
+            hs[key] = hs[key].addmm_(x.T, x) if key in hs else x.T @ x
+
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, CastedLinear) and name.startswith("blocks.") and not name.endswith((".c_k", ".c_v")):
+            hooks.append(m.register_forward_hook(hook(name + ".weight")))
+    try:
+        for x, y in batches:
+            model(x, y)
+            n += x.numel()
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: v / max(n, 1) for k, v in hs.items()}
+
+
+def calibrate(model: GPT, loader, micro_tokens: int, args: Hyperparameters, rt: Runtime, summary: dict) -> dict:
+    """GPTQ Hessians from GPTQ_CALIB_BATCHES fresh training micro-batches per rank (averaged over ranks), timed: this
+    reads training data, so it runs inside the training budget (main() reserves GPTQ_RESERVE_SECONDS for it)."""
+    t0 = time.perf_counter()
+    with autocast(rt):
+        batches = (loader.next_batch(micro_tokens, args.train_seq_len) for _ in range(args.gptq_calib_batches))
+        hs = collect_hessians(model, batches)
+    for h in hs.values():
+        rt.all_reduce(h).div_(rt.world_size)
+    if rt.cuda:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    tokens = args.gptq_calib_batches * micro_tokens * rt.world_size
+    rt.log(f"gptq_hessians: layers:{len(hs)} tokens:{tokens} time:{dt:.2f}s gptq_reserve_s:{args.gptq_reserve_seconds}")
+    if args.max_wallclock_seconds > 0 and dt > args.gptq_reserve_seconds:
+        rt.log(f"WARNING: Hessian collection took {dt:.2f}s, over GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds}")
+    summary.update(gptq_calib_time_s=dt, gptq_calib_tokens=tokens, gptq_reserve_s=args.gptq_reserve_seconds)
+    return {k: v.cpu() for k, v in hs.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1051,6 +1366,8 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
     pre = evaluate(compiled, val_tokens, luts, args, rt, args.eval_seq_len)
     log_metric(rt, "pre_quant", pre)
     summary.update(pre_quant_val_loss=pre["val_loss"], pre_quant_val_bpb=pre["val_bpb"])
+    if args.gptq and args.gptq_calib_batches > 0:  # GPTQ calibration on training data (see Export: calibrate)
+        model.hessians = calibrate(model, loader, micro_tokens, args, rt, summary)
     return model, summary
 
 
@@ -1118,6 +1435,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--artifact", help="quantize: where to write the compressed artifact; eval: what to score")
     p.add_argument("--logfile", help="log file (default logs/<RUN_ID>.txt)")
     p.add_argument("--summary", help="write this stage's summary as JSON here")
+    p.add_argument("--code-file", help="quantize/all: the script whose bytes count (e.g. the packed one shipped)")
     cli = p.parse_args(argv)
     args = Hyperparameters
     rt = Runtime()
@@ -1127,6 +1445,11 @@ def main(argv: list[str] | None = None) -> None:
         rt.logfile = Path(logfile)
     log_environment(rt, args)
     rt.log(f"stage:{cli.stage} seed:{args.seed}")
+    if cli.stage in ("train", "all") and args.gptq and args.max_wallclock_seconds > 0 and args.gptq_calib_batches > 0:
+        if args.gptq_reserve_seconds >= args.max_wallclock_seconds:
+            raise SystemExit(f"GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} >= MAX_WALLCLOCK_SECONDS")
+        args.max_wallclock_seconds -= args.gptq_reserve_seconds  # Hessian collection counts as training time
+        rt.log(f"gptq_reserve_s:{args.gptq_reserve_seconds} training loop cap:{args.max_wallclock_seconds}s")
     try:
         if cli.stage == "train":
             if not cli.checkpoint:
@@ -1139,6 +1462,7 @@ def main(argv: list[str] | None = None) -> None:
                         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                         "model": {k: getattr(args, k) for k in MODEL_KEYS},
                         "summary": summary,
+                        "hessians": getattr(model, "hessians", None),
                     },
                     tmp,
                 )
@@ -1150,7 +1474,11 @@ def main(argv: list[str] | None = None) -> None:
             ckpt = torch.load(cli.checkpoint, map_location="cpu", weights_only=True)
             for k, v in ckpt["model"].items():
                 setattr(args, k, v)
-            summary = {"stage": "quantize", **export_artifact(ckpt["state_dict"], args, cli.artifact, rt)}
+            hs = ckpt.get("hessians")
+            summary = {
+                "stage": "quantize",
+                **export_artifact(ckpt["state_dict"], args, cli.artifact, rt, hs, cli.code_file),
+            }
             write_summary(cli.summary, summary, rt)
         elif cli.stage == "eval":
             if not cli.artifact:
@@ -1160,7 +1488,8 @@ def main(argv: list[str] | None = None) -> None:
             model, summary = train(args, rt)
             artifact = cli.artifact or "final_model.ptz"
             if rt.master:
-                summary.update(export_artifact(model.state_dict(), args, artifact, rt))
+                hs = getattr(model, "hessians", None)
+                summary.update(export_artifact(model.state_dict(), args, artifact, rt, hs, cli.code_file))
             rt.barrier()
             summary.update({k: v for k, v in stage_eval(artifact, args, rt).items() if k != "stage"})
             summary["stage"] = "all"

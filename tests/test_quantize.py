@@ -1,0 +1,195 @@
+"""The export: quantization exactness, error-aware rounding, compressor/layout choice, prune-to-fit, bad artifacts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load_script
+from test_train_script import small_args
+
+
+@pytest.fixture()
+def mod():
+    return load_script()  # fresh module: tests may change its cap
+
+
+def tiny_state(mod, **kw):
+    args = small_args(mod, quant_keep_float_numel=16, **kw)
+    torch.manual_seed(1)
+    model = mod.GPT(args)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return args, model
+
+
+def test_artifact_file_reconstructs_exactly_what_the_quantizer_intended(mod, tmp_path):
+    args, model = tiny_state(mod, quant_bits_mlp=5)
+    state = model.state_dict()
+    x = torch.randint(0, 64, (4, 16))
+    hs = mod.collect_hessians(model, [(x, x)])
+    intended = mod.dequantize_state(mod.quantize_state(state, args, hs)[0])
+    for codec in [c for c in mod.CODECS if {"zstd": mod.zstandard, "brotli": mod.brotli}.get(c, 1)]:
+        for layout in mod.LAYOUTS:
+            a = type("A", (args,), dict(compressor=codec, quant_layout=layout, compress_chunk=1000))
+            path = tmp_path / f"{codec}_{layout}.ptz"
+            s = mod.export_artifact(state, a, str(path), mod.Runtime(), hs)
+            assert (s["compressor"], s["layout"], s["artifact_bytes"]) == (codec, layout, path.stat().st_size)
+            cfg, back, got = mod.load_artifact(str(path), "cpu")
+            assert got == codec and cfg["num_layers"] == 3 and set(back) == set(state)
+            for k in state:
+                assert back[k].dtype == torch.float32 and torch.equal(back[k], intended[k]), (codec, layout, k)
+    bits = mod.quantize_state(state, args)[0]["bits"]
+    assert bits["blocks.0.mlp.fc.weight"] == 5 and bits["blocks.0.attn.c_q.weight"] == 6
+    assert bits["tok_emb.weight"] == 8
+
+
+def test_auto_keeps_the_smallest_encoding(mod, tmp_path):
+    args, model = tiny_state(mod)
+    s = mod.export_artifact(model.state_dict(), args, str(tmp_path / "m.ptz"), mod.Runtime())
+    assert s["artifact_bytes"] == min(s["encodings"].values()) == s["encodings"][f"{s['compressor']}/{s['layout']}"]
+    assert len(s["encodings"]) == len(mod.LAYOUTS) * (1 + (mod.zstandard is not None) + (mod.brotli is not None))
+    g = s["groups"]
+    assert set(g) == {"attn", "mlp", "embed", "control", "matrix"}
+    assert g["attn"]["bits"] == 6 and g["embed"]["bits"] == 8 and g["control"]["bits"] == 32
+    assert sum(v["params"] for v in g.values()) == sum(p.numel() for p in model.state_dict().values())
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_bit_packing_round_trips(mod, bits):
+    qmax = 2 ** (bits - 1) - 1
+    q = torch.randint(-qmax, qmax + 1, (1001,), dtype=torch.int8).numpy()
+    raw = mod.pack_bits(q, bits)
+    assert len(raw) == (1001 * bits + 7) // 8
+    assert (mod.unpack_bits(raw, bits, 1001) == q).all()
+
+
+def test_clip_search_never_worse_than_absmax(mod):
+    torch.manual_seed(0)
+    w = torch.distributions.StudentT(3.0).sample((64, 256)) * torch.rand(64, 1)
+    for qmax in (15, 31, 127):
+        errs = []
+        for search in (False, True):
+            s = mod.row_scales(w, qmax, search=search)
+            errs.append((w - (w / s).round().clamp(-qmax, qmax) * s).square().sum(1))
+        assert torch.all(errs[1] <= errs[0])
+        if qmax == 15:
+            assert errs[1].sum() < 0.99 * errs[0].sum()  # heavy tails at int5: clipping helps
+
+
+def test_gptq_reduces_output_error_on_correlated_inputs(mod):
+    torch.manual_seed(0)
+    n, d_in, d_out = 4096, 128, 64
+    mix = torch.randn(d_in, d_in) / d_in**0.5 + torch.eye(d_in)
+    X = torch.randn(n, 16) @ torch.randn(16, d_in) + 0.1 * torch.randn(n, d_in) @ mix  # low-rank + noise
+    w = torch.randn(d_out, d_in) * 0.05
+    H = X.T @ X / n
+    qmax = 7  # int4: rounding error is large enough to matter
+    s = mod.row_scales(w, qmax, H.diag()[None])
+    naive = (w / s).round().clamp(-qmax, qmax) * s
+    gptq = mod.gptq_quantize(w, H, s, qmax, block=32, damp=0.01).float() * s
+    err = lambda wq: (X @ (wq - w).T).square().mean().item()
+    assert err(gptq) < 0.5 * err(naive)
+
+
+def test_collect_hessians_is_mean_input_outer_product(mod):
+    args, model = tiny_state(mod)
+    x = torch.randint(0, 64, (3, 16))
+    seen = {}
+    h = model.blocks[1].mlp.proj.register_forward_hook(lambda m, i, o: seen.update(x=i[0].reshape(-1, i[0].size(-1))))
+    hs = mod.collect_hessians(model, [(x, x)])
+    h.remove()
+    assert "blocks.1.attn.c_k.weight" not in hs and "blocks.1.attn.c_q.weight" in hs
+    assert mod.hessian_for("blocks.1.attn.c_v.weight", hs) is hs["blocks.1.attn.c_q.weight"]
+    torch.testing.assert_close(hs["blocks.1.mlp.proj.weight"], seen["x"].T @ seen["x"] / x.numel())
+    assert not model.blocks[1].mlp.proj._forward_hooks
+
+
+def test_smallest_fit_equals_brute_force(mod):
+    for threshold in (0.0, 0.0001, 0.013, 0.05, 0.0999, 0.1):
+        calls = []
+        fits = lambda f, t=threshold, c=calls: c.append(f) or f >= t
+        grid = [k * 0.1 / 2**6 for k in range(2**6 + 1)]
+        brute = next((f for f in grid if f >= threshold), None)
+        assert mod.smallest_fit(fits, 0.1, steps=6) == brute
+        assert len(calls) <= 8
+    assert mod.smallest_fit(lambda f: f > 0.2, 0.1) is None
+
+
+def test_prune_to_fit_finds_the_smallest_fraction_and_fails_clearly(mod, tmp_path):
+    args, model = tiny_state(mod)
+    args = type("A", (args,), dict(compressor="xz", quant_layout="plain", prune_max_frac=0.5, enforce_cap=True))
+    state, rt = model.state_dict(), mod.Runtime()
+    code = (tmp_path / "code.py").write_bytes(b"#")
+    code_file = str(tmp_path / "code.py")
+    full = mod.export_artifact(state, args, str(tmp_path / "a.ptz"), rt, code_file=code_file)
+    assert full["prune_frac"] == 0.0 and code == 1
+    mod.ARTIFACT_CAP_BYTES = 1 + full["artifact_bytes"] - 300
+    s = mod.export_artifact(state, args, str(tmp_path / "b.ptz"), rt, code_file=code_file)
+    assert 0 < s["prune_frac"] <= 0.5 and s["bytes_total"] <= mod.ARTIFACT_CAP_BYTES
+    payload = mod.quantize_state(state, args)[0]
+    order = mod.prune_order(payload)
+    meta = {"format": mod.ARTIFACT_FORMAT, "model": {k: getattr(args, k) for k in mod.MODEL_KEYS}}
+    size = lambda f: 1 + len(mod.encode(mod.prune(payload, order, f), meta, "xz", "plain", args))
+    assert size(s["prune_frac"]) == s["bytes_total"]
+    assert size(s["prune_frac"] - 0.5 / 2**12) > mod.ARTIFACT_CAP_BYTES  # one grid step less does not fit
+    _, back, _ = mod.load_artifact(str(tmp_path / "b.ptz"), "cpu")
+    n_zero = sum(int((back[k] == 0).sum()) for k in payload["q"] if "emb" not in k)
+    assert n_zero > sum(int((payload["q"][k] == 0).sum()) for k in payload["q"] if "emb" not in k)
+    mod.ARTIFACT_CAP_BYTES = 1000
+    with pytest.raises(SystemExit, match=r"over the cap even with PRUNE_MAX_FRAC=0.5.*code 1 \+ model"):
+        mod.export_artifact(state, args, str(tmp_path / "c.ptz"), rt, code_file=code_file)
+    assert not (tmp_path / "c.ptz").exists()
+
+
+def test_bad_artifacts_fail_naming_the_file_and_the_problem(mod, tmp_path):
+    args, model = tiny_state(mod)
+    args = type("A", (args,), dict(quant_layout="plain"))
+    good = tmp_path / "good.ptz"
+    mod.export_artifact(model.state_dict(), args, str(good), mod.Runtime())
+    blob = good.read_bytes()
+    cases = {
+        "truncated.ptz": (blob[: len(blob) // 2], "corrupted or truncated"),
+        "short.ptz": (blob[:10], "corrupted or truncated"),
+        "flipped.ptz": (blob[:-40] + bytes([blob[-40] ^ 0xFF]) + blob[-39:], "corrupted"),
+        "junk.ptz": (b"not an artifact at all", "not a pgolf artifact"),
+    }
+    for name, (data, msg) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SystemExit, match=f"{name}: .*{msg}"):
+            mod.load_artifact(str(tmp_path / name), "cpu")
+    with pytest.raises(SystemExit, match="missing.ptz: artifact not found"):
+        mod.load_artifact(str(tmp_path / "missing.ptz"), "cpu")
+    # another architecture: the artifact declares 4 layers but holds the tensors of 3
+    other = type("A", (args,), dict(num_layers=4))
+    state3 = model.state_dict()
+    mod.export_artifact(state3, other, str(tmp_path / "other.ptz"), mod.Runtime())
+    with pytest.raises(SystemExit, match="other.ptz: artifact does not match the architecture"):
+        mod.model_from_artifact(str(tmp_path / "other.ptz"), type("E", (args,), {}), mod.Runtime())
+    wide = type("A", (args,), dict(model_dim=64))
+    mod.export_artifact(state3, wide, str(tmp_path / "wide.ptz"), mod.Runtime())
+    with pytest.raises(SystemExit, match="wide.ptz: artifact does not match the architecture"):
+        mod.model_from_artifact(str(tmp_path / "wide.ptz"), type("E", (args,), {}), mod.Runtime())
+
+
+def test_quant_gap_benchmark_on_a_tiny_checkpoint(tiny_data, tmp_path, monkeypatch):
+    import importlib.util
+
+    from conftest import REPO, TINY_MODEL_ENV, run_script
+
+    run_script(["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")], {"ITERATIONS": "3"}, tiny_data, tmp_path)
+    env = {**TINY_MODEL_ENV, "VAL_FILES": tiny_data["val_glob"], "TOKENIZER_PATH": tiny_data["tokenizer_path"]}
+    for k, v in {**env, "VAL_TOKENS_LIMIT": "2000"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("quant_gap", REPO / "benchmarks" / "quant_gap.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.gap(load_script(), str(tmp_path / "c.pt"), None, stride=64)
+    pre, naive, ours = res["rows"]
+    assert res["hessians"] == "checkpoint" and res["val_tokens"] == 2000
+    assert naive["gptq"] is False and ours["gptq"] is True and naive["encoding"].endswith("/plain")
+    for r in (naive, ours):
+        assert r["total"] == r["model_bytes"] + r["code_bytes"] and r["fits"]
+        assert r["val_bpb_gap"] == r["val_bpb"] - pre["val_bpb"] and abs(r["val_bpb_gap"]) < 0.05
+        assert "sliding_val_bpb_gap" in r
