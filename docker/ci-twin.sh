@@ -33,15 +33,16 @@ DOCKER_BUILDKIT=1 $DOCKER build -f docker/Dockerfile -t "$TAG" --progress plain 
 t2=$(date +%s)
 
 work=$(mktemp -d /tmp/pgolf-twin-work.XXXXXX)
-git ls-files -z | tar --null -T - -cf - | tar -C "$work" -xf -
+git clone -q . "$work"   # the committed tree, with its .git (the record names the commit)
 chown -R 1000:1000 "$work"
 $DOCKER run --rm -v "$work":/work "$TAG" --version
 $DOCKER run --rm -v "$work":/work "$TAG" --profile profiles/demo --cores 2
 record=$(ls -d "$work"/records/track_non_record_16mb/*_pgolf_cpu_demo)
-$DOCKER run --rm -v "$work":/work --entrypoint pgolf "$TAG" check "records/track_non_record_16mb/${record##*/}"
-python3 - "$record/submission.json" << 'PY'
+$DOCKER run --rm -v "$work":/work --entrypoint pgolf "$TAG" check --min-seeds 2 --no-time-limits "records/track_non_record_16mb/${record##*/}"
+python3 - "$record/submission.json" "$(git rev-parse HEAD)" << 'PY'
 import json, sys
 sub = json.load(open(sys.argv[1]))
+assert sub["provenance"]["git_commit"] == sys.argv[2], sub["provenance"]["git_commit"]
 assert sub["attention_backend"] and sub["provenance"]["image_base"] == "pgolf-base:noble", sub["provenance"]
 assert sub["provenance"]["torch"] == "2.9.1+cu128", sub["provenance"]["torch"]
 print("twin record:", sub["val_bpb"], sub["attention_backend"], sub["provenance"]["torch"], sub["provenance"]["fa3_state"])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pgolf import fsio
 
+GIT = ["git", "-c", "safe.directory=*"]
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 VERIFY_SNIPPET = """
@@ -73,8 +74,9 @@ def probe_environment(repo_dir: str | os.PathLike = ".") -> dict:
         "driver": run_text(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
         "nvidia_smi": run_text(["nvidia-smi"]),
         "nvcc": run_text(["nvcc", "--version"]),
-        "git_commit": run_text(["git", "-C", str(repo_dir), "rev-parse", "HEAD"]),
-        "git_dirty": bool(run_text(["git", "-C", str(repo_dir), "status", "--porcelain", "--untracked-files=no"])),
+        # safe.directory: in the container the mounted tree belongs to another user, which git otherwise refuses
+        "git_commit": run_text([*GIT, "-C", str(repo_dir), "rev-parse", "HEAD"]),
+        "git_dirty": bool(run_text([*GIT, "-C", str(repo_dir), "status", "--porcelain", "--untracked-files=no"])),
         "image_digest": os.environ.get("PGOLF_IMAGE_DIGEST"),
         "image_base": os.environ.get("PGOLF_BASE_IMAGE"),
         "image_fa3_source": os.environ.get("PGOLF_FA3_SOURCE"),
