@@ -12,6 +12,11 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# The pipeline's image, pinned by digest (docker://...@sha256:...): with --software-deployment-method apptainer
+# (profiles/slurm) every job runs in it; null runs the jobs in the current environment.
+container: config.get("container")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/fa3.smk"

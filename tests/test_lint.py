@@ -1,4 +1,4 @@
-"""The project's own conventions, checked like any other behaviour: ruff, snakefmt and snakemake --lint."""
+"""The project's own conventions, checked like any other behaviour: ruff, snakefmt, snakemake --lint, hadolint."""
 
 from __future__ import annotations
 
@@ -35,3 +35,8 @@ def test_snakemake_lint(tmp_path):
     proc = run(sys.executable, "-m", "snakemake", "--lint", "-d", str(tmp_path), "-s", str(REPO / "Snakefile"))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in out, out
+
+
+def test_hadolint_dockerfile():
+    proc = run("hadolint", "docker/Dockerfile")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -289,6 +289,9 @@ ENVIRONMENT = {
     "nvidia_smi": "| NVIDIA-SMI 580.126.09 |",
     "git_commit": "4c71fa9",
     "platform": "Linux-6.8-x86_64",
+    "image_digest": "pgolf@sha256:" + "ab" * 32,
+    "image_base": "nvidia/cuda:12.8.1-devel-ubuntu24.04",
+    "fa3_status": {"state": "preinstalled", "available": True},
 }
 SETTINGS = {
     "track": "track_10min_16mb",
@@ -505,3 +508,18 @@ def test_cli_check_and_compare_on_fixtures(capsys):
     assert cli(["compare", str(fixture(APRIL)), str(fixture(MARCH))]) == 0
     out = capsys.readouterr().out
     assert "Welch t-test (one-sided, A lower)" in out and "README rule (>= 0.005 nats and p < 0.01): yes" in out
+
+
+def test_record_carries_the_provenance(run):
+    """submission.json and the README name what ran: image, commit, versions, GPUs, driver, nvidia-smi, FA3, backend."""
+    build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    sub = json.loads((run["out"] / "submission.json").read_text())
+    prov = sub["provenance"]
+    for key in ("image_digest", "image_base", "git_commit", "torch", "cuda", "fa3", "gpu", "gpu_count", "driver"):
+        assert prov[key] == ENVIRONMENT[key], key
+    assert prov["nvidia_smi"] == ENVIRONMENT["nvidia_smi"] and prov["fa3_state"] == "preinstalled"
+    assert sub["attention_backend"] == "fa3"
+    assert all(r["attention_backend"] == "fa3" for r in sub["seed_results"].values())
+    readme = (run["out"] / "README.md").read_text()
+    for text in (ENVIRONMENT["image_digest"], "FA3 step: preinstalled", "Attention backend: fa3", "NVIDIA-SMI 580"):
+        assert text in readme, text

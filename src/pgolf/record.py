@@ -135,6 +135,7 @@ def _submission(settings: dict, environment: dict, seeds: list[dict], nproc: int
             "train_time_s": m.get("train_time_s"),
             "eval_time_s": m.get("eval_time_s"),
             "pre_quant_val_bpb": _round(m.get("pre_quant_val_bpb")),
+            "attention_backend": m.get("attention_backend"),
         }
     return {
         "author": settings.get("author"),
@@ -162,7 +163,24 @@ def _submission(settings: dict, environment: dict, seeds: list[dict], nproc: int
         "flash_attn_version": environment.get("fa3"),
         "python_version": environment.get("python"),
         "git_commit": environment.get("git_commit"),
+        "provenance": provenance(environment),
     }
+
+
+PROVENANCE_KEYS = (
+    "image_digest", "image_base", "container_id", "git_commit", "git_dirty", "python", "torch", "cuda", "fa3",
+    "gpu", "gpu_count", "gpus", "driver", "nvcc", "platform", "nvidia_smi",
+)  # fmt: skip
+
+
+def provenance(environment: dict) -> dict:
+    """What ran (the fa3 step's environment.json): image, project commit, versions, GPUs, driver, nvidia-smi, and how
+    FA3 was provided (or why not)."""
+    out = {key: environment.get(key) for key in PROVENANCE_KEYS}
+    status = environment.get("fa3_status") or {}
+    out["fa3_state"] = status.get("state")
+    out["fa3_reason"] = status.get("reason")
+    return out
 
 
 def _cell(value, spec: str = "") -> str:
@@ -187,6 +205,18 @@ def reproduce_command(hparams: dict, nproc: int, seed: int | None) -> str:
     lines = [f"{k}={shlex.quote(v)} \\" for k, v in env.items()]
     lines.append(f"torchrun --standalone --nproc_per_node={nproc} train_gpt.py")
     return "\n".join(lines)
+
+
+def _backends_by_seed(sub: dict) -> str | None:
+    """The seeds' attention backends when they differ (e.g. FA3 on some, the SDPA fallback on others)."""
+    pairs = [(seed, r.get("attention_backend")) for seed, r in sub["seed_results"].items()]
+    return ", ".join(f"seed {seed}: {b}" for seed, b in pairs) if any(b for _, b in pairs) else None
+
+
+def _fa3_step(status: dict | None) -> str | None:
+    if not status or not status.get("state"):
+        return None
+    return f"{status['state']} ({status['reason']})" if status.get("reason") else status["state"]
 
 
 def _readme(
@@ -278,9 +308,12 @@ def _readme(
         ("PyTorch", environment.get("torch")),
         ("CUDA", environment.get("cuda")),
         ("FlashAttention 3", environment.get("fa3")),
-        ("Attention backend", sub.get("attention_backend")),
+        ("Attention backend", sub.get("attention_backend") or _backends_by_seed(sub)),
+        ("FA3 step", _fa3_step(environment.get("fa3_status"))),
         ("Platform", environment.get("platform")),
         ("Git commit", environment.get("git_commit")),
+        ("Container image", environment.get("image_digest")),
+        ("Image base", environment.get("image_base")),
     ]
     out += [f"- {label}: {value}" for label, value in env_rows if value is not None]
     if environment.get("nvidia_smi"):
