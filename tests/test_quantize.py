@@ -105,6 +105,14 @@ def test_collect_hessians_is_mean_input_outer_product(mod):
     assert not model.blocks[1].mlp.proj._forward_hooks
 
 
+def test_collect_hessians_sums_in_fp32_under_bf16_autocast(mod):
+    args, model = tiny_state(mod)
+    x = torch.randint(0, 64, (3, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the GPU path runs the forward under bf16 autocast
+        hs = mod.collect_hessians(model, [(x, x), (x, x)])
+    assert all(h.dtype == torch.float32 for h in hs.values())
+
+
 def test_smallest_fit_equals_brute_force(mod):
     for threshold in (0.0, 0.0001, 0.013, 0.05, 0.0999, 0.1):
         calls = []

@@ -1165,7 +1165,8 @@ def collect_hessians(model: nn.Module, batches) -> dict[str, torch.Tensor]:
     def hook(key):
         def fn(mod, inp, out):
             x = inp[0].detach().reshape(-1, inp[0].size(-1)).float()
-            hs[key] = hs[key].addmm_(x.T, x) if key in hs else x.T @ x
+            with torch.autocast(x.device.type, enabled=False):  # fp32 sums, also under the caller's bf16 autocast
+                hs[key] = hs[key].addmm_(x.T, x) if key in hs else x.T @ x
 
         return fn
 
