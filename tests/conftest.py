@@ -77,8 +77,8 @@ TINY_MODEL_ENV = {
 }
 
 
-def run_script(args: list[str], env: dict, data: dict, cwd: Path, nproc: int = 0, check: bool = True):
-    """Run the training script (under torchrun when nproc > 0) on the tiny data set."""
+def run_script(args: list[str], env: dict, data: dict, cwd: Path, nproc: int = 0, check: bool = True, script=SCRIPT):
+    """Run the training script (or a copy of it, e.g. the packed one) under torchrun when nproc > 0 on the tiny data."""
     full_env = {
         **os.environ,
         **TINY_MODEL_ENV,
@@ -92,7 +92,7 @@ def run_script(args: list[str], env: dict, data: dict, cwd: Path, nproc: int = 0
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     else:
         cmd = [sys.executable]
-    proc = subprocess.run([*cmd, str(SCRIPT), *args], env=full_env, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run([*cmd, str(script), *args], env=full_env, cwd=cwd, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

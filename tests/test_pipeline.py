@@ -41,6 +41,18 @@ def test_production_config_dry_run_lists_the_submission(tmp_path):
         assert f"results/sp1024_11L_xsa4_ema/seed_{seed}/checkpoint.pt" in out
 
 
+def test_packed_script_ships_and_is_what_quantize_counts(tmp_path):
+    packed = overlay(tmp_path, "pack", {"record": {"pack_script": True}})
+    proc = snakemake(tmp_path, "-n", "-p", configs=[REPO / "config" / "config.yaml", packed])
+    counts = job_counts(proc)
+    assert counts["ship_script"] == 1 and counts["quantize"] == 3
+    out = proc.stdout + proc.stderr
+    shipped = "results/sp1024_11L_xsa4_ema/ship/train_gpt.py"
+    assert f"pgolf pack --script {REPO / 'src' / 'pgolf' / 'train_gpt.py'} --out {shipped}" in out
+    assert out.count(f"--code-file {shipped}") == 3  # every seed's cap check counts the packed bytes
+    assert f"--script {shipped}" in out  # and the record ships it
+
+
 def test_pod_profile_dry_run(tmp_path):
     proc = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "pod"))
     assert job_counts(proc)["train"] == 3

@@ -126,7 +126,9 @@ def test_smallest_fit_equals_brute_force(mod):
 
 def test_prune_to_fit_finds_the_smallest_fraction_and_fails_clearly(mod, tmp_path):
     args, model = tiny_state(mod)
-    args = type("A", (args,), dict(compressor="xz", quant_layout="plain", prune_max_frac=0.5, enforce_cap=True))
+    args = type(
+        "A", (args,), dict(compressor="xz", quant_layout="plain", prune_max_frac=0.5, enforce_cap=True, fit_mlp_bits=0)
+    )
     state, rt = model.state_dict(), mod.Runtime()
     code = (tmp_path / "code.py").write_bytes(b"#")
     code_file = str(tmp_path / "code.py")
@@ -148,6 +150,27 @@ def test_prune_to_fit_finds_the_smallest_fraction_and_fails_clearly(mod, tmp_pat
     with pytest.raises(SystemExit, match=r"over the cap even with PRUNE_MAX_FRAC=0.5.*code 1 \+ model"):
         mod.export_artifact(state, args, str(tmp_path / "c.ptz"), rt, code_file=code_file)
     assert not (tmp_path / "c.ptz").exists()
+
+
+def test_over_the_cap_the_mlp_drops_to_fit_mlp_bits_before_any_pruning(mod, tmp_path):
+    args, model = tiny_state(mod)
+    base = dict(compressor="xz", quant_layout="plain", prune_max_frac=0.0, enforce_cap=True)
+    state, rt = model.state_dict(), mod.Runtime()
+    code_file = str(tmp_path / "code.py")
+    (tmp_path / "code.py").write_bytes(b"#")
+    six = mod.export_artifact(state, type("A6", (args,), dict(base, fit_mlp_bits=0)), str(tmp_path / "6.ptz"), rt,
+                              code_file=code_file)  # fmt: skip
+    five_args = type("A5", (args,), dict(base, fit_mlp_bits=0, quant_bits_mlp=5))
+    five = mod.export_artifact(state, five_args, str(tmp_path / "5.ptz"), rt, code_file=code_file)
+    assert five["bytes_total"] < six["bytes_total"]
+    mod.ARTIFACT_CAP_BYTES = five["bytes_total"]  # int6 MLP is over, int5 MLP fits exactly
+    fit_args = type("F", (args,), dict(base, fit_mlp_bits=5))
+    fit = mod.export_artifact(state, fit_args, str(tmp_path / "f.ptz"), rt, code_file=code_file)
+    assert fit["bytes_total"] == five["bytes_total"] and fit["prune_frac"] == 0.0
+    assert (tmp_path / "f.ptz").read_bytes() == (tmp_path / "5.ptz").read_bytes()
+    with pytest.raises(SystemExit, match="over the cap"):  # off: int6 MLP stays, and nothing may be pruned
+        mod.export_artifact(state, type("N", (args,), dict(base, fit_mlp_bits=0)), str(tmp_path / "n.ptz"), rt,
+                            code_file=code_file)  # fmt: skip
 
 
 def test_bad_artifacts_fail_naming_the_file_and_the_problem(mod, tmp_path):

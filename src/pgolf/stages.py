@@ -30,6 +30,7 @@ QUANTIZE_ENV = {
     "layout": "QUANT_LAYOUT",
     "level": "COMPRESS_LEVEL",
     "chunk": "COMPRESS_CHUNK",
+    "fit_mlp_bits": "QUANT_FIT_MLP_BITS",
     "prune_max_frac": "PRUNE_MAX_FRAC",
     "enforce_cap": "ENFORCE_CAP",
 }
@@ -166,7 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     env = section_env(json.loads(args.quantize_json), QUANTIZE_ENV, "quantize")
     outs = {"artifact": args.artifact, "summary": args.summary, "logfile": args.logfile}
-    run_stage(args.script, "quantize", outs, env, 0, extra=["--checkpoint", args.checkpoint])
+    extra = ["--checkpoint", args.checkpoint] + (["--code-file", args.code_file] if args.code_file else [])
+    run_stage(args.script, "quantize", outs, env, 0, extra=extra)
     return 0
 
 
@@ -251,6 +253,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--quantize-json", required=True, help="the config's quantize section as JSON")
     p.add_argument("--artifact", required=True)
+    p.add_argument("--code-file", help="the script that ships (its bytes count toward the cap); default --script")
     stage_outputs(p, cmd_quantize)
 
     p = sub.add_parser("evaluate", help="score the artifact reloaded from disk; write metrics.json")

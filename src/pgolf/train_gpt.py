@@ -149,6 +149,7 @@ class Hyperparameters:
     gptq_reserve_seconds = _env("GPTQ_RESERVE_SECONDS", 10.0)  # taken off MAX_WALLCLOCK_SECONDS for calibration
     gptq_block = _env("GPTQ_BLOCK", 128)
     gptq_damp = _env("GPTQ_DAMP", 0.01)
+    fit_mlp_bits = _env("QUANT_FIT_MLP_BITS", 5)  # over the cap: MLP at this many bits before any pruning (0 = off)
     prune_max_frac = _env("PRUNE_MAX_FRAC", 0.1)  # prune-to-fit: most of the nonzero matrix weights to zero
     # eval
     eval_seq_len = _env("EVAL_SEQ_LEN", train_seq_len)
@@ -463,7 +464,7 @@ class MLP(nn.Module):
     def __init__(self, args: Hyperparameters):
         super().__init__()
         hidden = int(args.mlp_mult * args.model_dim)
-        qb = args.quant_bits_matrix if args.late_qat else 0
+        qb = (args.quant_bits_mlp or args.quant_bits_matrix) if args.late_qat else 0
         self.fc, self.proj = CastedLinear(args.model_dim, hidden, qb), CastedLinear(hidden, args.model_dim, qb)
         self.proj.out_proj = True
         self.slope = args.relu_slope
@@ -1071,6 +1072,12 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
     rt.log("encodings: " + " ".join(f"{c}/{lay}:{n}" for (c, lay), n in sorted(sizes.items(), key=lambda x: x[1])))
     code_bytes = os.path.getsize(code_file or __file__)
     frac, blob = 0.0, encode(payload, meta, codec, layout, args)
+    mlp_bits = args.quant_bits_mlp or args.quant_bits_matrix
+    if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and 0 < args.fit_mlp_bits < mlp_bits:
+        rt.log(f"fit_cap: {code_bytes + len(blob)} bytes at int{mlp_bits} MLP; MLP now int{args.fit_mlp_bits}")
+        args.quant_bits_mlp = args.fit_mlp_bits
+        payload, groups = quantize_state(state, args, hessians if use_h else None)
+        blob = encode(payload, meta, codec, layout, args)
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and args.prune_max_frac > 0:
         order = prune_order(payload)
         fit = lambda f: (

@@ -32,6 +32,9 @@ SCRIPT = repo_path(config["train"]["script"])
 # record's train_gpt.py run whole by one rule per seed, which only train.env configures; see config/README.md).
 TRAIN_MODE = config["train"].get("mode", "staged")
 UPSTREAM = TRAIN_MODE == "upstream"
+# the script that ships in the record and whose bytes count toward the cap: packed when record.pack_script is on
+PACK_SCRIPT = bool(config["record"].get("pack_script", False)) and not UPSTREAM
+SHIPPED = f"{OUT}/ship/train_gpt.py" if PACK_SCRIPT else SCRIPT
 TRAIN_SECTION = {k: v for k, v in config["train"].items() if k != "mode"}
 # The per-seed logs that make up a record's train_seed<N>.log, in order.
 SEED_LOGS = ["train"] if UPSTREAM else ["train", "quantize", "eval"]

@@ -1,10 +1,25 @@
 # Staged mode only: an upstream script (train.mode: upstream) quantizes and evaluates itself.
 if not UPSTREAM:
 
+    if PACK_SCRIPT:
+
+        rule ship_script:
+            input:
+                script=SCRIPT,
+            output:
+                shipped=SHIPPED,
+            log:
+                f"{LOGS}/ship_script.log",
+            conda:
+                CONDA_ENV
+            shell:
+                "pgolf pack --script {input.script} --out {output.shipped} > {log} 2>&1"
+
     rule quantize:
         input:
             checkpoint=rules.train.output.checkpoint,
             script=SCRIPT,
+            shipped=SHIPPED,
         output:
             artifact=seed_path("final_model.ptz"),
             summary=seed_path("quantize.json"),
@@ -17,4 +32,4 @@ if not UPSTREAM:
             quantize=as_json(config["quantize"]),
         shell:
             "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --quantize-json {params.quantize:q}"
-            " --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} > {log} 2>&1"
+            " --code-file {input.shipped} --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} > {log} 2>&1"

@@ -11,7 +11,7 @@ rule record:
             stage=SEED_LOGS,
         ),
         environment=rules.fa3.output.environment,
-        script=SCRIPT,
+        script=SHIPPED,
         extra=RECORD_SETTINGS.get("extra_files") or [],
     output:
         # the folder's files, not directory(): Snakemake would leave its .snakemake_timestamp in the record
