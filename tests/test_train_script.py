@@ -283,3 +283,29 @@ def test_bad_hyperparameter_is_named(tiny_data, tmp_path):
         check=False,
     )
     assert proc.returncode != 0 and "NUM_LAYERS='eleven'" in proc.stderr
+
+
+def test_folded_output_scale_equals_scaling_the_output_in_value_and_gradients(train_script):
+    torch.manual_seed(0)
+    lin = train_script.CastedLinear(8, 6)
+    x = torch.randn(5, 8)
+    s1 = torch.randn(6, requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_(True)
+    folded = lin(x, s1)
+    (folded**2).sum().backward()
+    g_w1, lin.weight.grad = lin.weight.grad.clone(), None
+    scaled = s2 * lin(x)
+    (scaled**2).sum().backward()
+    torch.testing.assert_close(folded, scaled)
+    torch.testing.assert_close(s1.grad, s2.grad)
+    torch.testing.assert_close(g_w1, lin.weight.grad)
+
+
+def test_batched_newton_schulz_equals_one_matrix_at_a_time(train_script):
+    torch.manual_seed(0)
+    gs = torch.randn(3, 12, 20)
+    batched = train_script.newton_schulz5(gs, 5)
+    for g, b in zip(gs, batched, strict=True):
+        torch.testing.assert_close(train_script.newton_schulz5(g, 5), b, rtol=1e-4, atol=1e-5)
+    tall = train_script.newton_schulz5(gs.mT, 5)  # tall matrices are orthogonalised through their transpose
+    torch.testing.assert_close(tall, batched.mT, rtol=1e-4, atol=1e-5)
