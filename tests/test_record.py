@@ -116,6 +116,18 @@ def test_train_time_over_budget_fails(tmp_path):
     assert check_record(d, require_script=False, enforce_time=False) == []
 
 
+def test_gptq_hessian_collection_counts_against_the_train_budget(tmp_path):
+    d = writable_copy(MARCH, tmp_path)
+    assert check_record(d, require_script=False) == []
+    loop_ms = parse_log(d / "train_seed42.log")["train_time_ms"]  # the timed loop ended at the cap
+    with open(d / "train_seed42.log", "a") as f:  # and then the Hessians were collected from training data
+        f.write("gptq_hessians: layers:44 tokens:786432 time:9.50s gptq_reserve_s:10.0\n")
+    problems = check_record(d, require_script=False)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"train_seed42.log: train time {loop_ms + 9500:.0f} ms exceeds the 600 s")
+    assert "incl. 9500 ms of GPTQ Hessian collection" in problems[0]
+
+
 def test_eval_time_over_budget_fails(tmp_path):
     d = writable_copy(APRIL, tmp_path)
     with open(d / "train_seed0.log", "a") as f:

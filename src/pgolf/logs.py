@@ -44,6 +44,7 @@ _METRIC = re.compile(
     + r")(?P<rest>.*)$"
 )
 _STOP = re.compile(r"^stopping_early:")
+_CALIB = re.compile(r"^gptq_hessians:.*\btime:(" + _NUM + r")s\b")
 _SERIALIZED = re.compile(r"^Serialized model(?:\s+(?P<fmt>[^:]+?))?:\s*(?P<n>\d+)\s+bytes")
 _CODE = re.compile(r"^Code size(?:\s*\((?P<kind>[^)]*)\))?:\s*(?P<n>\d+)\s+bytes")
 _TOTAL = re.compile(r"^Total submission size(?:\s+(?P<fmt>[^:]+?))?:\s*(?P<n>\d+)\s+bytes")
@@ -117,7 +118,8 @@ def parse_log(source: str | os.PathLike) -> dict:
     pgolf_summary's ``eval_time_s``, else the sum of the metric lines' eval times), ``model_bytes``,
     ``raw_model_bytes``, ``code_bytes`` (compressed code when both are logged), ``code_bytes_uncompressed``,
     ``bytes_total``, ``quant_format``, ``seed``, ``hyperparameters`` ({name: raw string}), ``summaries``
-    (pgolf_summary objects), ``step_avg_logged`` (whether ``step_avg_ms`` was logged rather than derived).
+    (pgolf_summary objects), ``step_avg_logged`` (whether ``step_avg_ms`` was logged rather than derived),
+    ``calib_ms`` (time spent reading training data for GPTQ Hessians after the timed loop: training time too).
     """
     text = _read(source)
     out: dict = {
@@ -126,6 +128,7 @@ def parse_log(source: str | os.PathLike) -> dict:
         "train_losses": [],
         "val_points": [],
         "train_time_ms": None,
+        "calib_ms": 0.0,
         "step_avg_ms": None,
         "stopped_early": False,
         "final": {},
@@ -187,6 +190,9 @@ def parse_log(source: str | os.PathLike) -> dict:
                 times.append(_ms(kv["train_time"]))
             if "step_avg" in kv:
                 step_avgs.append(_ms(kv["step_avg"]))
+            continue
+        if m := _CALIB.match(line):
+            out["calib_ms"] += 1000.0 * float(m.group(1))
             continue
         if _STOP.match(line):
             out["stopped_early"] = True
