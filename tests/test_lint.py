@@ -40,3 +40,21 @@ def test_snakemake_lint(tmp_path):
 def test_hadolint_dockerfile():
     proc = run("hadolint", "docker/Dockerfile")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_image_lock_pins_what_the_project_pins():
+    """docker/requirements.lock (the image) must carry every exact pin of pyproject.toml's dependencies: a pin bumped
+    in one place and not the other would make the image and the CPU install differ."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = dict(m.groups() for d in deps if (m := re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", d)))
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    lock = {
+        norm(m.group(1)): m.group(2)
+        for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "docker" / "requirements.lock").read_text(), re.M)
+    }
+    assert pins and {norm(k): v for k, v in pins.items()}.items() <= lock.items(), {
+        k: (v, lock.get(norm(k))) for k, v in pins.items() if lock.get(norm(k)) != v
+    }
