@@ -41,6 +41,7 @@ ABLATIONS: dict[str, dict[str, str]] = {
     "xsa_all_layers": {"XSA_LAST_N": "11"},
     "qk_gain_4": {"QK_GAIN_INIT": "4.0"},
     "parallel_residual": {"PARALLEL_RESIDUAL": "1"},
+    "depth_recurrence_4_5": {"RECUR_LAYERS": "4,5"},
 }
 PRODUCTION_STEPS = 7000  # ~600 s at ~85 ms/step on 8xH100: the run whose schedule is scaled down
 

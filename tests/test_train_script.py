@@ -309,3 +309,21 @@ def test_batched_newton_schulz_equals_one_matrix_at_a_time(train_script):
         torch.testing.assert_close(train_script.newton_schulz5(g, 5), b, rtol=1e-4, atol=1e-5)
     tall = train_script.newton_schulz5(gs.mT, 5)  # tall matrices are orthogonalised through their transpose
     torch.testing.assert_close(tall, batched.mT, rtol=1e-4, atol=1e-5)
+
+
+def test_depth_recurrence_runs_the_group_twice_with_shared_weights(train_script):
+    mod = train_script
+    assert mod.block_order(6, "") == [0, 1, 2, 3, 4, 5]
+    assert mod.block_order(6, "2,3") == [0, 1, 2, 3, 2, 3, 4, 5]
+    for bad in ("2,4", "5,6", "x"):
+        with pytest.raises(SystemExit, match="RECUR_LAYERS"):
+            mod.block_order(6, bad)
+    plain, recur = mod.GPT(small_args(mod)), mod.GPT(small_args(mod, recur_layers="1"))
+    calls = []
+    recur.blocks[1].register_forward_hook(lambda m, i, o: calls.append(1))
+    x = torch.randint(0, 64, (2, 16))
+    assert torch.isfinite(recur(x, x)) and len(calls) == 2
+    n = lambda m: sum(p.numel() for name, p in m.named_parameters() if name != "skip_weights")  # noqa: E731
+    assert n(plain) == n(recur)  # no new weights: the group's blocks run again
+    flops = [mod.model_flops_per_token(small_args(mod, recur_layers=r), 16) for r in ("", "1")]
+    assert flops[1] > flops[0]

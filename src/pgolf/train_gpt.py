@@ -114,6 +114,7 @@ class Hyperparameters:
     ln_scale = _env("LN_SCALE", True)  # scale block inputs by 1/sqrt(layer+1)
     unet_skips = _env("UNET_SKIPS", True)
     parallel_residual = _env("PARALLEL_RESIDUAL", False)  # attention and MLP read the same block input
+    recur_layers = _env("RECUR_LAYERS", "")  # depth recurrence: e.g. "4,5" runs blocks 4-5 twice (shared weights)
     tied_embed_init_std = _env("TIED_EMBED_INIT_STD", 0.005)
     # optimizer
     matrix_lr = _env("MATRIX_LR", 0.025)
@@ -530,9 +531,21 @@ class SmearGate(nn.Module):
 
 MODEL_KEYS = (
     "vocab_size num_layers model_dim num_heads num_kv_heads mlp_mult relu_slope logit_softcap rope_base rope_dims "
-    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips parallel_residual train_seq_len "
-    "tied_embed_init_std quant_bits_matrix late_qat"
+    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips parallel_residual recur_layers "
+    "train_seq_len tied_embed_init_std quant_bits_matrix late_qat"
 ).split()
+
+
+def block_order(n_layers: int, recur: str) -> list[int]:
+    """The order blocks run in: 0..L-1, with the contiguous group named by RECUR_LAYERS run a second time."""
+    try:
+        group = sorted({int(t) for t in recur.split(",") if t.strip()})
+    except ValueError:
+        raise SystemExit(f"RECUR_LAYERS={recur!r}: expected comma-separated layer indices, e.g. 4,5") from None
+    if group and (group[0] < 0 or group[-1] >= n_layers or group != list(range(group[0], group[-1] + 1))):
+        raise SystemExit(f"RECUR_LAYERS={recur!r}: expected a contiguous group of layers in 0..{n_layers - 1}")
+    end = group[-1] + 1 if group else 0
+    return list(range(end)) + group + list(range(end, n_layers))
 
 
 class GPT(nn.Module):
@@ -544,8 +557,10 @@ class GPT(nn.Module):
         self.bigram = BigramHash(args.bigram_buckets, args.bigram_dim, d) if args.bigram_buckets > 0 else None
         self.smear = SmearGate(d) if args.smear_gate else None
         self.blocks = nn.ModuleList(Block(args, i, backend) for i in range(L))
-        self.n_enc = L // 2 if args.unet_skips else L
-        n_skip = min(self.n_enc, L - self.n_enc) if args.unet_skips else 0
+        self.order = block_order(L, args.recur_layers)
+        n = len(self.order)
+        self.n_enc = n // 2 if args.unet_skips else n
+        n_skip = min(self.n_enc, n - self.n_enc) if args.unet_skips else 0
         self.skip_weights = nn.Parameter(torch.ones(n_skip, d))
         self.softcap = args.logit_softcap
         self._init_weights()
@@ -573,10 +588,10 @@ class GPT(nn.Module):
         if self.smear is not None:
             x = self.smear(x)
         x0, skips = x, []
-        for i, block in enumerate(self.blocks):
+        for i, b in enumerate(self.order):
             if i >= self.n_enc and skips:
                 x = x + self.skip_weights[i - self.n_enc].to(x.dtype) * skips.pop()
-            x = block(x, x0)
+            x = self.blocks[b](x, x0)
             if i < self.n_enc and len(skips) < len(self.skip_weights):
                 skips.append(x)
         return F.rms_norm(x, (x.size(-1),))
@@ -606,7 +621,7 @@ def model_flops_per_token(args: Hyperparameters, seq_len: int) -> float:
     hidden = int(args.mlp_mult * d)
     per_layer = 2 * (d * d + 2 * d * kvd + d * d + 2 * d * hidden) + 2 * 2 * seq_len * d / 2  # causal attention
     head = 2 * d * args.vocab_size + (2 * args.bigram_dim * d if args.bigram_buckets else 0)
-    return 3.0 * (L * per_layer + head)
+    return 3.0 * (len(block_order(L, args.recur_layers)) * per_layer + head)  # recurrence runs layers again
 
 
 # ----------------------------------------------------------------------------------------------------------------
