@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from report import SCRIPT, load_script
+from report import SCRIPT, checkpoint_model, load_script
 
 ABLATIONS: dict[str, dict[str, str]] = {
     "default": {},
@@ -127,17 +127,8 @@ def run_one(name: str, a, vals: dict[str, str], full: bool) -> dict:
 def eval_checkpoint(ckpt_path: str, val: str, stride: int, out: str) -> None:
     """Sliding-window val_bpb of the checkpoint's float (EMA) weights, before quantization."""
     mod = load_script([f"VAL_FILES={val}", f"EVAL_STRIDE={stride}"])
-    import torch
-
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    args, rt = mod.Hyperparameters, mod.Runtime()
-    for k, v in ckpt["model"].items():
-        setattr(args, k, v)
-    model = mod.GPT(args, mod.attention_backend(rt, args)).to(rt.device)
-    model.load_state_dict(ckpt["state_dict"])
-    import sentencepiece as spm
-
-    luts = mod.byte_luts(spm.SentencePieceProcessor(model_file=args.tokenizer_path), args.vocab_size)
+    model, _, rt, luts = checkpoint_model(mod, ckpt_path)
+    args = mod.Hyperparameters
     res = mod.evaluate(mod.maybe_compile(model, args, rt), mod.load_val_tokens(args), luts, args, rt, stride)
     Path(out).write_text(json.dumps(res) + "\n")
 

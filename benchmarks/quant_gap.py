@@ -18,23 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from report import emit, load_script  # benchmarks/report.py, beside this script
+from report import checkpoint_model, emit, load_script  # benchmarks/report.py, beside this script
 
 NAIVE = dict(quant_clip_search=False, gptq=False, quant_layout="plain", prune_max_frac=0.0, quant_bits_mlp=0)
 
 
 def gap(mod, checkpoint: str, train_files: str | None, stride: int, calib_batches: int = 8) -> dict:
-    import sentencepiece as spm
-    import torch
-
-    args, rt = mod.Hyperparameters, mod.Runtime()
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    for k, v in ckpt["model"].items():
-        setattr(args, k, v)
+    model, ckpt, rt, luts = checkpoint_model(mod, checkpoint)
+    args = mod.Hyperparameters
     args.enforce_cap = False  # report an over-cap artifact instead of failing
-    model = mod.GPT(args, mod.attention_backend(rt, args)).to(rt.device)
-    model.load_state_dict(ckpt["state_dict"])
-    luts = mod.byte_luts(spm.SentencePieceProcessor(model_file=args.tokenizer_path), args.vocab_size)
     tokens = mod.load_val_tokens(args)
 
     def score(net) -> dict:

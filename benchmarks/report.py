@@ -18,6 +18,22 @@ def emit(result: dict, out: str | None) -> None:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def checkpoint_model(mod, path: str):
+    """(model on the device, its checkpoint dict, runtime, byte LUTs) for a `--stage train` checkpoint: the
+    checkpoint's architecture keys are applied to the script's Hyperparameters first."""
+    import sentencepiece as spm
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    args, rt = mod.Hyperparameters, mod.Runtime()
+    for k, v in ckpt["model"].items():
+        setattr(args, k, v)
+    model = mod.GPT(args, mod.attention_backend(rt, args)).to(rt.device)
+    model.load_state_dict(ckpt["state_dict"])
+    luts = mod.byte_luts(spm.SentencePieceProcessor(model_file=args.tokenizer_path), args.vocab_size)
+    return model, ckpt, rt, luts
+
+
 def load_script(overrides: list[str], script: str | os.PathLike | None = None):
     """Import the training script (or another copy of it) as a module after applying KEY=VALUE hyperparameter
     overrides (its Hyperparameters read the environment at import)."""

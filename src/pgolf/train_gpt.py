@@ -1079,18 +1079,21 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
     ]
     if not codecs:
         raise SystemExit(f"COMPRESSOR={args.compressor}: module not installed")
-    sizes = {}
-    for c in codecs:
-        for lay in choices(args.quant_layout, LAYOUTS, "QUANT_LAYOUT"):
-            sizes[(c, lay)] = len(encode(payload, meta, c, lay, args))
+    blobs = {
+        (c, lay): encode(payload, meta, c, lay, args)
+        for c in codecs
+        for lay in choices(args.quant_layout, LAYOUTS, "QUANT_LAYOUT")
+    }
+    sizes = {k: len(b) for k, b in blobs.items()}
     codec, layout = min(sizes, key=sizes.get)
     rt.log("encodings: " + " ".join(f"{c}/{lay}:{n}" for (c, lay), n in sorted(sizes.items(), key=lambda x: x[1])))
     code_bytes = os.path.getsize(code_file or __file__)
-    frac, blob = 0.0, encode(payload, meta, codec, layout, args)
+    frac, blob = 0.0, blobs.pop((codec, layout))
+    del blobs
     mlp_bits = args.quant_bits_mlp or args.quant_bits_matrix
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and 0 < args.fit_mlp_bits < mlp_bits:
         rt.log(f"fit_cap: {code_bytes + len(blob)} bytes at int{mlp_bits} MLP; MLP now int{args.fit_mlp_bits}")
-        args.quant_bits_mlp = args.fit_mlp_bits
+        args = type("FitArgs", (args,), {"quant_bits_mlp": args.fit_mlp_bits})  # this export only, not global
         payload, groups = quantize_state(state, args, hessians if use_h else None)
         blob = encode(payload, meta, codec, layout, args)
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and args.prune_max_frac > 0:
