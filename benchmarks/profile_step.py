@@ -44,15 +44,22 @@ def main() -> int:
     x = torch.randint(0, args.vocab_size, (a.micro_batch_seqs, args.train_seq_len), device=rt.device)
     y = torch.randint(0, args.vocab_size, (a.micro_batch_seqs, args.train_seq_len), device=rt.device)
 
-    def step():
+    marks = []  # (after the micro-steps, after the optimizer) events of the timed steps
+
+    def step(timed: bool = False):
         for _ in range(a.micro_steps):
             with mod.autocast(rt):
                 loss = net(x, y)
             (loss / a.micro_steps).backward()
+        if timed:
+            marks.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            marks[-1][0].record()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
         for o in opts:
             o.step()
         model.zero_grad(set_to_none=True)
+        if timed:
+            marks[-1][1].record()
 
     for _ in range(3):  # compile and warm up
         step()
@@ -60,22 +67,48 @@ def main() -> int:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(3):
-        step()
+        step(timed=True)
     end.record()
     torch.cuda.synchronize()
     step_ms = start.elapsed_time(end) / 3
+    opt_ms = sum(b.elapsed_time(e) for b, e in marks) / len(marks)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=a.top, max_name_column_width=90)
     peak = torch.cuda.max_memory_allocated() / 2**30
-    text = f"step_ms (event-timed, mean of 3): {step_ms:.1f} peak_memory_gib: {peak:.1f}\n{table}"
+    groups = kernel_groups(prof)
+    summary = " ".join(f"{k}:{v:.1f}" for k, v in groups.items())
+    text = (
+        f"step_ms (event-timed, mean of 3): {step_ms:.1f} clip_and_optimizer_ms: {opt_ms:.1f} "
+        f"peak_memory_gib: {peak:.1f}\n"
+        f"kernel_ms_by_group: {summary} overrides: {' '.join(a.env) or '-'}\n{table}"
+    )
     print(text)
     if a.out:
         Path(a.out).write_text(text)
         if a.dump_kernels:
             dump_kernels(prof, a.dump_kernels, Path(a.out).with_suffix(".kernels.txt"))
     return 0
+
+
+def kernel_group(name: str) -> str:
+    if any(t in name for t in ("sdpa", "fmha", "flash", "attention", "cudnn")):
+        return "attention"
+    if any(t in name for t in ("nvjet", "gemm", "cutlass", "sm90_xmma")):
+        return "matmul"
+    if name.startswith("triton_"):
+        return "triton"
+    return "other"
+
+
+def kernel_groups(prof) -> dict[str, float]:
+    """GPU milliseconds of one profiled step by kernel group (attention, matmul, Inductor's Triton, other)."""
+    out = {"attention": 0.0, "matmul": 0.0, "triton": 0.0, "other": 0.0}
+    for e in prof.key_averages():  # CUDA activity only: every event is a kernel, copy or memset
+        out[kernel_group(e.key)] += e.self_device_time_total / 1000
+    out["total"] = sum(out.values())
+    return out
 
 
 def dump_kernels(prof, n: int, path: Path) -> None:

@@ -40,8 +40,9 @@ ABLATIONS: dict[str, dict[str, str]] = {
     "leaky_relu_0.5": {"RELU_SLOPE": "0.5"},
     "xsa_all_layers": {"XSA_LAST_N": "11"},
     "qk_gain_4": {"QK_GAIN_INIT": "4.0"},
-    "parallel_residual": {"PARALLEL_RESIDUAL": "1"},
+    "sequential_residual": {"PARALLEL_RESIDUAL": "0"},  # the default until 2026-11-24 ("parallel_residual" then)
     "depth_recurrence_4_5": {"RECUR_LAYERS": "4,5"},
+    "fp32_residual": {"RESIDUAL_BF16": "0"},
 }
 PRODUCTION_STEPS = 7000  # ~600 s at ~85 ms/step on 8xH100: the run whose schedule is scaled down
 
@@ -82,6 +83,7 @@ def run_one(name: str, a, vals: dict[str, str], full: bool) -> dict:
     env = {
         **os.environ,
         **scaled_schedule(steps, a.batch_tokens),
+        **({"LIVE_EVAL_STRIDE": str(a.stride)} if full else {}),  # the live weights scored with sliding windows too
         **ABLATIONS[name],
         "TRAIN_FILES": a.train_files,
         "VAL_FILES": first_val,
@@ -98,22 +100,21 @@ def run_one(name: str, a, vals: dict[str, str], full: bool) -> dict:
         "overrides": ABLATIONS[name],
         "steps": tr["steps"],
         "step_avg_ms": round(tr["step_avg_ms"], 1),
-        "live_val_bpb_nonsliding": tr["live_val_bpb"],
+        f"live_val_bpb_{'sliding' if full else 'nonsliding'}": tr["live_val_bpb"],
         "prequant_val_bpb_nonsliding": tr["pre_quant_val_bpb"],
     }
     if full or a.artifact_all:
         sh([py, str(SCRIPT), "--stage", "quantize", "--checkpoint", ckpt, "--artifact", art,
             "--logfile", str(d / "quantize.log"), "--summary", str(d / "quantize.json")], env, log)  # fmt: skip
         row["bytes_total"] = json.loads((d / "quantize.json").read_text()).get("bytes_total")
-    for label, path in (vals.items() if full else list(vals.items())[:1]) if "bytes_total" in row else ():
-        sh([py, str(SCRIPT), "--stage", "eval", "--artifact", art, "--logfile", str(d / f"eval_{label}.log"),
-            "--summary", str(d / f"eval_{label}.json")], {**env, "VAL_FILES": path}, log)  # fmt: skip
-        row[f"artifact_{label}_sliding"] = json.loads((d / f"eval_{label}.json").read_text())["val_bpb"]
-        if full:
-            out = d / f"prequant_{label}.json"
-            sh([py, __file__, "--eval-checkpoint", ckpt, "--tokenizer", a.tokenizer, "--val", f"{label}={path}",
-                "--out", str(out)], env, log)  # fmt: skip
-            row[f"prequant_{label}_sliding"] = json.loads(out.read_text())["val_bpb"]
+    if "bytes_total" in row:  # sliding windows, in one process: the artifact reloaded from disk, and (full runs)
+        out = d / "sliding.json"  # the float EMA weights before quantization; the first val set, or every one
+        scored = a.val if full else a.val[:1]
+        sh([py, __file__, "--eval-artifact", art, *(["--eval-checkpoint", ckpt] if full else []),
+            "--tokenizer", a.tokenizer, *(f"--val={v}" for v in scored), "--stride", str(a.stride),
+            "--out", str(out)], env, log)  # fmt: skip
+        for key, res in json.loads(out.read_text()).items():
+            row[f"{key}_sliding"] = res["val_bpb"]
     if not a.keep_checkpoints:
         Path(ckpt).unlink()
     row["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -124,12 +125,22 @@ def run_one(name: str, a, vals: dict[str, str], full: bool) -> dict:
     return row
 
 
-def eval_checkpoint(ckpt_path: str, val: str, stride: int, out: str) -> None:
-    """Sliding-window val_bpb of the checkpoint's float (EMA) weights, before quantization."""
-    mod = load_script([f"VAL_FILES={val}", f"EVAL_STRIDE={stride}"])
-    model, _, rt, luts = checkpoint_model(mod, ckpt_path)
-    args = mod.Hyperparameters
-    res = mod.evaluate(mod.maybe_compile(model, args, rt), mod.load_val_tokens(args), luts, args, rt, stride)
+def eval_sliding(artifact: str, ckpt_path: str | None, vals: dict[str, str], stride: int, out: str) -> None:
+    """Sliding-window scores on each val set, {artifact_LABEL, prequant_LABEL: result}: the artifact reloaded from
+    disk (as `--stage eval` loads it), and the checkpoint's float (EMA) weights before quantization."""
+    import sentencepiece as spm
+
+    mod = load_script([f"EVAL_STRIDE={stride}"])
+    args, rt, res = mod.Hyperparameters, mod.Runtime(), {}
+    models = {"artifact": mod.model_from_artifact(artifact, args, rt)[0]}
+    if ckpt_path:
+        models["prequant"] = checkpoint_model(mod, ckpt_path)[0]
+    luts = mod.byte_luts(spm.SentencePieceProcessor(model_file=args.tokenizer_path), args.vocab_size)
+    for name, model in models.items():
+        net = mod.maybe_compile(model, args, rt)
+        for label, pattern in vals.items():
+            args.val_files = pattern
+            res[f"{name}_{label}"] = mod.evaluate(net, mod.load_val_tokens(args), luts, args, rt, stride)
     Path(out).write_text(json.dumps(res) + "\n")
 
 
@@ -147,12 +158,13 @@ def main() -> int:
     p.add_argument("--progress", help="append each finished run's row to this file")
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--out", required=True)
+    p.add_argument("--eval-artifact", help=argparse.SUPPRESS)
     p.add_argument("--eval-checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--stride", type=int, default=64)
     a = p.parse_args()
     vals = dict(v.split("=", 1) for v in a.val)
-    if a.eval_checkpoint:
-        eval_checkpoint(a.eval_checkpoint, next(iter(vals.values())), a.stride, a.out)
+    if a.eval_artifact:
+        eval_sliding(a.eval_artifact, a.eval_checkpoint, vals, a.stride, a.out)
         return 0
     os.environ["TOKENIZER_PATH"] = os.environ.get("TOKENIZER_PATH", a.tokenizer)
     with ThreadPoolExecutor(a.parallel) as pool:
@@ -170,6 +182,13 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def live(row: dict) -> str:
+    """The live weights' score: plain chunks for ablations, sliding windows (marked) for fully scored runs."""
+    if "live_val_bpb_sliding" in row:
+        return f"{row['live_val_bpb_sliding']:.4f} (sliding)"
+    return f"{row['live_val_bpb_nonsliding']:.4f}"
+
+
 def print_table(rows: list[dict]) -> None:
     """Ablations are compared on the pre-quantization (EMA) model, non-sliding, on the first validation set."""
     base = next((r for r in rows if r["run"] == "default"), None)
@@ -180,8 +199,7 @@ def print_table(rows: list[dict]) -> None:
         delta = f"{r[key] - base[key]:+.4f}" if base else "-"
         art = next((f"{v:.4f}" for k, v in r.items() if k.startswith("artifact_")), "-")
         print(
-            f"| {r['run']} | {r['steps']} | {r['live_val_bpb_nonsliding']:.4f} | {r[key]:.4f} | {delta} | {art} | "
-            f"{r.get('bytes_total', '-')} |"
+            f"| {r['run']} | {r['steps']} | {live(r)} | {r[key]:.4f} | {delta} | {art} | {r.get('bytes_total', '-')} |"
         )
     if base:
         print("default, every score:", json.dumps({k: v for k, v in base.items() if k != "overrides"}))

@@ -327,3 +327,32 @@ def test_depth_recurrence_runs_the_group_twice_with_shared_weights(train_script)
     assert n(plain) == n(recur)  # no new weights: the group's blocks run again
     flops = [mod.model_flops_per_token(small_args(mod, recur_layers=r), 16) for r in ("", "1")]
     assert flops[1] > flops[0]
+
+
+@pytest.mark.parametrize("qat", [False, True])
+def test_fused_qkv_equals_the_three_projections(train_script, qat):
+    mod = train_script
+    torch.manual_seed(0)
+    attn = mod.GPT(small_args(mod, late_qat=True)).blocks[0].attn
+    for m in (attn.c_q, attn.c_k, attn.c_v):
+        m.qat_on.fill_(1.0 if qat else 0.0)
+    x = torch.randn(2, 16, 32)
+    for fused, single in zip(attn.qkv(x), (attn.c_q(x), attn.c_k(x), attn.c_v(x)), strict=True):
+        torch.testing.assert_close(fused, single)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_residual_stream_dtype_follows_the_switch_under_autocast(train_script, bf16):
+    mod = train_script
+    model = mod.GPT(small_args(mod, residual_bf16=bf16))
+    seen = []
+    for b in model.blocks:
+        b.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].dtype))
+    x = torch.randint(0, 64, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, x)
+    assert torch.isfinite(loss)
+    assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    seen.clear()
+    model(x, x)  # without autocast the switch changes nothing
+    assert set(seen) == {torch.float32}

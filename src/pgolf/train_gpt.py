@@ -113,7 +113,8 @@ class Hyperparameters:
     smear_gate = _env("SMEAR_GATE", True)
     ln_scale = _env("LN_SCALE", True)  # scale block inputs by 1/sqrt(layer+1)
     unet_skips = _env("UNET_SKIPS", True)
-    parallel_residual = _env("PARALLEL_RESIDUAL", False)  # attention and MLP read the same block input
+    parallel_residual = _env("PARALLEL_RESIDUAL", True)  # attention and MLP read the same block input
+    residual_bf16 = _env("RESIDUAL_BF16", True)  # under bf16 autocast, carry the residual stream in bf16 (not fp32)
     recur_layers = _env("RECUR_LAYERS", "")  # depth recurrence: e.g. "4,5" runs blocks 4-5 twice (shared weights)
     tied_embed_init_std = _env("TIED_EMBED_INIT_STD", 0.005)
     # optimizer
@@ -156,6 +157,7 @@ class Hyperparameters:
     eval_seq_len = _env("EVAL_SEQ_LEN", train_seq_len)
     eval_stride = _env("EVAL_STRIDE", 64)  # >= EVAL_SEQ_LEN: plain non-overlapping chunks
     eval_batch_seqs = _env("EVAL_BATCH_SEQS", 64)
+    live_eval_stride = _env("LIVE_EVAL_STRIDE", 0)  # end-of-training score of the live weights: 0 = plain chunks
     # runtime
     compile = _env("COMPILE", "auto")  # auto = on CUDA only
     attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | sdpa | sdpa_flash | sdpa_cudnn | sdpa_efficient
@@ -353,10 +355,14 @@ class CastedLinear(nn.Linear):
         self.qat_bits = qat_bits
         self.register_buffer("qat_on", torch.zeros(()), persistent=False)
 
-    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def effective_weight(self) -> torch.Tensor:
         w = self.weight
         if self.qat_bits:
             w = w + self.qat_on * (fake_quant_rows(w, self.qat_bits) - w).detach()
+        return w
+
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.effective_weight()
         if out_scale is not None:  # diag(s) W x == s * (W x), but s's gradient is a weight-sized, not a token, sum
             w = w * out_scale[:, None]
         return F.linear(x, w.to(x.dtype))
@@ -434,11 +440,16 @@ class Attention(nn.Module):
         self.rotary = Rotary(self.rope_dims, args.rope_base, args.train_seq_len)
         self.xsa, self.backend = xsa, backend
 
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """c_q(x), c_k(x), c_v(x) as one matmul over the concatenated weights: x is read once, and the backward's dx
+        is one product instead of three summed (the three stay separate parameters, for Muon and the export)."""
+        w = torch.cat([m.effective_weight() for m in (self.c_q, self.c_k, self.c_v)])
+        return F.linear(x, w.to(x.dtype)).split((self.h * self.hd, self.kv * self.hd, self.kv * self.hd), dim=-1)
+
     def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.c_q(x).view(B, T, self.h, self.hd)
-        k = self.c_k(x).view(B, T, self.kv, self.hd)
-        v = self.c_v(x).view(B, T, self.kv, self.hd)
+        q, k, v = self.qkv(x)
+        q, k, v = q.view(B, T, self.h, self.hd), k.view(B, T, self.kv, self.hd), v.view(B, T, self.kv, self.hd)
         q, k = F.rms_norm(q, (self.hd,)), F.rms_norm(k, (self.hd,))
         if self.rope_dims:
             cos, sin = self.rotary(T, x.device, q.dtype)
@@ -582,6 +593,8 @@ class GPT(nn.Module):
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.tok_emb(idx)
+        if self.args.residual_bf16 and torch.is_autocast_enabled(x.device.type):  # halves the residual's traffic
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         if self.bigram is not None:
             x = x + self.bigram(idx)
         x = F.rms_norm(x, (x.size(-1),))
@@ -1195,8 +1208,10 @@ def collect_hessians(model: nn.Module, batches) -> dict[str, torch.Tensor]:
 
         return fn
 
-    for name, m in model.named_modules():
-        if isinstance(m, CastedLinear) and name.startswith("blocks.") and not name.endswith((".c_k", ".c_v")):
+    for name, m in model.named_modules():  # q, k and v are one fused product: their input is the attention's
+        if isinstance(m, Attention):
+            hooks.append(m.register_forward_hook(hook(name + ".c_q.weight")))
+        elif isinstance(m, CastedLinear) and name.startswith("blocks.") and not name.endswith((".c_q", ".c_k", ".c_v")):
             hooks.append(m.register_forward_hook(hook(name + ".weight")))
     try:
         for x, y in batches:
@@ -1240,6 +1255,13 @@ def set_seed(seed: int) -> None:
 
 def maybe_compile(model: nn.Module, args: Hyperparameters, rt: Runtime) -> nn.Module:
     on = args.compile == "1" or (args.compile == "auto" and rt.cuda)
+    if on:
+        import torch._inductor.config as inductor
+
+        if hasattr(inductor.triton, "mix_order_reduction"):
+            # Inductor's "mix-order" kernels fuse each RMSNorm backward with the per-channel gradient sums over all
+            # tokens (resid_mix, skips); on the H100 they ran at a fraction of memory speed (benchmarks/NOTES.md)
+            inductor.triton.mix_order_reduction = False
     return torch.compile(model, dynamic=False) if on else model
 
 
@@ -1360,7 +1382,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
             f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
             f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
         )
-    live = evaluate(compiled, val_tokens, luts, args, rt, args.eval_seq_len)
+    live = evaluate(compiled, val_tokens, luts, args, rt, args.live_eval_stride or args.eval_seq_len)
     rt.log(
         f"step:{step}/{args.iterations} val_loss:{live['val_loss']:.4f} val_bpb:{live['val_bpb']:.4f} "
         f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms"
