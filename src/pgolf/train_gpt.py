@@ -542,8 +542,8 @@ class SmearGate(nn.Module):
 
 MODEL_KEYS = (
     "vocab_size num_layers model_dim num_heads num_kv_heads mlp_mult relu_slope logit_softcap rope_base rope_dims "
-    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips parallel_residual recur_layers "
-    "train_seq_len tied_embed_init_std quant_bits_matrix late_qat"
+    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips parallel_residual residual_bf16 "
+    "recur_layers train_seq_len tied_embed_init_std quant_bits_matrix late_qat"
 ).split()
 
 
