@@ -79,7 +79,7 @@ def run_one(name: str, a, vals: dict[str, str], full: bool) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     log = d / "run.log"
     steps = a.tokens // a.batch_tokens
-    first_val = next(iter(vals.values()))
+    first_label, first_val = next(iter(vals.items()))
     env = {
         **os.environ,
         **scaled_schedule(steps, a.batch_tokens),
@@ -109,9 +109,9 @@ def run_one(name: str, a, vals: dict[str, str], full: bool) -> dict:
         row["bytes_total"] = json.loads((d / "quantize.json").read_text()).get("bytes_total")
     if "bytes_total" in row:  # sliding windows, in one process: the artifact reloaded from disk, and (full runs)
         out = d / "sliding.json"  # the float EMA weights before quantization; the first val set, or every one
-        scored = a.val if full else a.val[:1]
+        scored = list(vals.items()) if full else [(first_label, first_val)]
         sh([py, __file__, "--eval-artifact", art, *(["--eval-checkpoint", ckpt] if full else []),
-            "--tokenizer", a.tokenizer, *(f"--val={v}" for v in scored), "--stride", str(a.stride),
+            "--tokenizer", a.tokenizer, *(f"--val={k}={v}" for k, v in scored), "--stride", str(a.stride),
             "--out", str(out)], env, log)  # fmt: skip
         for key, res in json.loads(out.read_text()).items():
             row[f"{key}_sliding"] = res["val_bpb"]
