@@ -32,6 +32,7 @@ def load_script():
     """Import the self-contained training script as a module (it is also run as a file)."""
     spec = importlib.util.spec_from_file_location("train_gpt_under_test", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # torch.compile resolves a function's module by name
     spec.loader.exec_module(mod)
     return mod
 

@@ -7,7 +7,8 @@ or one stage at a time, as the pgolf pipeline does, so that a quantization or ev
     python train_gpt.py --stage quantize --checkpoint ckpt.pt --artifact model.ptz --logfile q.log --summary q.json
     torchrun ... train_gpt.py --stage eval     --artifact model.ptz --logfile eval.log --summary eval.json
 Hyperparameters come from environment variables (see Hyperparameters). Imports: stdlib, numpy, torch,
-sentencepiece, zstandard and brotli (optional: lzma otherwise) and FlashAttention 3 when it is installed.
+sentencepiece, zstandard and brotli (optional: lzma otherwise), FlashAttention 3 or 4 when installed, and Triton (part
+of CUDA builds of torch) for one fused MLP kernel.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ try:
     from flash_attn_interface import flash_attn_func as fa3_attn
 except ImportError:
     fa3_attn = None
+try:  # Triton ships with CUDA builds of torch: the fused MLP kernel below; CPU builds fall back to torch ops
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+try:  # FlashAttention 4 (CuTe DSL, package flash-attn-4): its kernel entry points, wrapped as custom ops below
+    from flash_attn.cute.interface import _flash_attn_bwd as fa4_bwd_kernel
+    from flash_attn.cute.interface import _flash_attn_fwd as fa4_fwd_kernel
+except ImportError:
+    fa4_fwd_kernel = fa4_bwd_kernel = None
 
 ARTIFACT_CAP_BYTES = 16_000_000
 ARTIFACT_FORMAT = "pgolf-artifact-v1"
@@ -103,6 +114,7 @@ class Hyperparameters:
     num_kv_heads = _env("NUM_KV_HEADS", 4)
     mlp_mult = _env("MLP_MULT", 3.0)
     relu_slope = _env("RELU_SLOPE", 0.0)  # 0 = relu^2; 0.5 = LeakyReLU(0.5)^2
+    fused_mlp = _env("FUSED_MLP", True)  # relu^2 MLP training step: relu^2 in the matmul epilogues (Triton, CUDA)
     logit_softcap = _env("LOGIT_SOFTCAP", 30.0)
     rope_base = _env("ROPE_BASE", 10000.0)
     rope_dims = _env("ROPE_DIMS", 16)  # partial RoPE: rotate this many of each head's dims
@@ -160,7 +172,7 @@ class Hyperparameters:
     live_eval_stride = _env("LIVE_EVAL_STRIDE", 0)  # end-of-training score of the live weights: 0 = plain chunks
     # runtime
     compile = _env("COMPILE", "auto")  # auto = on CUDA only
-    attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | sdpa | sdpa_flash | sdpa_cudnn | sdpa_efficient
+    attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | fa4 | sdpa | sdpa_flash | sdpa_cudnn | sdpa_efficient
 
     @classmethod
     def as_dict(cls) -> dict:
@@ -222,7 +234,7 @@ def log_environment(rt: Runtime, args: Hyperparameters) -> None:
     rt.log(f"Running Python {sys.version}")
     rt.log(f"Running PyTorch {torch.__version__} (CUDA {torch.version.cuda})")
     rt.log(f"platform:{platform.platform()} world_size:{rt.world_size} device:{device_name(rt)}")
-    rt.log(f"attention_backend:{attention_backend(rt, args)} fa3:{fa3_version()}")
+    rt.log(f"attention_backend:{attention_backend(rt, args)} fa3:{fa3_version()} fa4:{fa4_version()}")
     rt.log("Hyperparameters:")
     for k, v in sorted(Hyperparameters.as_dict().items()):
         rt.log(f"  {k}: {v}")
@@ -240,6 +252,17 @@ def fa3_version() -> str | None:
         from importlib.metadata import version
 
         return version("flash_attn_3")
+    except Exception:
+        return "unknown"
+
+
+def fa4_version() -> str | None:
+    if fa4_fwd_kernel is None:
+        return None
+    try:
+        from importlib.metadata import version
+
+        return version("flash-attn-4")
     except Exception:
         return "unknown"
 
@@ -404,20 +427,91 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: in
 SDPA_ONLY = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "sdpa_efficient": "mem_efficient"}
 
 
+# FA4's own autograd.Function is not traceable by torch.compile; as custom ops (forward and backward, causal,
+# contiguous (B, T, H, D) bf16, GQA native) it is opaque to the compiler, whose fake implementations give the shapes.
+@torch.library.custom_op("pgolf::fa4_fwd", mutates_args=())
+def fa4_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out, lse = fa4_fwd_kernel(q, k, v, causal=True, return_lse=True)[:2]  # later betas return more
+    return out, lse
+
+
+@fa4_fwd.register_fake
+def _(q, k, v):
+    B, T, H, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty((B, H, T), dtype=torch.float32)
+
+
+@torch.library.custom_op("pgolf::fa4_bwd", mutates_args=())
+def fa4_bwd(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv = fa4_bwd_kernel(q, k, v, out, dout, lse, causal=True)[:3]
+    return dq, dk, dv
+
+
+@fa4_bwd.register_fake
+def _(q, k, v, out, dout, lse):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _fa4_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, *output)
+
+
+def _fa4_backward(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    return fa4_bwd(q, k, v, out, dout.contiguous(), lse)
+
+
+fa4_fwd.register_autograd(_fa4_backward, setup_context=_fa4_setup)
+
+
+def fa4_usable(rt: Runtime) -> bool:
+    return fa4_fwd_kernel is not None and rt.cuda and torch.cuda.get_device_capability(rt.device)[0] >= 9
+
+
 def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
-    """fa3 when importable on CUDA (auto), else PyTorch SDPA: `sdpa` lets PyTorch pick its kernel (GQA native);
-    sdpa_flash / sdpa_cudnn / sdpa_efficient allow only that kernel (plus the math fallback) on expanded KV heads."""
+    """auto: fa3 when importable on CUDA, else fa4 when importable on a Hopper or newer GPU, else PyTorch SDPA.
+    `sdpa` lets PyTorch pick its kernel (GQA native); sdpa_flash / sdpa_cudnn / sdpa_efficient allow only that
+    kernel (plus the math fallback) on expanded KV heads. FA4 is ahead of SDPA on the H100 (benchmarks/NOTES.md)."""
     if args.attn_backend == "fa3" or (args.attn_backend == "auto" and rt.cuda and fa3_attn is not None):
         if fa3_attn is None or not rt.cuda:
             raise SystemExit("ATTN_BACKEND=fa3 but flash_attn_interface is not importable on a CUDA device")
         return "fa3"
+    if args.attn_backend == "fa4" or (args.attn_backend == "auto" and fa4_usable(rt)):
+        if not fa4_usable(rt):
+            raise SystemExit(
+                "ATTN_BACKEND=fa4 but flash_attn.cute (flash-attn-4) is not importable on a CUDA device "
+                "of compute capability 9.0 or newer"
+            )
+        return "fa4"
     if args.attn_backend in SDPA_ONLY:
         for kernel in SDPA_ONLY.values():
             getattr(torch.backends.cuda, f"enable_{kernel}_sdp")(kernel == SDPA_ONLY[args.attn_backend])
         return args.attn_backend
     if args.attn_backend not in ("auto", "sdpa"):
-        raise SystemExit(f"ATTN_BACKEND={args.attn_backend!r}: expected auto, fa3, sdpa or one of {sorted(SDPA_ONLY)}")
+        raise SystemExit(
+            f"ATTN_BACKEND={args.attn_backend!r}: expected auto, fa3, fa4, sdpa or one of {sorted(SDPA_ONLY)}"
+        )
     return "sdpa"
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
+    """Causal attention of (B, T, H, D) queries over (B, T, KV, D) keys and values (H a multiple of KV), by backend."""
+    if backend == "fa3":
+        y = fa3_attn(q, k, v, causal=True)
+        return y[0] if isinstance(y, tuple) else y
+    if backend == "fa4":
+        return fa4_fwd(q.contiguous(), k.contiguous(), v.contiguous())[0]
+    q = q.transpose(1, 2)
+    if backend == "sdpa":
+        gqa = k.shape[2] != q.shape[1]
+        return F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=gqa
+        ).transpose(1, 2)
+    rep = q.shape[1] // k.shape[2]
+    k, v = (t.repeat_interleave(rep, dim=2).transpose(1, 2) for t in (k, v))
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -455,21 +549,194 @@ class Attention(nn.Module):
             cos, sin = self.rotary(T, x.device, q.dtype)
             q, k = apply_rotary(q, cos, sin, self.rope_dims), apply_rotary(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        if self.backend == "fa3":
-            y = fa3_attn(q, k, v, causal=True)
-            y = y[0] if isinstance(y, tuple) else y
-        elif self.backend == "sdpa":
-            y = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=self.kv != self.h
-            ).transpose(1, 2)
-        else:
-            rep = self.h // self.kv
-            k2, v2 = (t.repeat_interleave(rep, dim=2).transpose(1, 2) for t in (k, v))
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k2, v2, is_causal=True).transpose(1, 2)
+        y = attend(q, k, v, self.backend)
         if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
             vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
             y = y - (y * vn).sum(-1, keepdim=True) * vn
         return self.proj(y.reshape(B, T, -1), out_scale)
+
+
+if triton is not None:
+
+    @triton.autotune(  # K is small (the model width): few pipeline stages leave room for 2-3 blocks per SM
+        configs=[
+            triton.Config({"BM": bm, "BN": bn, "BK": 64, "GROUP": 8}, num_warps=w, num_stages=st)
+            for bm, bn, w, st in [
+                (128, 256, 8, 3),
+                (256, 128, 8, 3),
+                (128, 256, 8, 2),
+                (256, 128, 8, 2),
+                (128, 128, 8, 4),
+                (128, 128, 4, 4),
+                (128, 128, 4, 3),
+                (128, 128, 4, 2),
+                (128, 128, 8, 2),
+            ]
+        ],
+        key=["M", "N", "K", "EPILOGUE"],
+    )
+    @triton.heuristics({"EVEN": lambda a: a["M"] % a["BM"] == 0 and a["N"] % a["BN"] == 0})
+    @triton.jit
+    def relu2_mm_kernel(a_ptr, b_ptr, c_ptr, aux_ptr, M, N, K, s_am, s_ak, s_bk, s_bn,
+                        EPILOGUE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                        GROUP: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
+        """C = A @ B (row-major C and aux, M x N), then C = relu(C)^2 (EPILOGUE 0) or C = 2 sqrt(aux) * C (1)."""
+        pid = tl.program_id(0)
+        grid_m, grid_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
+        width = GROUP * grid_n  # grouped order: consecutive programs share A's rows in L2
+        first_m = (pid // width) * GROUP
+        rows = min(grid_m - first_m, GROUP)
+        pid_m, pid_n = first_m + (pid % width) % rows, (pid % width) // rows
+        rm, rn, rk = pid_m * BM + tl.arange(0, BM), pid_n * BN + tl.arange(0, BN), tl.arange(0, BK)
+        a = a_ptr + rm[:, None] * s_am + rk[None, :] * s_ak
+        b = b_ptr + rk[:, None] * s_bk + rn[None, :] * s_bn
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for _ in range(0, K, BK):  # K % BK == 0 (checked by the caller)
+            if EVEN:
+                acc = tl.dot(tl.load(a), tl.load(b), acc)
+            else:
+                acc = tl.dot(tl.load(a, mask=rm[:, None] < M, other=0.0), tl.load(b, mask=rn[None, :] < N), acc)
+            a += BK * s_ak
+            b += BK * s_bk
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        offs = rm[:, None] * N + rn[None, :]
+        if EPILOGUE == 0:
+            acc = tl.maximum(acc, 0.0)
+            acc = acc * acc
+        elif EVEN:
+            acc = 2.0 * tl.sqrt(tl.load(aux_ptr + offs).to(tl.float32)) * acc
+        else:
+            acc = 2.0 * tl.sqrt(tl.load(aux_ptr + offs, mask=mask, other=0.0).to(tl.float32)) * acc
+        if EVEN:
+            tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty))
+        else:
+            tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+    @triton.autotune(
+        configs=[
+            triton.Config({"BM": bm, "BN": bn, "BK": 64, "GROUP": 8, "SUBTILE": sub}, num_warps=w, num_stages=st)
+            for bm, bn, w in [(128, 256, 8), (256, 128, 8), (128, 128, 8), (128, 128, 4)]
+            for st in (3, 4)
+            for sub in (False, True)
+        ],
+        key=["M", "N", "K", "EPILOGUE", "B_NK"],
+    )
+    @triton.jit
+    def relu2_mm_tma_kernel(a_ptr, b_ptr, c_ptr, aux_ptr, M, N, K, EPILOGUE: tl.constexpr, B_NK: tl.constexpr,
+                            NUM_SMS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                            GROUP: tl.constexpr, SUBTILE: tl.constexpr):  # fmt: skip
+        """relu2_mm_kernel for Hopper and newer: persistent, tensor-memory-accelerator loads and stores, the tile loop
+        flattened into the K loop so one tile's epilogue overlaps the next tile's loads. B is (N, K) when B_NK."""
+        a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[K, 1], block_shape=[BM, BK])
+        if B_NK:
+            b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[K, 1], block_shape=[BN, BK])
+        else:
+            b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[N, 1], block_shape=[BK, BN])
+        CN: tl.constexpr = BN // 2 if SUBTILE else BN
+        c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[N, 1], block_shape=[BM, CN])
+        x_desc = tl.make_tensor_descriptor(aux_ptr, shape=[M, N], strides=[N, 1], block_shape=[BM, CN])
+        grid_m, grid_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
+        width = GROUP * grid_n
+        tile_c = tl.program_id(0) - NUM_SMS
+        for tile in tl.range(tl.program_id(0), grid_m * grid_n, NUM_SMS, flatten=True):
+            first_m = (tile // width) * GROUP
+            rows = min(grid_m - first_m, GROUP)
+            om, on = (first_m + (tile % width) % rows) * BM, ((tile % width) // rows) * BN
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+            for k in range(0, K, BK):
+                if B_NK:
+                    acc = tl.dot(a_desc.load([om, k]), b_desc.load([on, k]).T, acc)
+                else:
+                    acc = tl.dot(a_desc.load([om, k]), b_desc.load([k, on]), acc)
+            tile_c += NUM_SMS  # the epilogue's tile, recomputed so the flattened loop can be pipelined
+            first_m = (tile_c // width) * GROUP
+            rows = min(grid_m - first_m, GROUP)
+            om, on = (first_m + (tile_c % width) % rows) * BM, ((tile_c % width) // rows) * BN
+            if SUBTILE:
+                h0, h1 = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+                c_desc.store([om, on], relu2_epilogue(h0, x_desc, om, on, EPILOGUE).to(c_ptr.dtype.element_ty))
+                h1 = relu2_epilogue(h1, x_desc, om, on + CN, EPILOGUE)
+                c_desc.store([om, on + CN], h1.to(c_ptr.dtype.element_ty))
+            else:
+                c_desc.store([om, on], relu2_epilogue(acc, x_desc, om, on, EPILOGUE).to(c_ptr.dtype.element_ty))
+
+    @triton.jit
+    def relu2_epilogue(h, x_desc, om, on, EPILOGUE: tl.constexpr):
+        if EPILOGUE == 0:
+            h = tl.maximum(h, 0.0)
+            return h * h
+        else:
+            return 2.0 * tl.sqrt(x_desc.load([om, on]).to(tl.float32)) * h
+
+    def _tma_scratch(size: int, alignment: int, stream):  # where the kernels build their TMA descriptors
+        return torch.empty(size, device="cuda", dtype=torch.int8)
+
+
+def relu2_mm(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None = None, kernel: str = "auto") -> torch.Tensor:
+    """relu(a @ b)^2, or with aux: 2 sqrt(aux) * (a @ b) (the relu^2 backward, since relu(h) = sqrt(relu(h)^2)).
+    One Triton kernel on CUDA: the product never reaches memory before its epilogue. On Hopper and newer relu^2 uses
+    the persistent TMA kernel (493 vs 451 TFLOP/s on the H100) and the backward form the tiled one (385 vs 335: its
+    epilogue's extra load stalls the TMA pipeline; benchmarks/mlp.py); kernel="tma" or "tiled" forces one. Torch ops
+    elsewhere."""
+    if triton is None or not a.is_cuda or a.shape[1] % 64:
+        with torch.autocast(a.device.type, enabled=False):
+            ct = torch.promote_types(a.dtype, torch.float32)  # at least fp32, as the kernel accumulates
+            c = a.to(ct) @ b.to(ct)
+            return (F.relu(c).square() if aux is None else 2 * aux.to(ct).sqrt() * c).to(a.dtype)
+    (M, K), N = a.shape, b.shape[1]
+    c = a.new_empty((M, N))
+    aux = c if aux is None else aux.contiguous()
+    hopper = torch.cuda.get_device_capability(a.device)[0] >= 9 and a.is_contiguous()
+    if kernel == "tma" or (kernel == "auto" and aux is c and hopper):
+        b_nk = b.stride(0) == 1  # b = w.t() of a row-major (N, K) weight: read w by rows
+        b = b.t().contiguous() if b_nk else b.contiguous()
+        sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+        triton.set_allocator(_tma_scratch)
+        grid = lambda meta: (min(sms, triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"])),)  # noqa: E731
+        relu2_mm_tma_kernel[grid](a, b, c, aux, M, N, K, int(aux is not c), b_nk, sms)
+        return c
+    grid = lambda meta: (triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"]),)  # noqa: E731
+    relu2_mm_kernel[grid](a, b, c, aux, M, N, K, *a.stride(), *b.stride(), int(aux is not c))
+    return c
+
+
+@torch.library.custom_op("pgolf::relu2_mlp", mutates_args=())
+def relu2_mlp(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relu(x w1^T)^2 w2^T, relu(x w1^T)^2) for 2-D x: the hidden activation is kept for the backward instead of
+    the pre-activation, and neither relu^2 nor its backward is a pass of its own over the 3x-wide hidden tensor."""
+    a = relu2_mm(x, w1.t())
+    return a @ w2.t(), a
+
+
+@relu2_mlp.register_fake
+def _(x, w1, w2):
+    return x.new_empty((x.shape[0], w2.shape[0])), x.new_empty((x.shape[0], w1.shape[0]))
+
+
+@torch.library.custom_op("pgolf::relu2_mlp_bwd", mutates_args=())
+def relu2_mlp_bwd(
+    dy: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dh = relu2_mm(dy, w2, aux=a)  # d/dh relu(h)^2 = 2 relu(h)
+    return dh @ w1, dh.t() @ x, dy.t() @ a
+
+
+@relu2_mlp_bwd.register_fake
+def _(dy, x, w1, w2, a):
+    return x.new_empty(x.shape), w1.new_empty(w1.shape), w2.new_empty(w2.shape)
+
+
+def _relu2_mlp_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output[1])
+    ctx.mark_non_differentiable(output[1])
+
+
+def _relu2_mlp_backward(ctx, dy, _da):
+    x, w1, w2, a = ctx.saved_tensors
+    return relu2_mlp_bwd(dy.contiguous(), x, w1, w2, a)
+
+
+relu2_mlp.register_autograd(_relu2_mlp_backward, setup_context=_relu2_mlp_setup)
 
 
 class MLP(nn.Module):
@@ -480,8 +747,16 @@ class MLP(nn.Module):
         self.fc, self.proj = CastedLinear(args.model_dim, hidden, qb), CastedLinear(hidden, args.model_dim, qb)
         self.proj.out_proj = True
         self.slope = args.relu_slope
+        self.fused = args.fused_mlp and self.slope == 0
 
     def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        if self.fused and x.is_cuda and torch.is_grad_enabled():  # training; evaluation and GPTQ hooks: modules
+            dt = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+            w2 = self.proj.effective_weight()
+            w2 = w2 * out_scale[:, None] if out_scale is not None else w2
+            x2 = x.reshape(-1, x.size(-1)).to(dt).contiguous()
+            y = relu2_mlp(x2, self.fc.effective_weight().to(dt), w2.to(dt))[0]
+            return y.view(*x.shape[:-1], -1)
         h = self.fc(x)
         h = F.leaky_relu(h, self.slope) if self.slope else F.relu(h)
         return self.proj(h.square(), out_scale)
