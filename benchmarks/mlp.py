@@ -87,11 +87,12 @@ def main() -> int:
     xd, w1t = x.detach(), w1.detach().t()
     h = mod.relu2_mm(xd, w1t)
     kernels = {}
-    for tma in (True, False):  # the persistent TMA kernel (Hopper and newer) and the plain tiled one
-        up = timed(lambda tma=tma: mod.relu2_mm(xd, w1t, tma=tma), a.iters)
-        down = timed(lambda tma=tma: mod.relu2_mm(dy, w2.detach(), aux=h, tma=tma), a.iters)
-        err = mod.relu2_mm(dy, w2.detach(), aux=h, tma=tma).float() - 2 * h.float().sqrt() * (dy.float() @ w2.float())
-        name = "tma" if tma else "tiled"
+    for name in ("tma", "tiled"):  # the persistent TMA kernel (Hopper and newer) and the plain tiled one
+        up = timed(lambda name=name: mod.relu2_mm(xd, w1t, kernel=name), a.iters)
+        down = timed(lambda name=name: mod.relu2_mm(dy, w2.detach(), aux=h, kernel=name), a.iters)
+        err = mod.relu2_mm(dy, w2.detach(), aux=h, kernel=name).float() - 2 * h.float().sqrt() * (
+            dy.float() @ w2.float()
+        )
         kernels |= {
             f"{name}_up_relu2_ms": round(up, 3),
             f"{name}_up_relu2_tflops": round(flops / up / 1e9, 1),

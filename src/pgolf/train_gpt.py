@@ -52,6 +52,7 @@ except ImportError:
 try:  # Triton ships with CUDA builds of torch: the fused MLP kernel below; CPU builds fall back to torch ops
     import triton
     import triton.language as tl
+    import triton.testing
 except ImportError:
     triton = None
 try:  # FlashAttention 4 (CuTe DSL, package flash-attn-4): its kernel entry points, wrapped as custom ops below
@@ -319,6 +320,8 @@ class DistributedTokenLoader:
         span = micro_tokens + 1
         chunk = self.stream.take(span * self.rt.world_size)
         local = torch.from_numpy(chunk[self.rt.rank * span : (self.rt.rank + 1) * span].astype(np.int64))
+        if self.rt.cuda:  # from pinned memory the copy is asynchronous: the host does not wait for the GPU to drain
+            local = local.pin_memory()
         x, y = local[:-1].view(-1, seq_len), local[1:].view(-1, seq_len)
         return x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
 
@@ -560,7 +563,7 @@ if triton is not None:
 
     @triton.autotune(  # K is small (the model width): few pipeline stages leave room for 2-3 blocks per SM
         configs=[
-            triton.Config({"BM": bm, "BN": bn, "BK": 64, "GROUP": 8}, num_warps=w, num_stages=st)
+            triton.Config({"BM": bm, "BN": bn, "BK": 64, "GROUP": 8, "PREFETCH": pre}, num_warps=w, num_stages=st)
             for bm, bn, w, st in [
                 (128, 256, 8, 3),
                 (256, 128, 8, 3),
@@ -572,6 +575,7 @@ if triton is not None:
                 (128, 128, 4, 2),
                 (128, 128, 8, 2),
             ]
+            for pre in (False, True)
         ],
         key=["M", "N", "K", "EPILOGUE"],
     )
@@ -579,8 +583,9 @@ if triton is not None:
     @triton.jit
     def relu2_mm_kernel(a_ptr, b_ptr, c_ptr, aux_ptr, M, N, K, s_am, s_ak, s_bk, s_bn,
                         EPILOGUE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                        GROUP: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
-        """C = A @ B (row-major C and aux, M x N), then C = relu(C)^2 (EPILOGUE 0) or C = 2 sqrt(aux) * C (1)."""
+                        GROUP: tl.constexpr, PREFETCH: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
+        """C = A @ B (row-major C and aux, M x N), then C = relu(C)^2 (EPILOGUE 0) or C = 2 sqrt(aux) * C (1).
+        PREFETCH issues aux's loads before the product, so they are in flight while it runs."""
         pid = tl.program_id(0)
         grid_m, grid_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
         width = GROUP * grid_n  # grouped order: consecutive programs share A's rows in L2
@@ -591,6 +596,10 @@ if triton is not None:
         a = a_ptr + rm[:, None] * s_am + rk[None, :] * s_ak
         b = b_ptr + rk[:, None] * s_bk + rn[None, :] * s_bn
         acc = tl.zeros((BM, BN), dtype=tl.float32)
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        offs = rm[:, None] * N + rn[None, :]
+        if EPILOGUE == 1 and PREFETCH:
+            aux = tl.load(aux_ptr + offs, mask=mask, other=0.0)
         for _ in range(0, K, BK):  # K % BK == 0 (checked by the caller)
             if EVEN:
                 acc = tl.dot(tl.load(a), tl.load(b), acc)
@@ -598,11 +607,11 @@ if triton is not None:
                 acc = tl.dot(tl.load(a, mask=rm[:, None] < M, other=0.0), tl.load(b, mask=rn[None, :] < N), acc)
             a += BK * s_ak
             b += BK * s_bk
-        mask = (rm[:, None] < M) & (rn[None, :] < N)
-        offs = rm[:, None] * N + rn[None, :]
         if EPILOGUE == 0:
             acc = tl.maximum(acc, 0.0)
             acc = acc * acc
+        elif PREFETCH:
+            acc = 2.0 * tl.sqrt(aux.to(tl.float32)) * acc
         elif EVEN:
             acc = 2.0 * tl.sqrt(tl.load(aux_ptr + offs).to(tl.float32)) * acc
         else:
@@ -672,12 +681,15 @@ if triton is not None:
         return torch.empty(size, device="cuda", dtype=torch.int8)
 
 
+RELU2_BACKWARD_KERNEL: dict[tuple, str] = {}  # (shape, dtype, strides) -> the faster kernel, timed at first use
+
+
 def relu2_mm(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None = None, kernel: str = "auto") -> torch.Tensor:
     """relu(a @ b)^2, or with aux: 2 sqrt(aux) * (a @ b) (the relu^2 backward, since relu(h) = sqrt(relu(h)^2)).
     One Triton kernel on CUDA: the product never reaches memory before its epilogue. On Hopper and newer relu^2 uses
-    the persistent TMA kernel (493 vs 451 TFLOP/s on the H100) and the backward form the tiled one (385 vs 335: its
-    epilogue's extra load stalls the TMA pipeline; benchmarks/mlp.py); kernel="tma" or "tiled" forces one. Torch ops
-    elsewhere."""
+    the persistent TMA kernel (608 TFLOP/s on the H100, cuBLAS's speed); for the backward form, whose epilogue reads
+    aux, the TMA and the tiled kernel trade places from one H100 to the next (benchmarks/mlp.py), so the first call
+    of each shape times both and keeps the faster. kernel="tma" or "tiled" forces one. Torch ops elsewhere."""
     if triton is None or not a.is_cuda or a.shape[1] % 64:
         with torch.autocast(a.device.type, enabled=False):
             ct = torch.promote_types(a.dtype, torch.float32)  # at least fp32, as the kernel accumulates
@@ -687,7 +699,15 @@ def relu2_mm(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None = None, 
     c = a.new_empty((M, N))
     aux = c if aux is None else aux.contiguous()
     hopper = torch.cuda.get_device_capability(a.device)[0] >= 9 and a.is_contiguous()
-    if kernel == "tma" or (kernel == "auto" and aux is c and hopper):
+    if kernel == "auto":
+        kernel = "tma" if hopper and aux is c else "tiled"
+        if hopper and aux is not c:
+            key = (M, N, K, a.dtype, b.stride())
+            if key not in RELU2_BACKWARD_KERNEL:
+                ms = {k: triton.testing.do_bench(lambda k=k: relu2_mm(a, b, aux, kernel=k)) for k in ("tma", "tiled")}
+                RELU2_BACKWARD_KERNEL[key] = min(ms, key=ms.get)
+            kernel = RELU2_BACKWARD_KERNEL[key]
+    if kernel == "tma":
         b_nk = b.stride(0) == 1  # b = w.t() of a row-major (N, K) weight: read w by rows
         b = b.t().contiguous() if b_nk else b.contiguous()
         sms = torch.cuda.get_device_properties(a.device).multi_processor_count
