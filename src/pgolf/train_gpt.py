@@ -687,9 +687,10 @@ RELU2_BACKWARD_KERNEL: dict[tuple, str] = {}  # (shape, dtype, strides) -> the f
 def relu2_mm(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None = None, kernel: str = "auto") -> torch.Tensor:
     """relu(a @ b)^2, or with aux: 2 sqrt(aux) * (a @ b) (the relu^2 backward, since relu(h) = sqrt(relu(h)^2)).
     One Triton kernel on CUDA: the product never reaches memory before its epilogue. On Hopper and newer relu^2 uses
-    the persistent TMA kernel (608 TFLOP/s on the H100, cuBLAS's speed); for the backward form, whose epilogue reads
-    aux, the TMA and the tiled kernel trade places from one H100 to the next (benchmarks/mlp.py), so the first call
-    of each shape times both and keeps the faster. kernel="tma" or "tiled" forces one. Torch ops elsewhere."""
+    the persistent TMA kernel (608 TFLOP/s on the H100; cuBLAS: 629 without the epilogue). For the backward form,
+    whose epilogue reads aux, the TMA and the tiled kernel trade places from one H100 to the next
+    (benchmarks/mlp.py), so the first call of each shape times both and keeps the faster. kernel="tma" or "tiled"
+    forces one. Torch ops elsewhere."""
     if triton is None or not a.is_cuda or a.shape[1] % 64:
         with torch.autocast(a.device.type, enabled=False):
             ct = torch.promote_types(a.dtype, torch.float32)  # at least fp32, as the kernel accumulates
