@@ -459,6 +459,7 @@ def _(q, k, v, out, dout, lse):
 
 def _fa4_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs, *output)
+    ctx.mark_non_differentiable(output[1])  # the log-sum-exp is kept for the backward, never used downstream
 
 
 def _fa4_backward(ctx, dout, dlse):
