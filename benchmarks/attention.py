@@ -16,7 +16,7 @@ import argparse
 import sys
 import traceback
 
-from report import emit, load_script  # benchmarks/report.py, beside this script
+from report import cuda_timed, emit, load_script  # benchmarks/report.py, beside this script
 
 
 def measure(mod, backend: str, h: int, kv: int, T: int, d: int, seqs: int, iters: int) -> tuple[float, float, float]:
@@ -48,21 +48,9 @@ def measure(mod, backend: str, h: int, kv: int, T: int, d: int, seqs: int, iters
     q, k, v = inputs(seqs)
     dy = torch.randn(seqs, T, h, d, device="cuda", dtype=torch.bfloat16)
 
-    def timed(fn) -> float:
-        for _ in range(3):
-            fn()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / iters
-
     with torch.no_grad():
-        fwd = timed(lambda: mod.attend(q, k, v, backend))
-    both = timed(lambda: torch.autograd.grad(mod.attend(q, k, v, backend), (q, k, v), dy))
+        fwd = cuda_timed(lambda: mod.attend(q, k, v, backend), iters)
+    both = cuda_timed(lambda: torch.autograd.grad(mod.attend(q, k, v, backend), (q, k, v), dy), iters)
     return err, fwd, both
 
 

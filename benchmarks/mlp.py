@@ -15,22 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from report import emit, load_script  # benchmarks/report.py, beside this script
-
-
-def timed(fn, iters: int) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+from report import cuda_timed, emit, load_script  # benchmarks/report.py, beside this script
 
 
 def main() -> int:
@@ -82,14 +67,14 @@ def main() -> int:
         return lambda: torch.autograd.grad(fn(x, w1, w2), (x, w1, w2), dy)
 
     per_step = args.num_layers * a.micro_steps
-    ms = {name: timed(step(fn), a.iters) for name, fn in (("unfused", unfused), ("fused", fused))}
+    ms = {name: cuda_timed(step(fn), a.iters) for name, fn in (("unfused", unfused), ("fused", fused))}
     flops = 2 * a.tokens * d * hidden
     xd, w1t = x.detach(), w1.detach().t()
     h = mod.relu2_mm(xd, w1t)
     kernels = {}
     for name in ("tma", "tiled"):  # the persistent TMA kernel (Hopper and newer) and the plain tiled one
-        up = timed(lambda name=name: mod.relu2_mm(xd, w1t, kernel=name), a.iters)
-        down = timed(lambda name=name: mod.relu2_mm(dy, w2.detach(), aux=h, kernel=name), a.iters)
+        up = cuda_timed(lambda name=name: mod.relu2_mm(xd, w1t, kernel=name), a.iters)
+        down = cuda_timed(lambda name=name: mod.relu2_mm(dy, w2.detach(), aux=h, kernel=name), a.iters)
         err = mod.relu2_mm(dy, w2.detach(), aux=h, kernel=name).float() - 2 * h.float().sqrt() * (
             dy.float() @ w2.float()
         )
@@ -100,7 +85,7 @@ def main() -> int:
             f"{name}_down_grad_tflops": round(flops / down / 1e9, 1),
             f"{name}_down_grad_max_abs_err": err.abs().max().item(),
         }
-    plain = timed(lambda: xd @ w1t, a.iters)
+    plain = cuda_timed(lambda: xd @ w1t, a.iters)
     res = {
         "device": torch.cuda.get_device_name(),
         "tokens": a.tokens,

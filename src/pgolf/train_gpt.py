@@ -235,7 +235,10 @@ def log_environment(rt: Runtime, args: Hyperparameters) -> None:
     rt.log(f"Running Python {sys.version}")
     rt.log(f"Running PyTorch {torch.__version__} (CUDA {torch.version.cuda})")
     rt.log(f"platform:{platform.platform()} world_size:{rt.world_size} device:{device_name(rt)}")
-    rt.log(f"attention_backend:{attention_backend(rt, args)} fa3:{fa3_version()} fa4:{fa4_version()}")
+    rt.log(
+        f"attention_backend:{attention_backend(rt, args)} fa3:{package_version(fa3_attn, 'flash_attn_3')} "
+        f"fa4:{package_version(fa4_fwd_kernel, 'flash-attn-4')}"
+    )
     rt.log("Hyperparameters:")
     for k, v in sorted(Hyperparameters.as_dict().items()):
         rt.log(f"  {k}: {v}")
@@ -246,24 +249,14 @@ def device_name(rt: Runtime) -> str:
     return torch.cuda.get_device_name(rt.device) if rt.cuda else "cpu"
 
 
-def fa3_version() -> str | None:
-    if fa3_attn is None:
+def package_version(imported: object, dist: str) -> str | None:
+    """The installed version of distribution `dist`, or None when its import (`imported`) failed."""
+    if imported is None:
         return None
     try:
         from importlib.metadata import version
 
-        return version("flash_attn_3")
-    except Exception:
-        return "unknown"
-
-
-def fa4_version() -> str | None:
-    if fa4_fwd_kernel is None:
-        return None
-    try:
-        from importlib.metadata import version
-
-        return version("flash-attn-4")
+        return version(dist)
     except Exception:
         return "unknown"
 
