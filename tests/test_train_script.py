@@ -265,22 +265,15 @@ def test_attention_fallback_and_forced_flash_attention(tiny_data, tmp_path):
         tmp_path,
     )
     assert "attention_backend:sdpa" in proc.stdout
-    proc = run_script(
-        ["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")],
-        {"ATTN_BACKEND": "fa3"},
-        tiny_data,
-        tmp_path,
-        check=False,
-    )
-    assert proc.returncode != 0 and "flash_attn_interface is not importable" in proc.stderr
-    proc = run_script(
-        ["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")],
-        {"ATTN_BACKEND": "fa4"},
-        tiny_data,
-        tmp_path,
-        check=False,
-    )
-    assert proc.returncode != 0 and "flash_attn.cute (flash-attn-4) is not importable" in proc.stderr
+    for backend, missing in (("fa3", "flash_attn_interface"), ("fa4", "flash_attn.cute (flash-attn-4)")):
+        proc = run_script(
+            ["--stage", "train", "--checkpoint", str(tmp_path / "c.pt")],
+            {"ATTN_BACKEND": backend},
+            tiny_data,
+            tmp_path,
+            check=False,
+        )
+        assert proc.returncode != 0 and f"{missing} is not importable" in proc.stderr
 
 
 def test_bad_hyperparameter_is_named(tiny_data, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import json
 import lzma
@@ -674,6 +675,15 @@ if triton is not None:
     def _tma_scratch(size: int, alignment: int, stream):  # where the kernels build their TMA descriptors
         return torch.empty(size, device="cuda", dtype=torch.int8)
 
+    @functools.cache
+    def tma_sms(device_index: int) -> int:
+        """The multiprocessor count when the device has TMA (Hopper or newer), else 0; looked up once per device,
+        not at each of the MLP's 2 x layers x micro-steps calls per training step."""
+        if torch.cuda.get_device_capability(device_index)[0] < 9:
+            return 0
+        triton.set_allocator(_tma_scratch)
+        return torch.cuda.get_device_properties(device_index).multi_processor_count
+
 
 RELU2_BACKWARD_KERNEL: dict[tuple, str] = {}  # (shape, dtype, strides) -> the faster kernel, timed at first use
 
@@ -693,7 +703,8 @@ def relu2_mm(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None = None, 
     (M, K), N = a.shape, b.shape[1]
     c = a.new_empty((M, N))
     aux = c if aux is None else aux.contiguous()
-    hopper = torch.cuda.get_device_capability(a.device)[0] >= 9 and a.is_contiguous()
+    sms = tma_sms(a.device.index if a.device.index is not None else torch.cuda.current_device())
+    hopper = sms > 0 and a.is_contiguous()
     if kernel == "auto":
         kernel = "tma" if hopper and aux is c else "tiled"
         if hopper and aux is not c:
@@ -703,10 +714,10 @@ def relu2_mm(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None = None, 
                 RELU2_BACKWARD_KERNEL[key] = min(ms, key=ms.get)
             kernel = RELU2_BACKWARD_KERNEL[key]
     if kernel == "tma":
+        if not hopper:
+            raise ValueError("relu2_mm: kernel='tma' needs a contiguous input on a Hopper or newer GPU")
         b_nk = b.stride(0) == 1  # b = w.t() of a row-major (N, K) weight: read w by rows
         b = b.t().contiguous() if b_nk else b.contiguous()
-        sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-        triton.set_allocator(_tma_scratch)
         grid = lambda meta: (min(sms, triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"])),)  # noqa: E731
         relu2_mm_tma_kernel[grid](a, b, c, aux, M, N, K, int(aux is not c), b_nk, sms)
         return c
