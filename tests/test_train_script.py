@@ -438,3 +438,46 @@ def test_fused_relu2_mlp_matches_the_module_path_with_gradients(monkeypatch):
             assert torch.allclose(g, r)
     a = mod.relu2_mm(x.detach(), w1.detach().T)
     assert torch.equal(a, F.relu(x.detach() @ w1.detach().T).square()) and (a == 0).any()
+
+
+@pytest.mark.parametrize("rope_dims", [16, 4])
+def test_fused_qk_prep_matches_the_module_path_with_gradients(rope_dims):
+    """The q/k preparation op (RMSNorm + partial RoPE + q_gain on q, the same without gain on k, v copied) gives the
+    module path's q, k, v and the gradients of qkv and q_gain, eagerly and under torch.compile; its backward is the
+    hand-derived formula the Triton kernel uses (RoPE's transpose, RMSNorm's backward), not autograd."""
+    mod = load_script()
+    torch.manual_seed(0)
+    B, T, H, KV, D = 2, 12, 4, 2, 16
+    qkv = torch.randn(B, T, (H + 2 * KV) * D, dtype=torch.float64, requires_grad=True)
+    gain = (1.5 + 0.1 * torch.randn(H, dtype=torch.float64)).requires_grad_()
+    rot = mod.Rotary(rope_dims, 10000.0, T)
+    cos, sin = rot(T, "cpu", torch.float64)
+    eps = torch.finfo(torch.float64).eps
+
+    def module_path(qkv, gain):
+        q, k, v = qkv.split((H * D, KV * D, KV * D), dim=-1)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
+        q, k = F.rms_norm(q, (D,), eps=eps), F.rms_norm(k, (D,), eps=eps)
+        q, k = mod.apply_rotary(q, cos, sin, rope_dims), mod.apply_rotary(k, cos, sin, rope_dims)
+        return q * gain[None, None, :, None], k, v
+
+    grads_out = [torch.randn(B, T, n, D, dtype=torch.float64) for n in (H, KV, KV)]
+    ref = module_path(qkv, gain)
+    ref_grads = torch.autograd.grad(ref, (qkv, gain), grads_out)
+    op = lambda qkv, gain: mod.qk_prep(qkv, cos.view(T, -1), sin.view(T, -1), gain, H, KV)  # noqa: E731
+    for fn in (op, torch.compile(op, backend="aot_eager", fullgraph=True)):
+        out = fn(qkv, gain)
+        for o, r in zip(out, ref, strict=True):
+            assert o.shape == r.shape and o.is_contiguous()
+            torch.testing.assert_close(o, r)
+        for g, r in zip(torch.autograd.grad(out, (qkv, gain), grads_out), ref_grads, strict=True):
+            torch.testing.assert_close(g, r)
+
+
+def test_fused_qk_prep_applies_only_to_power_of_two_heads():
+    mod = load_script()
+    if mod.triton is None:
+        assert not mod.qk_prep_fusable(8, 4, 64, 16)
+        pytest.skip("no Triton in this torch build: the q/k op is never fused here")
+    assert mod.qk_prep_fusable(8, 4, 64, 16)
+    assert not mod.qk_prep_fusable(6, 3, 64, 16) and not mod.qk_prep_fusable(8, 4, 64, 0)

@@ -117,6 +117,7 @@ class Hyperparameters:
     mlp_mult = _env("MLP_MULT", 3.0)
     relu_slope = _env("RELU_SLOPE", 0.0)  # 0 = relu^2; 0.5 = LeakyReLU(0.5)^2
     fused_mlp = _env("FUSED_MLP", True)  # relu^2 MLP training step: relu^2 in the matmul epilogues (Triton, CUDA)
+    fused_qk = _env("FUSED_QK", True)  # q/k RMSNorm + RoPE + q_gain (and v's copy) as one Triton pass (CUDA)
     logit_softcap = _env("LOGIT_SOFTCAP", 30.0)
     rope_base = _env("ROPE_BASE", 10000.0)
     rope_dims = _env("ROPE_DIMS", 16)  # partial RoPE: rotate this many of each head's dims
@@ -421,6 +422,187 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: in
     return torch.cat((rot, rest), dim=-1)
 
 
+# q/k preparation as one pass (CUDA, Triton): the fused q|k|v projection output -> RMS-normed, RoPE'd q (times
+# q_gain) and k, and a contiguous v, in the attention kernels' (B, T, heads, head_dim) layout; the backward reads
+# dq, dk, dv and writes the projection's gradient in one pass, the q_gain gradient as per-row sums. Eager and compiled,
+# the same math is several passes over q and k plus copies for v and for the gradient's concatenation.
+if triton is not None:
+
+    @triton.jit
+    def qk_rope_load(src, rows, col0, W, T, eps, M, NH: tl.constexpr, D: tl.constexpr, R: tl.constexpr,
+                     cos_ptr, sin_ptr):  # fmt: skip
+        """Rows x NH heads x D of src at column col0: the RMS-normed heads n, 1/rms, and RoPE's cos, sin, sign and
+        the partner lane (d <-> d +- R/2 in the first R dims; itself, with sin 0, beyond)."""
+        h, d = tl.arange(0, NH)[None, :, None], tl.arange(0, D)[None, None, :]
+        r = rows[:, None, None]
+        mask = r < M
+        x = tl.load(src + r * W + col0 + h * D + d, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(x * x, axis=2) / D + eps)[:, :, None]
+        HALF: tl.constexpr = R // 2
+        partner = tl.where(d < HALF, d + HALF, tl.where(d < R, d - HALF, d))
+        xp = tl.load(src + r * W + col0 + h * D + partner, mask=mask, other=0.0).to(tl.float32)
+        rope = mask & (d < R)
+        cs = (r % T) * HALF + d % HALF
+        c = tl.load(cos_ptr + cs, mask=rope, other=1.0).to(tl.float32)
+        s = tl.load(sin_ptr + cs, mask=rope, other=0.0).to(tl.float32)
+        sign = tl.where(d < HALF, 1.0, -1.0)
+        return x * rstd, xp * rstd, rstd, c, s * sign, mask, r, h, d
+
+    @triton.autotune(
+        configs=[triton.Config({"BM": bm}, num_warps=w) for bm in (8, 16, 32) for w in (4, 8)],
+        key=["W", "H", "KV", "D", "R"],
+    )
+    @triton.jit
+    def qk_prep_kernel(qkv, cos_ptr, sin_ptr, gain_ptr, q_ptr, k_ptr, v_ptr, M, T, W, eps, H: tl.constexpr,
+                       KV: tl.constexpr, D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr):  # fmt: skip
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        n, npart, _, c, s, mask, r, h, d = qk_rope_load(qkv, rows, 0, W, T, eps, M, H, D, R, cos_ptr, sin_ptr)
+        q = (n * c + npart * s) * tl.load(gain_ptr + h)
+        tl.store(q_ptr + r * (H * D) + h * D + d, q.to(q_ptr.dtype.element_ty), mask=mask)
+        n, npart, _, c, s, mask, r, h, d = qk_rope_load(qkv, rows, H * D, W, T, eps, M, KV, D, R, cos_ptr, sin_ptr)
+        tl.store(k_ptr + r * (KV * D) + h * D + d, (n * c + npart * s).to(k_ptr.dtype.element_ty), mask=mask)
+        v = tl.load(qkv + r * W + (H + KV) * D + h * D + d, mask=mask)
+        tl.store(v_ptr + r * (KV * D) + h * D + d, v, mask=mask)
+
+    @triton.jit
+    def qk_prep_head_bwd(dout, dqkv, rows, col0, W, T, eps, M, NH: tl.constexpr, D: tl.constexpr, R: tl.constexpr,
+                         qkv, cos_ptr, sin_ptr, gain_ptr, gain_rows, GAIN: tl.constexpr):  # fmt: skip
+        """d(input) of NH heads of y = RoPE(rmsnorm(x)) * gain, from dy; with GAIN, also the per-row sums of
+        dy * RoPE(rmsnorm(x)) (the gain's gradient before the sum over rows)."""
+        n, npart, rstd, c, s, mask, r, h, d = qk_rope_load(qkv, rows, col0, W, T, eps, M, NH, D, R, cos_ptr, sin_ptr)
+        HALF: tl.constexpr = R // 2
+        partner = tl.where(d < HALF, d + HALF, tl.where(d < R, d - HALF, d))
+        g = tl.load(dout + r * (NH * D) + h * D + d, mask=mask, other=0.0).to(tl.float32)
+        gp = tl.load(dout + r * (NH * D) + h * D + partner, mask=mask, other=0.0).to(tl.float32)
+        if GAIN:
+            tl.store(gain_rows + r * NH + h, tl.sum(g * (n * c + npart * s), axis=2)[:, :, None], mask=mask)
+            gain = tl.load(gain_ptr + h)
+            g, gp = g * gain, gp * gain
+        dn = g * c - gp * s  # RoPE is a rotation: its transpose rotates back (the partner's sine has the other sign)
+        dx = rstd * (dn - n * (tl.sum(dn * n, axis=2) / D)[:, :, None])
+        tl.store(dqkv + r * W + col0 + h * D + d, dx.to(dqkv.dtype.element_ty), mask=mask)
+
+    @triton.autotune(
+        configs=[triton.Config({"BM": bm}, num_warps=w) for bm in (8, 16, 32) for w in (4, 8)],
+        key=["W", "H", "KV", "D", "R"],
+    )
+    @triton.jit
+    def qk_prep_bwd_kernel(dq, dk, dv, qkv, cos_ptr, sin_ptr, gain_ptr, dqkv, gain_rows, M, T, W, eps,
+                           H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, R: tl.constexpr,
+                           BM: tl.constexpr):  # fmt: skip
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        qk_prep_head_bwd(dq, dqkv, rows, 0, W, T, eps, M, H, D, R, qkv, cos_ptr, sin_ptr, gain_ptr, gain_rows, True)
+        qk_prep_head_bwd(dk, dqkv, rows, H * D, W, T, eps, M, KV, D, R, qkv, cos_ptr, sin_ptr, gain_ptr, gain_rows,
+                         False)  # fmt: skip
+        r, h, d = rows[:, None, None], tl.arange(0, KV)[None, :, None], tl.arange(0, D)[None, None, :]
+        g = tl.load(dv + r * (KV * D) + h * D + d, mask=r < M)
+        tl.store(dqkv + r * W + (H + KV) * D + h * D + d, g, mask=r < M)
+
+
+def qk_prep_fusable(heads: int, kv_heads: int, head_dim: int, rope_dims: int) -> bool:
+    """The Triton q/k kernels index heads and head dims with power-of-two ranges."""
+    return (
+        triton is not None
+        and all(n > 0 and n & (n - 1) == 0 for n in (heads, kv_heads, head_dim))
+        and (rope_dims % 2 == 0 and 0 < rope_dims <= head_dim)
+    )
+
+
+def qk_prep_torch(qkv, cos, sin, gain, heads, kv_heads, grads=None):
+    """What the Triton kernels compute, in torch ops (at least fp32), partner lanes and all: (q, k, v), or with
+    grads = (dq, dk, dv) the gradients (d qkv, d gain)."""
+    B, T, W = qkv.shape
+    ct = torch.promote_types(qkv.dtype, torch.float32)
+    D, R = W // (heads + 2 * kv_heads), 2 * cos.shape[-1]
+    x = qkv.to(ct).view(B, T, -1, D)
+    xs = x[:, :, : heads + kv_heads]
+    rstd = torch.rsqrt(xs.square().mean(-1, keepdim=True) + torch.finfo(qkv.dtype).eps)
+    n = xs * rstd
+    one = torch.ones(T, D - R, device=qkv.device, dtype=ct)
+    c = torch.cat((cos.to(ct), cos.to(ct), one), -1)[None, :, None]
+    s = torch.cat((sin.to(ct), -sin.to(ct), 0 * one), -1)[None, :, None]  # the sign of the partner's term
+    partner = torch.cat((torch.arange(R // 2, R), torch.arange(R // 2), torch.arange(R, D))).to(qkv.device)
+    rot = n * c + n[..., partner] * s
+    g_all = torch.cat((gain.to(ct), torch.ones(kv_heads, device=qkv.device, dtype=ct)))[:, None]
+    if grads is None:
+        y = (rot * g_all).to(qkv.dtype)
+        v = x[:, :, heads + kv_heads :].to(qkv.dtype)
+        return tuple(t.clone(memory_format=torch.contiguous_format) for t in (y[:, :, :heads], y[:, :, heads:], v))
+    dq, dk, dv = grads
+    g = torch.cat((dq, dk), 2).to(ct)
+    dgain = (g * rot)[:, :, :heads].sum((0, 1, 3))
+    g = g * g_all
+    dn = g * c - g[..., partner] * s
+    dx = rstd * (dn - n * (dn * n).mean(-1, keepdim=True))
+    return torch.cat((dx, dv.to(ct)), 2).reshape(B, T, W).to(qkv.dtype), dgain.to(gain.dtype)
+
+
+@torch.library.custom_op("pgolf::qk_prep", mutates_args=())
+def qk_prep(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, gain: torch.Tensor, heads: int, kv_heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q|k|v (B, T, (heads + 2 kv_heads) D) -> q = RoPE(rmsnorm(q)) * gain, k = RoPE(rmsnorm(k)), v, as contiguous
+    (B, T, heads or kv_heads, D); RoPE on the first 2 cos.shape[-1] dims, cos and sin (T, R/2); rmsnorm's epsilon is
+    that of qkv's dtype, as F.rms_norm's. One Triton kernel on CUDA, torch ops elsewhere."""
+    B, T, W = qkv.shape
+    D = W // (heads + 2 * kv_heads)
+    if triton is None or not qkv.is_cuda:
+        return qk_prep_torch(qkv, cos, sin, gain, heads, kv_heads)
+    qkv = qkv.contiguous()
+    q = qkv.new_empty((B, T, heads, D))
+    k, v = qkv.new_empty((B, T, kv_heads, D)), qkv.new_empty((B, T, kv_heads, D))
+    eps, R = torch.finfo(qkv.dtype).eps, 2 * cos.shape[-1]
+    grid = lambda meta: (triton.cdiv(B * T, meta["BM"]),)  # noqa: E731
+    qk_prep_kernel[grid](qkv, cos.contiguous(), sin.contiguous(), gain.float(), q, k, v, B * T, T, W, eps,
+                         heads, kv_heads, D, R)  # fmt: skip
+    return q, k, v
+
+
+@qk_prep.register_fake
+def _(qkv, cos, sin, gain, heads, kv_heads):
+    B, T, W = qkv.shape
+    D = W // (heads + 2 * kv_heads)
+    return qkv.new_empty((B, T, heads, D)), qkv.new_empty((B, T, kv_heads, D)), qkv.new_empty((B, T, kv_heads, D))
+
+
+@torch.library.custom_op("pgolf::qk_prep_bwd", mutates_args=())
+def qk_prep_bwd(
+    dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    gain: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    heads, kv_heads = dq.shape[2], dk.shape[2]
+    if triton is None or not qkv.is_cuda:
+        return qk_prep_torch(qkv, cos, sin, gain, heads, kv_heads, (dq, dk, dv))
+    B, T, W = qkv.shape
+    dqkv = torch.empty_like(qkv)
+    gain_rows = torch.empty((B * T, heads), device=qkv.device, dtype=torch.float32)
+    grid = lambda meta: (triton.cdiv(B * T, meta["BM"]),)  # noqa: E731
+    qk_prep_bwd_kernel[grid](dq.contiguous(), dk.contiguous(), dv.contiguous(), qkv, cos.contiguous(),
+                             sin.contiguous(), gain.float(), dqkv, gain_rows, B * T, T, W,
+                             torch.finfo(qkv.dtype).eps, heads, kv_heads, W // (heads + 2 * kv_heads),
+                             2 * cos.shape[-1])  # fmt: skip
+    return dqkv, gain_rows.sum(0).to(gain.dtype)
+
+
+@qk_prep_bwd.register_fake
+def _(dq, dk, dv, qkv, cos, sin, gain):
+    return qkv.new_empty(qkv.shape), gain.new_empty(gain.shape)
+
+
+def _qk_prep_setup(ctx, inputs, output):
+    qkv, cos, sin, gain = inputs[:4]
+    ctx.save_for_backward(qkv, cos, sin, gain)
+
+
+def _qk_prep_backward(ctx, dq, dk, dv):
+    qkv, cos, sin, gain = ctx.saved_tensors
+    dqkv, dgain = qk_prep_bwd(dq, dk, dv, qkv.contiguous(), cos, sin, gain)
+    return dqkv, None, None, dgain, None, None
+
+
+qk_prep.register_autograd(_qk_prep_backward, setup_context=_qk_prep_setup)
+
+
 SDPA_ONLY = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "sdpa_efficient": "mem_efficient"}
 
 
@@ -531,22 +713,29 @@ class Attention(nn.Module):
         self.rope_dims = min(args.rope_dims, self.hd)
         self.rotary = Rotary(self.rope_dims, args.rope_base, args.train_seq_len)
         self.xsa, self.backend = xsa, backend
+        self.fused = args.fused_qk and qk_prep_fusable(h, kv, self.hd, self.rope_dims)
 
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def qkv(self, x: torch.Tensor, split: bool = True):
         """c_q(x), c_k(x), c_v(x) as one matmul over the concatenated weights: x is read once, and the backward's dx
         is one product instead of three summed (the three stay separate parameters, for Muon and the export)."""
         w = torch.cat([m.effective_weight() for m in (self.c_q, self.c_k, self.c_v)])
-        return F.linear(x, w.to(x.dtype)).split((self.h * self.hd, self.kv * self.hd, self.kv * self.hd), dim=-1)
+        y = F.linear(x, w.to(x.dtype))
+        return y.split((self.h * self.hd, self.kv * self.hd, self.kv * self.hd), dim=-1) if split else y
 
     def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x)
-        q, k, v = q.view(B, T, self.h, self.hd), k.view(B, T, self.kv, self.hd), v.view(B, T, self.kv, self.hd)
-        q, k = F.rms_norm(q, (self.hd,)), F.rms_norm(k, (self.hd,))
-        if self.rope_dims:
-            cos, sin = self.rotary(T, x.device, q.dtype)
-            q, k = apply_rotary(q, cos, sin, self.rope_dims), apply_rotary(k, cos, sin, self.rope_dims)
-        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        if self.fused and x.is_cuda:  # norm, RoPE and gain in one Triton pass each way (qk_prep)
+            qkv = self.qkv(x, split=False)
+            cos, sin = self.rotary(T, x.device, qkv.dtype)
+            q, k, v = qk_prep(qkv, cos.view(T, -1), sin.view(T, -1), self.q_gain, self.h, self.kv)
+        else:
+            q, k, v = self.qkv(x)
+            q, k, v = q.view(B, T, self.h, self.hd), k.view(B, T, self.kv, self.hd), v.view(B, T, self.kv, self.hd)
+            q, k = F.rms_norm(q, (self.hd,)), F.rms_norm(k, (self.hd,))
+            if self.rope_dims:
+                cos, sin = self.rotary(T, x.device, q.dtype)
+                q, k = apply_rotary(q, cos, sin, self.rope_dims), apply_rotary(k, cos, sin, self.rope_dims)
+            q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         y = attend(q, k, v, self.backend)
         if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
             vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
@@ -1595,7 +1784,9 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
         raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
     luts = byte_luts(sp, args.vocab_size)
 
-    def step_fn(step: int, elapsed_ms: float) -> tuple[float, float]:
+    def step_fn(step: int, elapsed_ms: float) -> tuple[torch.Tensor, float]:
+        """One optimizer step; returns the mean training loss as a device tensor (read only when logged, so the host
+        does not wait for the GPU here) and the LR scale."""
         scale = lr_scale(step, elapsed_ms, args)
         frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps else 1.0
         for group in muon.param_groups:
@@ -1618,7 +1809,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
             opt.step()
         model.zero_grad(set_to_none=True)
         rt.all_reduce(loss_sum)
-        return loss_sum.item() / (accum * rt.world_size), scale
+        return loss_sum / (accum * rt.world_size), scale
 
     # Compile/warm-up steps, then restore the initial state: the timed run starts from step 0 with warm kernels.
     if args.warmup_steps > 0:
@@ -1637,7 +1828,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
     params = list(model.parameters())
     ema = [p.detach().float().clone() for p in params] if args.ema_enabled else None
     qat_on, stopped_early, step = False, False, 0
-    train_ms, losses = 0.0, []
+    train_ms, loss = 0.0, None
     if rt.cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -1654,10 +1845,9 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
         if rt.cuda:
             torch.cuda.synchronize()
         train_ms = 1000.0 * (time.perf_counter() - t0)
-        losses.append(loss)
         if step <= 10 or step % args.train_log_every == 0 or step == args.iterations:
             rt.log(
-                f"step:{step}/{args.iterations} train_loss:{loss:.4f} train_time:{train_ms:.0f}ms "
+                f"step:{step}/{args.iterations} train_loss:{loss.item():.4f} train_time:{train_ms:.0f}ms "
                 f"step_avg:{train_ms / step:.2f}ms"
             )
         if args.val_loss_every and step % args.val_loss_every == 0 and step < args.iterations:
@@ -1669,12 +1859,12 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
             )
             t0 += time.perf_counter() - t_pause  # evaluation is not training time
         # the wall-clock stop is decided identically on all ranks (rank 0's clock wins)
-        cap = torch.tensor(
-            [float(args.max_wallclock_seconds > 0 and train_ms >= 1000 * args.max_wallclock_seconds)], device=rt.device
-        )
+        cap = args.max_wallclock_seconds > 0 and train_ms >= 1000 * args.max_wallclock_seconds
         if rt.distributed:
-            dist.broadcast(cap, src=0)
-        if cap.item() > 0 and step < args.iterations:
+            cap_t = torch.tensor([float(cap)], device=rt.device)
+            dist.broadcast(cap_t, src=0)
+            cap = cap_t.item() > 0
+        if cap and step < args.iterations:
             stopped_early = True
             rt.log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{args.iterations}")
             break
@@ -1696,7 +1886,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
         "stopped_early": stopped_early,
         "live_val_loss": live["val_loss"],
         "live_val_bpb": live["val_bpb"],
-        "final_train_loss": losses[-1] if losses else None,
+        "final_train_loss": loss.item() if loss is not None else None,
         "world_size": rt.world_size,
         "grad_accum_steps": accum,
         "attention_backend": backend,
