@@ -44,6 +44,7 @@ ABLATIONS: dict[str, dict[str, str]] = {
     "depth_recurrence_4_5": {"RECUR_LAYERS": "4,5"},
     "fp32_residual": {"RESIDUAL_BF16": "0"},
     "unfused_mlp": {"FUSED_MLP": "0"},  # same model: relu^2 as separate kernels, the pre-activation saved
+    "unfused_qk": {"FUSED_QK": "0"},  # same model: q/k norm, RoPE and gain as Inductor kernels, v copied for FA4
     "sdpa_attention": {"ATTN_BACKEND": "sdpa"},  # same model on PyTorch SDPA instead of FlashAttention
 }
 PRODUCTION_STEPS = 7000  # ~600 s at ~85 ms/step on 8xH100: the run whose schedule is scaled down

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "src" / "pgolf" / "train_gpt.py"
@@ -56,5 +57,6 @@ def load_script(overrides: list[str], script: str | os.PathLike | None = None):
     os.environ.update(kv.split("=", 1) for kv in overrides)
     spec = importlib.util.spec_from_file_location("train_gpt", script or SCRIPT)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # torch.compile resolves the script's globals through its module name
     spec.loader.exec_module(mod)
     return mod
