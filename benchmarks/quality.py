@@ -45,6 +45,9 @@ ABLATIONS: dict[str, dict[str, str]] = {
     "fp32_residual": {"RESIDUAL_BF16": "0"},
     "unfused_mlp": {"FUSED_MLP": "0"},  # same model: relu^2 as separate kernels, the pre-activation saved
     "unfused_qk": {"FUSED_QK": "0"},  # same model: q/k norm, RoPE and gain as Inductor kernels, v copied for FA4
+    "default_seed_2": {"SEED": "2"},  # the noise floor: same recipe, another seed
+    "no_ln_scale_seed_2": {"LN_SCALE": "0", "SEED": "2"},
+    "no_ln_scale_no_unet_skips_xsa_all": {"LN_SCALE": "0", "UNET_SKIPS": "0", "XSA_LAST_N": "11"},
     "sdpa_attention": {"ATTN_BACKEND": "sdpa"},  # same model on PyTorch SDPA instead of FlashAttention
 }
 PRODUCTION_STEPS = 7000  # ~600 s at ~85 ms/step on 8xH100: the run whose schedule is scaled down
