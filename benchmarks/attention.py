@@ -12,11 +12,10 @@ fp32 on the same bf16 inputs (2 sequences). The table also gives the millisecond
 
 from __future__ import annotations
 
-import argparse
 import sys
 import traceback
 
-from report import cuda_timed, emit, load_script  # benchmarks/report.py, beside this script
+from report import cuda_timed, emit, kernel_bench_parser, load_script  # benchmarks/report.py, beside this script
 
 
 def measure(mod, backend: str, h: int, kv: int, T: int, d: int, seqs: int, iters: int) -> tuple[float, float, float]:
@@ -55,13 +54,8 @@ def measure(mod, backend: str, h: int, kv: int, T: int, d: int, seqs: int, iters
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = kernel_bench_parser(__doc__, seqs=48)
     p.add_argument("--backends", default="sdpa,sdpa_cudnn,sdpa_flash,fa3,fa4")
-    p.add_argument("--seqs", type=int, default=48)
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--micro-steps", type=int, default=8)
-    p.add_argument("--out")
-    p.add_argument("env", nargs="*", help="KEY=VALUE hyperparameter overrides")
     a = p.parse_args()
     mod = load_script(a.env)
     import torch

@@ -12,19 +12,13 @@ must move at least and the rate that makes, and the largest error of either path
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from report import cuda_timed, emit, load_script  # benchmarks/report.py, beside this script
+from report import cuda_timed, emit, kernel_bench_parser, load_script  # benchmarks/report.py, beside this script
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, default=98304)
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--micro-steps", type=int, default=8)
-    p.add_argument("--out")
-    p.add_argument("env", nargs="*", help="KEY=VALUE hyperparameter overrides")
+    p = kernel_bench_parser(__doc__, tokens=98304)
     a = p.parse_args()
     mod = load_script(a.env)
     import torch

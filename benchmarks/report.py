@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -17,6 +18,19 @@ def emit(result: dict, out: str | None) -> None:
         print(f"| {k} | {v} |")
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def kernel_bench_parser(doc: str, **sizes: int) -> argparse.ArgumentParser:
+    """The options the kernel benchmarks (attention, mlp, qk) share: their size options (name=default), --iters,
+    --micro-steps (per training step, for the per-step figures), --out and KEY=VALUE hyperparameter overrides."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in sizes.items():
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--micro-steps", type=int, default=8)
+    p.add_argument("--out")
+    p.add_argument("env", nargs="*", help="KEY=VALUE hyperparameter overrides")
+    return p
 
 
 def cuda_timed(fn, iters: int) -> float:
