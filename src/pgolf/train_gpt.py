@@ -431,8 +431,9 @@ if triton is not None:
     @triton.jit
     def qk_rope_load(src, rows, col0, W, T, eps, M, NH: tl.constexpr, D: tl.constexpr, R: tl.constexpr,
                      cos_ptr, sin_ptr):  # fmt: skip
-        """Rows x NH heads x D of src at column col0: the RMS-normed heads n, 1/rms, and RoPE's cos, sin, sign and
-        the partner lane (d <-> d +- R/2 in the first R dims; itself, with sin 0, beyond)."""
+        """Rows x NH heads x D of src at column col0: the RMS-normed heads n, n at each lane's RoPE partner
+        (d <-> d +- R/2 in the first R dims; itself beyond), 1/rms, cos, and sin signed for the partner's term
+        (0 beyond R), so RoPE(n) = n * cos + n_partner * sin; then the mask and the row, head, dim indices."""
         h, d = tl.arange(0, NH)[None, :, None], tl.arange(0, D)[None, None, :]
         r = rows[:, None, None]
         mask = r < M
