@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from report import cuda_timed, emit, kernel_bench_parser, load_script  # benchmarks/report.py, beside this script
+from report import cuda_timed, emit, kernel_bench_parser, kernel_bench_start  # benchmarks/report.py, beside this script
 
 
 def measure(mod, backend: str, h: int, kv: int, T: int, d: int, seqs: int, iters: int) -> tuple[float, float, float]:
@@ -56,13 +56,9 @@ def measure(mod, backend: str, h: int, kv: int, T: int, d: int, seqs: int, iters
 def main() -> int:
     p = kernel_bench_parser(__doc__, seqs=48)
     p.add_argument("--backends", default="sdpa,sdpa_cudnn,sdpa_flash,fa3,fa4")
-    a = p.parse_args()
-    mod = load_script(a.env)
+    a, mod = kernel_bench_start(p, "attention")
     import torch
 
-    if not torch.cuda.is_available():
-        print("attention: no CUDA device", file=sys.stderr)
-        return 2
     args, rt = mod.Hyperparameters, mod.Runtime()
     h, kv, T = args.num_heads, args.num_kv_heads, args.train_seq_len
     d = args.model_dim // h

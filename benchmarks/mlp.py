@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import sys
 
-from report import cuda_timed, emit, kernel_bench_parser, load_script  # benchmarks/report.py, beside this script
+from report import cuda_timed, emit, kernel_bench_parser, kernel_bench_start  # benchmarks/report.py, beside this script
 
 
 def main() -> int:
     p = kernel_bench_parser(__doc__, tokens=98304)
-    a = p.parse_args()
-    mod = load_script(a.env)
+    a, mod = kernel_bench_start(p, "mlp", triton=True)
     import torch
     import torch.nn.functional as F
 
-    if not torch.cuda.is_available() or mod.triton is None:
-        print("mlp: needs a CUDA device with Triton", file=sys.stderr)
-        return 2
     args = mod.Hyperparameters
     d, hidden = args.model_dim, int(args.mlp_mult * args.model_dim)
     g = torch.Generator(device="cuda").manual_seed(0)

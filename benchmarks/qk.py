@@ -14,19 +14,14 @@ from __future__ import annotations
 
 import sys
 
-from report import cuda_timed, emit, kernel_bench_parser, load_script  # benchmarks/report.py, beside this script
+from report import cuda_timed, emit, kernel_bench_parser, kernel_bench_start  # benchmarks/report.py, beside this script
 
 
 def main() -> int:
     p = kernel_bench_parser(__doc__, tokens=98304)
-    a = p.parse_args()
-    mod = load_script(a.env)
+    a, mod = kernel_bench_start(p, "qk", triton=True)
     import torch
-    import torch.nn.functional as F
 
-    if not torch.cuda.is_available() or mod.triton is None:
-        print("qk: needs a CUDA device with Triton", file=sys.stderr)
-        return 2
     args = mod.Hyperparameters
     H, KV, D, R, T = args.num_heads, args.num_kv_heads, args.model_dim // args.num_heads, args.rope_dims, 2048
     if not mod.qk_prep_fusable(H, KV, D, R):
@@ -39,33 +34,19 @@ def main() -> int:
     rot = mod.Rotary(R, args.rope_base, args.train_seq_len).cuda()
     grads = [torch.randn((B, T, n, D), device="cuda", generator=g).to(torch.bfloat16) for n in (H, KV, KV)]
 
-    def module_path(qkv, gain):  # Attention.forward's unfused branch, with the copies attend() makes for FA4
-        q, k, v = qkv.split((H * D, KV * D, KV * D), dim=-1)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
-        q, k = F.rms_norm(q, (D,)), F.rms_norm(k, (D,))
-        cos, sin = rot(T, qkv.device, qkv.dtype)
-        q, k = mod.apply_rotary(q, cos, sin, R), mod.apply_rotary(k, cos, sin, R)
-        return (q * gain.to(q.dtype)[None, None, :, None]).contiguous(), k.contiguous(), v.contiguous()
+    with torch.no_grad():
+        cos, sin = (t[0, :, 0] for t in rot(T, "cuda", torch.bfloat16))
+
+    def module_path(qkv, gain):  # Attention's path off CUDA or with FUSED_QK=0, plus the copies FA4 needs
+        return tuple(t.contiguous() for t in mod.qk_prep_plain(qkv, cos, sin, gain, H, KV))
 
     def fused(qkv, gain):
-        cos, sin = rot(T, qkv.device, qkv.dtype)
-        return mod.qk_prep(qkv, cos.view(T, -1), sin.view(T, -1), gain, H, KV)
+        return mod.qk_prep(qkv, cos, sin, gain, H, KV)
 
     paths = {"module": torch.compile(module_path), "fused": fused}
-    # error against fp32 math on the same inputs (the module path in fp32, eps of bf16 as in training)
-    ref_in = [t.detach().float().requires_grad_() for t in (qkv, gain)]
-    with torch.no_grad():
-        cos32, sin32 = (t.float() for t in rot(T, "cuda", torch.bfloat16))
-
-    def ref_fn(x, gn):
-        q, k, v = x.split((H * D, KV * D, KV * D), dim=-1)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
-        eps = torch.finfo(torch.bfloat16).eps
-        q, k = F.rms_norm(q, (D,), eps=eps), F.rms_norm(k, (D,), eps=eps)
-        q, k = mod.apply_rotary(q, cos32, sin32, R), mod.apply_rotary(k, cos32, sin32, R)
-        return q * gn[None, None, :, None], k, v
-
-    ref = ref_fn(*ref_in)
+    # error against the same math in fp32 on the same inputs (bf16's epsilon in the norm, as in training)
+    ref_in = qkv32, gain32 = [t.detach().float().requires_grad_() for t in (qkv, gain)]
+    ref = mod.qk_prep_plain(qkv32, cos.float(), sin.float(), gain32, H, KV, torch.finfo(torch.bfloat16).eps)
     ref_all = [*ref, *torch.autograd.grad(ref, ref_in, [t.float() for t in grads])]
     errs = {}
     for name, fn in paths.items():

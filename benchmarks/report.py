@@ -33,6 +33,19 @@ def kernel_bench_parser(doc: str, **sizes: int) -> argparse.ArgumentParser:
     return p
 
 
+def kernel_bench_start(p: argparse.ArgumentParser, name: str, triton: bool = False):
+    """Parse a kernel benchmark's options and load the script with its overrides; without a CUDA device (or without
+    Triton, when the kernels under test need it) say so and exit with status 2."""
+    a = p.parse_args()
+    mod = load_script(a.env)
+    import torch
+
+    if not torch.cuda.is_available() or (triton and mod.triton is None):
+        print(f"{name}: needs a CUDA device{' with Triton' if triton else ''}", file=sys.stderr)
+        raise SystemExit(2)
+    return a, mod
+
+
 def cuda_timed(fn, iters: int) -> float:
     """Milliseconds per call of fn on the current CUDA stream (3 untimed calls first), timed with CUDA events."""
     import torch

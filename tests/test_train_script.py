@@ -339,7 +339,8 @@ def test_fused_qkv_equals_the_three_projections(train_script, qat):
     for m in (attn.c_q, attn.c_k, attn.c_v):
         m.qat_on.fill_(1.0 if qat else 0.0)
     x = torch.randn(2, 16, 32)
-    for fused, single in zip(attn.qkv(x), (attn.c_q(x), attn.c_k(x), attn.c_v(x)), strict=True):
+    parts = attn.qkv(x).split((attn.h * attn.hd, attn.kv * attn.hd, attn.kv * attn.hd), dim=-1)
+    for fused, single in zip(parts, (attn.c_q(x), attn.c_k(x), attn.c_v(x)), strict=True):
         torch.testing.assert_close(fused, single)
 
 
@@ -451,20 +452,11 @@ def test_fused_qk_prep_matches_the_module_path_with_gradients(rope_dims):
     qkv = torch.randn(B, T, (H + 2 * KV) * D, dtype=torch.float64, requires_grad=True)
     gain = (1.5 + 0.1 * torch.randn(H, dtype=torch.float64)).requires_grad_()
     rot = mod.Rotary(rope_dims, 10000.0, T)
-    cos, sin = rot(T, "cpu", torch.float64)
-    eps = torch.finfo(torch.float64).eps
-
-    def module_path(qkv, gain):
-        q, k, v = qkv.split((H * D, KV * D, KV * D), dim=-1)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
-        q, k = F.rms_norm(q, (D,), eps=eps), F.rms_norm(k, (D,), eps=eps)
-        q, k = mod.apply_rotary(q, cos, sin, rope_dims), mod.apply_rotary(k, cos, sin, rope_dims)
-        return q * gain[None, None, :, None], k, v
-
+    cos, sin = (t[0, :, 0] for t in rot(T, "cpu", torch.float64))
     grads_out = [torch.randn(B, T, n, D, dtype=torch.float64) for n in (H, KV, KV)]
-    ref = module_path(qkv, gain)
+    ref = mod.qk_prep_plain(qkv, cos, sin, gain, H, KV)  # the module path: F.rms_norm, apply_rotary, autograd
     ref_grads = torch.autograd.grad(ref, (qkv, gain), grads_out)
-    op = lambda qkv, gain: mod.qk_prep(qkv, cos.view(T, -1), sin.view(T, -1), gain, H, KV)  # noqa: E731
+    op = lambda qkv, gain: mod.qk_prep(qkv, cos, sin, gain, H, KV)  # noqa: E731
     for fn in (op, torch.compile(op, backend="aot_eager", fullgraph=True)):
         out = fn(qkv, gain)
         for o, r in zip(out, ref, strict=True):

@@ -509,6 +509,20 @@ def qk_prep_fusable(heads: int, kv_heads: int, head_dim: int, rope_dims: int) ->
     )
 
 
+def qk_prep_plain(qkv, cos, sin, gain, heads, kv_heads, eps=None):
+    """qk_prep in plain torch ops, differentiated by autograd and compiled by Inductor: the module path, and the
+    reference the fused op is checked against. q and k are RMS-normed per head (F.rms_norm's eps by default), RoPE'd on
+    their first 2 cos.shape[-1] dims; v is a view of qkv."""
+    B, T, W = qkv.shape
+    D = W // (heads + 2 * kv_heads)
+    q, k, v = qkv.view(B, T, -1, D).split((heads, kv_heads, kv_heads), dim=2)
+    q, k = F.rms_norm(q, (D,), eps=eps), F.rms_norm(k, (D,), eps=eps)
+    if cos.shape[-1]:
+        cos, sin, R = cos[None, :, None], sin[None, :, None], 2 * cos.shape[-1]
+        q, k = apply_rotary(q, cos, sin, R), apply_rotary(k, cos, sin, R)
+    return q * gain.to(q.dtype)[None, None, :, None], k, v
+
+
 def qk_prep_torch(qkv, cos, sin, gain, heads, kv_heads, grads=None):
     """What the Triton kernels compute, in torch ops (at least fp32), partner lanes and all: (q, k, v), or with
     grads = (dq, dk, dv) the gradients (d qkv, d gain)."""
@@ -716,27 +730,18 @@ class Attention(nn.Module):
         self.xsa, self.backend = xsa, backend
         self.fused = args.fused_qk and qk_prep_fusable(h, kv, self.hd, self.rope_dims)
 
-    def qkv(self, x: torch.Tensor, split: bool = True):
-        """c_q(x), c_k(x), c_v(x) as one matmul over the concatenated weights: x is read once, and the backward's dx
-        is one product instead of three summed (the three stay separate parameters, for Muon and the export)."""
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """[c_q(x) | c_k(x) | c_v(x)] as one matmul over the concatenated weights: x is read once, and the backward's
+        dx is one product instead of three summed (the three stay separate parameters, for Muon and the export)."""
         w = torch.cat([m.effective_weight() for m in (self.c_q, self.c_k, self.c_v)])
-        y = F.linear(x, w.to(x.dtype))
-        return y.split((self.h * self.hd, self.kv * self.hd, self.kv * self.hd), dim=-1) if split else y
+        return F.linear(x, w.to(x.dtype))
 
     def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        if self.fused and x.is_cuda:  # norm, RoPE and gain in one Triton pass each way (qk_prep)
-            qkv = self.qkv(x, split=False)
-            cos, sin = self.rotary(T, x.device, qkv.dtype)
-            q, k, v = qk_prep(qkv, cos.view(T, -1), sin.view(T, -1), self.q_gain, self.h, self.kv)
-        else:
-            q, k, v = self.qkv(x)
-            q, k, v = q.view(B, T, self.h, self.hd), k.view(B, T, self.kv, self.hd), v.view(B, T, self.kv, self.hd)
-            q, k = F.rms_norm(q, (self.hd,)), F.rms_norm(k, (self.hd,))
-            if self.rope_dims:
-                cos, sin = self.rotary(T, x.device, q.dtype)
-                q, k = apply_rotary(q, cos, sin, self.rope_dims), apply_rotary(k, cos, sin, self.rope_dims)
-            q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        qkv = self.qkv(x)
+        cos, sin = (t[0, :, 0] for t in self.rotary(T, x.device, qkv.dtype))  # (T, rope_dims / 2)
+        prep = qk_prep if self.fused and x.is_cuda else qk_prep_plain  # one Triton pass each way, or torch ops
+        q, k, v = prep(qkv, cos, sin, self.q_gain, self.h, self.kv)
         y = attend(q, k, v, self.backend)
         if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
             vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
