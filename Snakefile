@@ -1,12 +1,34 @@
 # pgolf: Parameter Golf submission pipeline.
 #   data -> fa3 (+ environment) -> per seed: train -> quantize -> evaluate -> record
 # Production default: config/config.yaml (8xH100 pod, profiles/pod). Embedded CPU demo: --profile profiles/demo.
+import os
+import sys
+
 from snakemake.utils import min_version, validate
+
+from pgolf.preflight import profile_overlays, yaml_problem
 
 min_version("9.0")
 
+BASE_CONFIG = f"{workflow.basedir}/config/config.yaml"
+for _path in [BASE_CONFIG, *map(str, workflow.config_settings.configfiles)]:
+    if _problem := yaml_problem(_path):
+        raise WorkflowError(_problem)
 
-configfile: f"{workflow.basedir}/config/config.yaml"
+
+configfile: BASE_CONFIG
+
+
+# A --configfile on the command line replaces the config files a profile names (Snakemake's rule for options): load
+# those under it, so that `--profile profiles/demo --configfile X` is the demo with X on top.
+for _profile, _overlay in profile_overlays(
+    sys.argv, os.environ, [str(p) for p in workflow.config_settings.configfiles]
+):
+    print(
+        f"pgolf: {_overlay} (from --profile {_profile}) loaded under the --configfile given",
+        file=sys.stderr,
+    )
+    workflow.configfile(_overlay)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

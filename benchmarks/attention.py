@@ -59,7 +59,7 @@ def main() -> int:
     a, mod = kernel_bench_start(p, "attention")
     import torch
 
-    args, rt = mod.Hyperparameters, mod.Runtime()
+    args, rt = mod.Hyperparameters.from_env(), mod.Runtime()
     h, kv, T = args.num_heads, args.num_kv_heads, args.train_seq_len
     d = args.model_dim // h
     flops_fwd = 4 * a.seqs * T * T * h * d / 2  # QK^T and PV, causal half
@@ -67,7 +67,7 @@ def main() -> int:
     for name in a.backends.split(","):
         for kernel in ("flash", "cudnn", "mem_efficient", "math"):
             getattr(torch.backends.cuda, f"enable_{kernel}_sdp")(True)
-        args.attn_backend = name
+        args = args.replace(attn_backend=name)
         try:
             backend = mod.attention_backend(rt, args)
         except SystemExit as e:

@@ -39,14 +39,14 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("eval benchmark: no CUDA device", file=sys.stderr)
         return 2
-    args, rt = mod.Hyperparameters, mod.Runtime()
+    args, rt = mod.Hyperparameters.from_env(), mod.Runtime()
     torch.manual_seed(0)
     model = mod.GPT(args, mod.attention_backend(rt, args))
     with tempfile.TemporaryDirectory() as tmp:
         art = str(Path(tmp) / "model.ptz")
         mod.export_artifact(model.state_dict(), args, art, rt)
         t0 = time.perf_counter()
-        model, _ = mod.model_from_artifact(art, args, rt)
+        model = mod.model_from_artifact(art, args, rt)[0]
         load_s = time.perf_counter() - t0
     net = mod.maybe_compile(model, args, rt)
     luts = mod.byte_luts(spm.SentencePieceProcessor(model_file=a.tokenizer), args.vocab_size)

@@ -23,7 +23,7 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    args = mod.Hyperparameters
+    args = mod.Hyperparameters.from_env()
     d, hidden = args.model_dim, int(args.mlp_mult * args.model_dim)
     g = torch.Generator(device="cuda").manual_seed(0)
 

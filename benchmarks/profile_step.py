@@ -36,7 +36,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("profile: no CUDA device", file=sys.stderr)
         return 2
-    args, rt = mod.Hyperparameters, mod.Runtime()
+    args, rt = mod.Hyperparameters.from_env(), mod.Runtime()
     torch.manual_seed(0)
     model = mod.GPT(args, mod.attention_backend(rt, args)).to(rt.device)
     net = mod.maybe_compile(model, args, rt)

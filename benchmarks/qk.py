@@ -22,7 +22,7 @@ def main() -> int:
     a, mod = kernel_bench_start(p, "qk", triton=True)
     import torch
 
-    args = mod.Hyperparameters
+    args = mod.Hyperparameters.from_env()
     H, KV, D, R, T = args.num_heads, args.num_kv_heads, args.model_dim // args.num_heads, args.rope_dims, 2048
     if not mod.qk_prep_fusable(H, KV, D, R):
         print(f"qk: NUM_HEADS={H} NUM_KV_HEADS={KV} ROPE_DIMS={R} is not fusable (qk_prep_fusable)", file=sys.stderr)

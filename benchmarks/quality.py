@@ -137,7 +137,7 @@ def eval_sliding(artifact: str, ckpt_path: str | None, vals: dict[str, str], str
     import sentencepiece as spm
 
     mod = load_script([f"EVAL_STRIDE={stride}"])
-    args, rt, res = mod.Hyperparameters, mod.Runtime(), {}
+    args, rt, res = mod.Hyperparameters.from_env(), mod.Runtime(), {}
     models = {"artifact": mod.model_from_artifact(artifact, args, rt)[0]}
     if ckpt_path:
         models["prequant"] = checkpoint_model(mod, ckpt_path)[0]
@@ -145,8 +145,8 @@ def eval_sliding(artifact: str, ckpt_path: str | None, vals: dict[str, str], str
     for name, model in models.items():
         net = mod.maybe_compile(model, args, rt)
         for label, pattern in vals.items():
-            args.val_files = pattern
-            res[f"{name}_{label}"] = mod.evaluate(net, mod.load_val_tokens(args), luts, args, rt, stride)
+            scored = args.replace(val_files=pattern)
+            res[f"{name}_{label}"] = mod.evaluate(net, mod.load_val_tokens(scored), luts, scored, rt, stride)
     Path(out).write_text(json.dumps(res) + "\n")
 
 

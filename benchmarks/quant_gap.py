@@ -25,8 +25,8 @@ NAIVE = dict(quant_clip_search=False, gptq=False, quant_layout="plain", prune_ma
 
 def gap(mod, checkpoint: str, train_files: str | None, stride: int, calib_batches: int = 8) -> dict:
     model, ckpt, rt, luts = checkpoint_model(mod, checkpoint)
-    args = mod.Hyperparameters
-    args.enforce_cap = False  # report an over-cap artifact instead of failing
+    # report an over-cap artifact instead of failing
+    args = mod.Hyperparameters.from_env().replace(enforce_cap=False).with_model(ckpt["model"], checkpoint)
     tokens = mod.load_val_tokens(args)
 
     def score(net) -> dict:
@@ -37,7 +37,7 @@ def gap(mod, checkpoint: str, train_files: str | None, stride: int, calib_batche
 
     hessians, source = ckpt.get("hessians"), "checkpoint"
     if not hessians and train_files:
-        args.train_files, source = train_files, f"{calib_batches} batches of {train_files}"
+        args, source = args.replace(train_files=train_files), f"{calib_batches} batches of {train_files}"
         loader = mod.DistributedTokenLoader(train_files, rt)
         with mod.autocast(rt):
             batches = (loader.next_batch(8 * args.train_seq_len, args.train_seq_len) for _ in range(calib_batches))
@@ -48,10 +48,10 @@ def gap(mod, checkpoint: str, train_files: str | None, stride: int, calib_batche
     methods = {"naive": {**NAIVE, "compressor": naive_codec}, "ours": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, over in methods.items():
-            a = type(name, (args,), over)
+            a = args.replace(**over)
             path = str(Path(tmp) / f"{name}.ptz")
             s = mod.export_artifact(model.state_dict(), a, path, rt, hessians)
-            back, _ = mod.model_from_artifact(path, type(name, (a,), {}), rt)
+            back = mod.model_from_artifact(path, a, rt)[0]
             res = score(back)
             row = {"method": name, "model_bytes": s["artifact_bytes"], "code_bytes": s["code_bytes"]}
             row.update(total=s["bytes_total"], fits=s["bytes_total"] <= mod.ARTIFACT_CAP_BYTES, **res)

@@ -69,9 +69,7 @@ def checkpoint_model(mod, path: str):
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    args, rt = mod.Hyperparameters, mod.Runtime()
-    for k, v in ckpt["model"].items():
-        setattr(args, k, v)
+    args, rt = mod.Hyperparameters.from_env().with_model(ckpt["model"], path), mod.Runtime()
     model = mod.GPT(args, mod.attention_backend(rt, args)).to(rt.device)
     model.load_state_dict(ckpt["state_dict"])
     luts = mod.byte_luts(spm.SentencePieceProcessor(model_file=args.tokenizer_path), args.vocab_size)

@@ -31,7 +31,7 @@ def test_artifact_file_reconstructs_exactly_what_the_quantizer_intended(mod, tmp
     intended = mod.dequantize_state(mod.quantize_state(state, args, hs)[0])
     for codec in [c for c in mod.CODECS if {"zstd": mod.zstandard, "brotli": mod.brotli}.get(c, 1)]:
         for layout in mod.LAYOUTS:
-            a = type("A", (args,), dict(compressor=codec, quant_layout=layout, compress_chunk=1000))
+            a = args.replace(compressor=codec, quant_layout=layout, compress_chunk=1000)
             path = tmp_path / f"{codec}_{layout}.ptz"
             s = mod.export_artifact(state, a, str(path), mod.Runtime(), hs)
             assert (s["compressor"], s["layout"], s["artifact_bytes"]) == (codec, layout, path.stat().st_size)
@@ -126,8 +126,8 @@ def test_smallest_fit_equals_brute_force(mod):
 
 def test_prune_to_fit_finds_the_smallest_fraction_and_fails_clearly(mod, tmp_path):
     args, model = tiny_state(mod)
-    args = type(
-        "A", (args,), dict(compressor="xz", quant_layout="plain", prune_max_frac=0.5, enforce_cap=True, fit_mlp_bits=0)
+    args = args.replace(
+        compressor="xz", quant_layout="plain", prune_max_frac=0.5, enforce_cap=True, quant_fit_mlp_bits=0
     )
     state, rt = model.state_dict(), mod.Runtime()
     code = (tmp_path / "code.py").write_bytes(b"#")
@@ -139,7 +139,7 @@ def test_prune_to_fit_finds_the_smallest_fraction_and_fails_clearly(mod, tmp_pat
     assert 0 < s["prune_frac"] <= 0.5 and s["bytes_total"] <= mod.ARTIFACT_CAP_BYTES
     payload = mod.quantize_state(state, args)[0]
     order = mod.prune_order(payload)
-    meta = {"format": mod.ARTIFACT_FORMAT, "model": {k: getattr(args, k) for k in mod.MODEL_KEYS}}
+    meta = mod.artifact_meta(args)
     size = lambda f: 1 + len(mod.encode(mod.prune(payload, order, f), meta, "xz", "plain", args))
     assert size(s["prune_frac"]) == s["bytes_total"]
     assert size(s["prune_frac"] - 0.5 / 2**12) > mod.ARTIFACT_CAP_BYTES  # one grid step less does not fit
@@ -152,30 +152,30 @@ def test_prune_to_fit_finds_the_smallest_fraction_and_fails_clearly(mod, tmp_pat
     assert not (tmp_path / "c.ptz").exists()
 
 
-def test_over_the_cap_the_mlp_drops_to_fit_mlp_bits_before_any_pruning(mod, tmp_path):
+def test_over_the_cap_the_mlp_drops_to_quant_fit_mlp_bits_before_any_pruning(mod, tmp_path):
     args, model = tiny_state(mod)
     base = dict(compressor="xz", quant_layout="plain", prune_max_frac=0.0, enforce_cap=True)
     state, rt = model.state_dict(), mod.Runtime()
     code_file = str(tmp_path / "code.py")
     (tmp_path / "code.py").write_bytes(b"#")
-    six = mod.export_artifact(state, type("A6", (args,), dict(base, fit_mlp_bits=0)), str(tmp_path / "6.ptz"), rt,
+    six = mod.export_artifact(state, args.replace(**dict(base, quant_fit_mlp_bits=0)), str(tmp_path / "6.ptz"), rt,
                               code_file=code_file)  # fmt: skip
-    five_args = type("A5", (args,), dict(base, fit_mlp_bits=0, quant_bits_mlp=5))
+    five_args = args.replace(**dict(base, quant_fit_mlp_bits=0, quant_bits_mlp=5))
     five = mod.export_artifact(state, five_args, str(tmp_path / "5.ptz"), rt, code_file=code_file)
     assert five["bytes_total"] < six["bytes_total"]
     mod.ARTIFACT_CAP_BYTES = five["bytes_total"]  # int6 MLP is over, int5 MLP fits exactly
-    fit_args = type("F", (args,), dict(base, fit_mlp_bits=5))
+    fit_args = args.replace(**dict(base, quant_fit_mlp_bits=5))
     fit = mod.export_artifact(state, fit_args, str(tmp_path / "f.ptz"), rt, code_file=code_file)
     assert fit["bytes_total"] == five["bytes_total"] and fit["prune_frac"] == 0.0
     assert (tmp_path / "f.ptz").read_bytes() == (tmp_path / "5.ptz").read_bytes()
     with pytest.raises(SystemExit, match="over the cap"):  # off: int6 MLP stays, and nothing may be pruned
-        mod.export_artifact(state, type("N", (args,), dict(base, fit_mlp_bits=0)), str(tmp_path / "n.ptz"), rt,
+        mod.export_artifact(state, args.replace(**dict(base, quant_fit_mlp_bits=0)), str(tmp_path / "n.ptz"), rt,
                             code_file=code_file)  # fmt: skip
 
 
 def test_bad_artifacts_fail_naming_the_file_and_the_problem(mod, tmp_path):
     args, model = tiny_state(mod)
-    args = type("A", (args,), dict(quant_layout="plain"))
+    args = args.replace(quant_layout="plain")
     good = tmp_path / "good.ptz"
     mod.export_artifact(model.state_dict(), args, str(good), mod.Runtime())
     blob = good.read_bytes()
@@ -192,15 +192,15 @@ def test_bad_artifacts_fail_naming_the_file_and_the_problem(mod, tmp_path):
     with pytest.raises(SystemExit, match="missing.ptz: artifact not found"):
         mod.load_artifact(str(tmp_path / "missing.ptz"), "cpu")
     # another architecture: the artifact declares 4 layers but holds the tensors of 3
-    other = type("A", (args,), dict(num_layers=4))
+    other = args.replace(num_layers=4)
     state3 = model.state_dict()
     mod.export_artifact(state3, other, str(tmp_path / "other.ptz"), mod.Runtime())
     with pytest.raises(SystemExit, match="other.ptz: artifact does not match the architecture"):
-        mod.model_from_artifact(str(tmp_path / "other.ptz"), type("E", (args,), {}), mod.Runtime())
-    wide = type("A", (args,), dict(model_dim=64))
+        mod.model_from_artifact(str(tmp_path / "other.ptz"), args, mod.Runtime())
+    wide = args.replace(model_dim=64)
     mod.export_artifact(state3, wide, str(tmp_path / "wide.ptz"), mod.Runtime())
     with pytest.raises(SystemExit, match="wide.ptz: artifact does not match the architecture"):
-        mod.model_from_artifact(str(tmp_path / "wide.ptz"), type("E", (args,), {}), mod.Runtime())
+        mod.model_from_artifact(str(tmp_path / "wide.ptz"), args, mod.Runtime())
 
 
 def test_quant_gap_benchmark_on_a_tiny_checkpoint(tiny_data, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ def small_args(mod, **overrides):
         model_dim=32,
         num_heads=4,
         num_kv_heads=2,
-        bigram_buckets=32,
+        bigram_vocab_size=32,
         bigram_dim=8,
         train_seq_len=16,
         eval_seq_len=16,
@@ -27,7 +27,7 @@ def small_args(mod, **overrides):
         xsa_last_n=2,
     )
     base.update(overrides)
-    return type("Args", (mod.Hyperparameters,), base)
+    return mod.Hyperparameters(**base)
 
 
 def test_every_parameter_in_exactly_one_optimizer_group(train_script):

@@ -26,6 +26,7 @@ from pgolf import ARTIFACT_CAP_BYTES, EVAL_BUDGET_S, TRAIN_BUDGET_S
 from pgolf.check import check_record, describe, seed_logs
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
+from pgolf.stages import is_secret
 from pgolf.stats import compare_records, format_comparison, mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
@@ -82,6 +83,47 @@ def _load_seed(seed_dir: Path) -> dict:
     return {"seed": seed, "dir": seed_dir, "metrics": metrics, "log": log}
 
 
+ARTIFACT_NAME = "final_model.ptz"
+
+
+def verify_seed_files(seeds: list[dict], script: Path, expected_configs: dict | None) -> None:
+    """The claims of each seed's metrics.json checked against the files themselves: the artifact in the seed folder
+    (bytes and sha256), the script the record ships (the code bytes the cap counted), and the configuration the seed
+    ran under (the digests of its train, quantize and eval sections against those of the config given now).
+    ``bytes_total`` becomes what the files measure; any mismatch is an error naming the file."""
+    code = {"bytes": script.stat().st_size, "sha256": sha256_file(script)}
+    for s in seeds:
+        m, where = s["metrics"], s["dir"] / "metrics.json"
+        if "artifact_sha256" in m:  # staged mode (an upstream script's log states its own sizes)
+            artifact = s["dir"] / ARTIFACT_NAME
+            if not artifact.is_file():
+                raise FileNotFoundError(f"{artifact}: the artifact {where} describes is missing")
+            got = {"bytes": artifact.stat().st_size, "sha256": sha256_file(artifact)}
+            if got != {"bytes": m["artifact_bytes"], "sha256": m["artifact_sha256"]}:
+                raise ValueError(
+                    f"{artifact}: {got['bytes']:,} bytes, sha256 {got['sha256'][:16]}..., but {where} scored "
+                    f"{m['artifact_bytes']:,} bytes, sha256 {m['artifact_sha256'][:16]}...: the file was replaced "
+                    "after it was scored; re-run its quantize step"
+                )
+            if "code_sha256" in m and (m["code_bytes"], m["code_sha256"]) != (code["bytes"], code["sha256"]):
+                raise ValueError(
+                    f"{script}: the record ships {code['bytes']:,} bytes of code (sha256 {code['sha256'][:16]}...), "
+                    f"but seed {s['seed']}'s cap check counted {m['code_bytes']:,} (sha256 {m['code_sha256'][:16]}...)"
+                    "; re-run its quantize step with the script that ships"
+                )
+            total = got["bytes"] + code["bytes"]
+            if m.get("bytes_total") != total:
+                raise ValueError(f"{where}: bytes_total {m.get('bytes_total')} but the files measure {total:,}")
+        for key, want in (expected_configs or {}).items():
+            have = (m.get("config_sha256") or {}).get(key)
+            if have != want:
+                raise ValueError(
+                    f"{where}: seed {s['seed']} ran under another {key} configuration than the config given now "
+                    f"(digest {str(have)[:12]} vs {str(want)[:12]}): its products are left from an earlier run; "
+                    f"re-run it (snakemake --forcerun {s['dir'] / 'checkpoint.pt' if key == 'train' else where})"
+                )
+
+
 def _uniform(values: list):
     """The one value all seeds share, else None (ignoring missing values)."""
     present = [v for v in values if v is not None]
@@ -129,6 +171,7 @@ def _submission(settings: dict, environment: dict, seeds: list[dict], nproc: int
             "val_loss": _round(m["val_loss"]),
             "val_bpb": _round(m["val_bpb"]),
             "artifact_bytes": m.get("artifact_bytes"),
+            "artifact_sha256": m.get("artifact_sha256"),
             "bytes_total": m["bytes_total"],
             "steps": m.get("steps"),
             "step_avg_ms": m.get("step_avg_ms"),
@@ -473,6 +516,7 @@ def build_record(
     hparams: dict,
     nproc: int,
     report_dir: str | os.PathLike | None = None,
+    expected_configs: dict | None = None,
 ) -> dict:
     """Write the record folder ``out_dir`` from per-seed result folders; returns the submission.json contents.
 
@@ -491,8 +535,9 @@ def build_record(
     script = Path(script)
     if not script.is_file():
         raise FileNotFoundError(f"{script}: file not found")
+    verify_seed_files(seeds, script, expected_configs)
     environment = dict(environment or {})
-    hparams = dict(hparams or {})
+    hparams = {k: v for k, v in (hparams or {}).items() if not is_secret(k)}  # never publish credentials
     extras = [Path(p) for p in settings.get("extra_files") or []]
     for path in extras:
         if not path.exists():
@@ -589,6 +634,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         _json_arg(args.hparams_json),
         args.nproc,
         report_dir=args.report_dir,
+        expected_configs=_json_arg(args.expect_configs) if args.expect_configs else None,
     )
     print(f"wrote {args.out}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']}, bytes_total {sub['bytes_total']}")
     return 0
@@ -627,6 +673,9 @@ def register(subparsers) -> None:
     p.add_argument("--nproc", required=True, type=int, help="processes per node the training ran with")
     p.add_argument("--out", required=True, help="the record folder to write")
     p.add_argument("--report-dir", help="also write the loss-curve plot and the per-seed table (HTML, CSV) here")
+    p.add_argument(
+        "--expect-configs", help="JSON {section: digest}: every seed must have run under these (stages.config_digest)"
+    )
     p.set_defaults(func=_cmd_record)
 
     p = subparsers.add_parser("check", help="check a record folder against the rules and its logs")

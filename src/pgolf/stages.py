@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from pgolf import EVAL_BUDGET_S, fsio
+from pgolf import EVAL_BUDGET_S, fsio, procs
 from pgolf.data import load_manifest
 from pgolf.logs import progress_line
 
@@ -53,6 +53,16 @@ THREAD_VARS = (
 )
 
 
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+
+
+def is_secret(name: str) -> bool:
+    """Whether an environment variable's name looks like a credential (HF_TOKEN, WANDB_API_KEY, ...): such values
+    are never written to a log or a record."""
+    upper = name.upper()
+    return any(word in upper for word in SECRET_WORDS)
+
+
 def env_value(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -76,14 +86,75 @@ def section_env(section: dict, mapping: dict[str, str], what: str) -> dict[str, 
     return env
 
 
+def local_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working folder (the repository, for Snakemake) when it lies inside it, else as it is:
+    what the script is given and logs, so that logs name no user's home folder and a moved repository stays valid."""
+    absolute = os.path.abspath(path)
+    rel = os.path.relpath(absolute)
+    return absolute if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def data_env(manifest_path: str | os.PathLike) -> dict[str, str]:
     m = load_manifest(manifest_path)
     return {
-        "TRAIN_FILES": m["train_glob"],
-        "VAL_FILES": m["val_glob"],
-        "TOKENIZER_PATH": m["tokenizer_path"],
+        "TRAIN_FILES": local_path(m["train_glob"]),
+        "VAL_FILES": local_path(m["val_glob"]),
+        "TOKENIZER_PATH": local_path(m["tokenizer_path"]),
         "VOCAB_SIZE": str(m["vocab_size"]),
     }
+
+
+def measure(path: str | os.PathLike) -> dict:
+    """A product file as the next step will read it: its size and sha256."""
+    return {"bytes": os.path.getsize(path), "sha256": fsio.sha256_file(path)}
+
+
+def verify_file(path: str | os.PathLike, summary_path: str | os.PathLike, key: str) -> dict:
+    """Measure ``path`` and refuse it unless it is the file the step that made it recorded in its summary
+    (``files.<key>``): a file swapped or edited since (another seed's, another run's, a hand copy) is never used."""
+    summary = fsio.read_json(summary_path)
+    want = (summary.get("files") or {}).get(key)
+    if not isinstance(want, dict) or "sha256" not in want:
+        raise ValueError(f"{summary_path}: no files.{key} (bytes, sha256) recorded; re-run the step that writes it")
+    got = measure(path)
+    if got != {"bytes": want["bytes"], "sha256": want["sha256"]}:
+        raise ValueError(
+            f"{path}: not the {key} that {Path(summary_path).name} describes ({got['bytes']:,} bytes, sha256 "
+            f"{got['sha256'][:16]}...; recorded {want['bytes']:,} bytes, sha256 {want['sha256'][:16]}...): it was "
+            f"replaced or edited after the step wrote it; re-run that step (snakemake --forcerun {summary_path})"
+        )
+    return got
+
+
+def config_digest(obj) -> str:
+    """The sha256 of a config section (or any JSON value) in canonical form."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def verify_config(summary_path: str | os.PathLike, key: str, expected: dict) -> None:
+    """Refuse a product made under another configuration than the one given now (e.g. a checkpoint of an earlier
+    train section left in place): the summary's ``config.<key>`` must equal ``expected``."""
+    recorded = (fsio.read_json(summary_path).get("config") or {}).get(key)
+    if recorded == expected:
+        return
+    if recorded is None:
+        raise ValueError(f"{summary_path}: no config.{key} recorded; re-run the step that writes it")
+    diff = sorted(
+        k
+        for k in set(recorded) | set(expected)
+        if not (isinstance(recorded, dict) and isinstance(expected, dict)) or recorded.get(k) != expected.get(k)
+    )
+    shown = ", ".join(
+        f"{k}: {recorded.get(k)!r} -> {expected.get(k)!r}"
+        for k in diff[:6]
+        if isinstance(recorded, dict) and isinstance(expected, dict)
+    )
+    raise ValueError(
+        f"{summary_path}: made with another {key} configuration than the one given now ({shown or 'differs'}); "
+        f"re-run that step with the current config (snakemake --forcerun {summary_path})"
+    )
 
 
 def stream(
@@ -96,7 +167,8 @@ def stream(
     """Run ``cmd``, echoing its output (stdout and stderr) on stdout with a ``progress:`` line
     (``pgolf.logs.progress_line``) after each logged training step, and writing it to ``sink`` (bytes as written) when
     given; return the exit code."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = procs.popen_guarded(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    killed = procs.guard(proc)
     assert proc.stdout is not None
     out = sys.stdout.buffer
     for raw in iter(proc.stdout.readline, b""):
@@ -107,7 +179,10 @@ def stream(
         if progress is not None:
             out.write(progress.encode() + b"\n")
         out.flush()
-    return proc.wait()
+    code = proc.wait()
+    if killed.is_set():
+        raise RuntimeError(f"{Path(cmd[-1]).name}: stopped: the pipeline that started it is gone or was interrupted")
+    return code
 
 
 def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) -> None:
@@ -127,7 +202,8 @@ def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) 
     per_rank = str(max(1, job_threads // max(nproc, 1)))
     for var in THREAD_VARS:
         full_env[var] = per_rank
-    print("+ " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + " " + " ".join(cmd), flush=True)
+    shown = {k: "***" if is_secret(k) else v for k, v in sorted(env.items())}
+    print("+ " + " ".join(f"{k}={v}" for k, v in shown.items()) + " " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     budget = float(env["MAX_WALLCLOCK_SECONDS"]) if "MAX_WALLCLOCK_SECONDS" in env else None
     returncode = stream(cmd, full_env, budget_s=budget)
@@ -136,22 +212,53 @@ def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) 
     print(f"stage finished in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
-def run_stage(script: str, stage: str, outputs: dict[str, str], env: dict[str, str], nproc: int, extra=()) -> None:
+# The products whose bytes the next step reads, measured into the stage's summary (``files``).
+MEASURED = ("checkpoint", "artifact")
+
+
+def run_stage(
+    script: str,
+    stage: str,
+    outputs: dict[str, str],
+    env: dict[str, str],
+    nproc: int,
+    extra=(),
+    config: dict | None = None,
+    files: dict | None = None,
+) -> None:
     """Run one stage with every output (log, summary, checkpoint or artifact) first written under a temporary
-    name; the real names appear only when the stage succeeded, so a failure never leaves a half product."""
-    tmp = {flag: f"{path}.partial" for flag, path in outputs.items()}
-    for path in tmp.values():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).unlink(missing_ok=True)
-    args = ["--stage", stage, *extra]
-    for flag, path in tmp.items():
-        args += [f"--{flag}", path]
-    launch(script, args, env, nproc)
-    for flag, path in tmp.items():
-        if not Path(path).exists():
-            raise RuntimeError(f"{Path(script).name} --stage {stage} did not write {outputs[flag]}")
-    for flag, path in tmp.items():
-        os.replace(path, outputs[flag])
+    name; the real names appear only when the stage succeeded, so a failure never leaves a half product and the last
+    good products stay in place. One run per product at a time (a lock beside the summary). The summary gets
+    ``files`` (bytes and sha256 of the checkpoint/artifact written, plus ``files`` given: what was read) and
+    ``config`` (the configuration it ran under), which the next steps verify."""
+    what = f"{stage} of {outputs['summary']}"
+    with procs.exclusive_lock(Path(outputs["summary"]).with_name(f".{Path(outputs['summary']).name}.lock"), what):
+        tmp = {flag: f"{path}.partial" for flag, path in outputs.items()}
+        for path in tmp.values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).unlink(missing_ok=True)
+        args = ["--stage", stage, *extra]
+        for flag, path in tmp.items():
+            args += [f"--{flag}", path]
+        try:
+            launch(script, args, env, nproc)
+            for flag, path in tmp.items():
+                if not Path(path).exists():
+                    raise RuntimeError(f"{Path(script).name} --stage {stage} did not write {outputs[flag]}")
+            summary = fsio.read_json(tmp["summary"])
+            summary["files"] = {**(files or {}), **{k: measure(tmp[k]) for k in MEASURED if k in tmp}}
+            summary["config"] = config or {}
+            fsio.write_json(tmp["summary"], summary)
+            for flag, path in tmp.items():
+                os.replace(path, outputs[flag])
+        finally:
+            for path in tmp.values():
+                Path(path).unlink(missing_ok=True)
+
+
+def train_identity(train: dict, script: str | os.PathLike) -> dict:
+    """What a checkpoint was trained under: the train section and the training script's sha256."""
+    return {"section": train, "script_sha256": fsio.sha256_file(script)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -160,25 +267,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.env_json:
         env.update({k: env_value(v) for k, v in json.loads(args.env_json).items()})
     outs = {"checkpoint": args.checkpoint, "summary": args.summary, "logfile": args.logfile}
-    run_stage(args.script, "train", outs, env, args.nproc)
+    config = {"train": train_identity(train, args.script)}
+    run_stage(args.script, "train", outs, env, args.nproc, config=config)
     return 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    env = section_env(json.loads(args.quantize_json), QUANTIZE_ENV, "quantize")
+    section = json.loads(args.quantize_json)
+    env = {**section_env(section, QUANTIZE_ENV, "quantize"), "SEED": str(args.seed)}
+    checkpoint = verify_file(args.checkpoint, args.train_summary, "checkpoint")
+    train = train_identity(json.loads(args.train_json), args.script)
+    verify_config(args.train_summary, "train", train)
+    code_file = args.code_file or args.script
     outs = {"artifact": args.artifact, "summary": args.summary, "logfile": args.logfile}
-    extra = ["--checkpoint", args.checkpoint] + (["--code-file", args.code_file] if args.code_file else [])
-    run_stage(args.script, "quantize", outs, env, 0, extra=extra)
+    extra = ["--checkpoint", args.checkpoint, "--code-file", code_file]
+    files = {"checkpoint": checkpoint, "code_file": {"path": local_path(code_file), **measure(code_file)}}
+    run_stage(
+        args.script, "quantize", outs, env, 0, extra=extra, config={"train": train, "quantize": section}, files=files
+    )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     section = json.loads(args.eval_json)
-    budget = float(section.pop("time_budget_s", EVAL_BUDGET_S))
-    env = {**section_env(section, EVAL_ENV, "eval"), **data_env(args.data_manifest)}
-    env["SEED"] = str(args.seed)
+    budget = float(section.get("time_budget_s", EVAL_BUDGET_S))
+    scoring = {k: v for k, v in section.items() if k != "time_budget_s"}
+    artifact = verify_file(args.artifact, args.quantize_summary, "artifact")
+    quantized = fsio.read_json(args.quantize_summary)
+    if args.quantize_json is not None:
+        verify_config(args.quantize_summary, "quantize", json.loads(args.quantize_json))
+    if (quantized.get("files") or {}).get("checkpoint") != (fsio.read_json(args.train_summary).get("files") or {}).get(
+        "checkpoint"
+    ):
+        raise ValueError(
+            f"{args.quantize_summary}: its artifact was quantized from another checkpoint than the one "
+            f"{args.train_summary} describes; re-run quantize (snakemake --forcerun {args.quantize_summary})"
+        )
+    env = {**section_env(scoring, EVAL_ENV, "eval"), **data_env(args.data_manifest), "SEED": str(args.seed)}
     outs = {"summary": args.summary, "logfile": args.logfile}
-    run_stage(args.script, "eval", outs, env, args.nproc, extra=["--artifact", args.artifact])
+    config = {"eval": section, "quantize": (quantized.get("config") or {}).get("quantize")}
+    run_stage(
+        args.script,
+        "eval",
+        outs,
+        env,
+        args.nproc,
+        extra=["--artifact", args.artifact],
+        config=config,
+        files={"artifact": artifact},
+    )
     metrics = merge_metrics(args.seed, args.run, args.train_summary, args.quantize_summary, args.summary)
     metrics["eval_time_budget_s"] = budget
     if budget > 0 and metrics["eval_time_s"] > budget:
@@ -192,11 +329,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def merge_metrics(seed: int, run: str, train_summary, quantize_summary, eval_summary) -> dict:
-    """One seed's metrics.json from the three stages' summaries."""
+    """One seed's metrics.json from the three stages' summaries. The bytes are those measured on the files: the
+    artifact the evaluation scored and the code file quantize counted."""
     tr, qu, ev = (fsio.read_json(p) for p in (train_summary, quantize_summary, eval_summary))
     for what, obj, stage in (("train", tr, "train"), ("quantize", qu, "quantize"), ("eval", ev, "eval")):
         if obj.get("stage") != stage:
             raise ValueError(f"{what} summary: expected stage {stage!r}, got {obj.get('stage')!r}")
+    artifact, code = ev["files"]["artifact"], qu["files"]["code_file"]
     return {
         "seed": seed,
         "run": run,
@@ -208,6 +347,7 @@ def merge_metrics(seed: int, run: str, train_summary, quantize_summary, eval_sum
         "sliding_val_loss": ev["sliding_val_loss"],
         "eval_stride": ev["eval_stride"],
         "eval_seq_len": ev["eval_seq_len"],
+        "eval_batch_seqs": ev.get("eval_batch_seqs"),
         "val_tokens": ev["val_tokens"],
         "val_bytes": ev["val_bytes"],
         "eval_time_s": ev["eval_time_s"],
@@ -219,13 +359,20 @@ def merge_metrics(seed: int, run: str, train_summary, quantize_summary, eval_sum
         "step_avg_ms": tr["step_avg_ms"],
         "stopped_early": tr["stopped_early"],
         "model_params": tr["model_params"],
-        "artifact_bytes": qu["artifact_bytes"],
-        "code_bytes": qu["code_bytes"],
-        "bytes_total": qu["bytes_total"],
+        "artifact_bytes": artifact["bytes"],
+        "artifact_sha256": artifact["sha256"],
+        "code_bytes": code["bytes"],
+        "code_sha256": code["sha256"],
+        "bytes_total": artifact["bytes"] + code["bytes"],
         "quant_tag": qu["quant_tag"],
         "world_size": tr["world_size"],
         "attention_backend": tr["attention_backend"],
         "device": tr["device"],
+        "config_sha256": {
+            "train": config_digest((tr.get("config") or {}).get("train")),
+            "quantize": config_digest((qu.get("config") or {}).get("quantize")),
+            "eval": config_digest((ev.get("config") or {}).get("eval")),
+        },
     }
 
 
@@ -251,6 +398,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="quantize + compress a checkpoint into the artifact")
     p.add_argument("--script", required=True)
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument(
+        "--train-summary", required=True, help="the train step's summary: the checkpoint is checked against it"
+    )
+    p.add_argument("--train-json", required=True, help="the config's train section: the checkpoint must be trained so")
     p.add_argument("--quantize-json", required=True, help="the config's quantize section as JSON")
     p.add_argument("--artifact", required=True)
     p.add_argument("--code-file", help="the script that ships (its bytes count toward the cap); default --script")
@@ -264,6 +416,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--nproc", type=int, default=1)
     p.add_argument("--eval-json", required=True, help="the config's eval section as JSON")
+    p.add_argument("--quantize-json", help="the config's quantize section: the artifact must be quantized so")
     p.add_argument("--train-summary", required=True)
     p.add_argument("--quantize-summary", required=True)
     p.add_argument("--metrics", required=True)

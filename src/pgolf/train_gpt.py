@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import glob
 import json
@@ -23,6 +24,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import sys
 import time
 import uuid
@@ -72,10 +74,17 @@ SHARD_MAGIC, SHARD_VERSION, SHARD_HEADER_WORDS = 20240520, 1, 256
 # Defaults are the production recipe (11 layers, 786K tokens/step, 600 s on 8xH100).
 
 
-def _env(name: str, default):
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+STAGES = ("run", "data", "train", "quantize", "eval", "runtime")  # runtime: how fast, never what is computed
+
+
+def knob(default, stage: str, arch: bool = False):
+    """A hyperparameter: its default, the stage that owns it (one of STAGES) and whether it describes the model's
+    architecture (only those travel in the checkpoint and the artifact)."""
+    assert stage in STAGES, stage
+    return dataclasses.field(default=default, metadata={"stage": stage, "arch": arch})
+
+
+def parse_knob(name: str, raw: str, default):
     try:
         if isinstance(default, bool):
             if raw.strip().lower() in ("1", "true", "yes", "on"):
@@ -85,101 +94,159 @@ def _env(name: str, default):
             raise ValueError(raw)
         return type(default)(raw)
     except ValueError:
-        raise SystemExit(f"hyperparameter {name}={raw!r}: expected {type(default).__name__}") from None
+        raise SystemExit(f"hyperparameter {name.upper()}={raw!r}: expected {type(default).__name__}") from None
 
 
+@dataclasses.dataclass(frozen=True)
 class Hyperparameters:
+    """Every knob in one place: the environment variable is the name upper-cased, the config key (in the section of
+    the knob's stage) the name itself. Built once from the environment (`from_env`), never mutated (`replace`)."""
+
     # data
-    data_path = _env("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
-    train_files = _env("TRAIN_FILES", os.path.join(data_path, "fineweb_train_*.bin"))
-    val_files = _env("VAL_FILES", os.path.join(data_path, "fineweb_val_*.bin"))
-    tokenizer_path = _env("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
-    val_tokens_limit = _env("VAL_TOKENS_LIMIT", 0)  # 0 = the whole validation split
-    run_id = _env("RUN_ID", str(uuid.uuid4()))
-    seed = _env("SEED", 1337)
+    data_path: str = knob("./data/datasets/fineweb10B_sp1024", "data")
+    train_files: str = knob("", "data")  # "" = DATA_PATH/fineweb_train_*.bin
+    val_files: str = knob("", "data")  # "" = DATA_PATH/fineweb_val_*.bin
+    tokenizer_path: str = knob("./data/tokenizers/fineweb_1024_bpe.model", "data")
+    run_id: str = knob("", "run")  # "" = a random id
+    seed: int = knob(1337, "run")
     # schedule
-    iterations = _env("ITERATIONS", 9000)
-    max_wallclock_seconds = _env("MAX_WALLCLOCK_SECONDS", 600.0)  # 0 = no cap
-    warmup_steps = _env("WARMUP_STEPS", 20)  # compile warm-up steps, undone before the timed run
-    lr_warmup_steps = _env("LR_WARMUP_STEPS", 0)
-    warmdown_iters = _env("WARMDOWN_ITERS", 3000)
-    train_batch_tokens = _env("TRAIN_BATCH_TOKENS", 786_432)
-    train_seq_len = _env("TRAIN_SEQ_LEN", 2048)
-    grad_accum_steps = _env("GRAD_ACCUM_STEPS", 0)  # 0 = 8 // world_size, so any of 1/2/4/8 GPUs runs one batch
-    train_log_every = _env("TRAIN_LOG_EVERY", 100)
-    val_loss_every = _env("VAL_LOSS_EVERY", 0)
+    iterations: int = knob(9000, "train")
+    max_wallclock_seconds: float = knob(600.0, "train")  # 0 = no cap
+    warmup_steps: int = knob(20, "train")  # compile warm-up steps, undone before the timed run
+    lr_warmup_steps: int = knob(0, "train")
+    warmdown_iters: int = knob(3000, "train")
+    train_batch_tokens: int = knob(786_432, "train")
+    train_seq_len: int = knob(2048, "train", arch=True)
+    grad_accum_steps: int = knob(0, "train")  # 0 = 8 // world_size, so any of 1/2/4/8 GPUs runs one batch
+    train_log_every: int = knob(100, "train")
+    val_loss_every: int = knob(0, "train")
     # model
-    vocab_size = _env("VOCAB_SIZE", 1024)
-    num_layers = _env("NUM_LAYERS", 11)
-    model_dim = _env("MODEL_DIM", 512)
-    num_heads = _env("NUM_HEADS", 8)
-    num_kv_heads = _env("NUM_KV_HEADS", 4)
-    mlp_mult = _env("MLP_MULT", 3.0)
-    relu_slope = _env("RELU_SLOPE", 0.0)  # 0 = relu^2; 0.5 = LeakyReLU(0.5)^2
-    fused_mlp = _env("FUSED_MLP", True)  # relu^2 MLP training step: relu^2 in the matmul epilogues (Triton, CUDA)
-    fused_qk = _env("FUSED_QK", True)  # q/k RMSNorm + RoPE + q_gain (and v's copy) as one Triton pass (CUDA)
-    logit_softcap = _env("LOGIT_SOFTCAP", 30.0)
-    rope_base = _env("ROPE_BASE", 10000.0)
-    rope_dims = _env("ROPE_DIMS", 16)  # partial RoPE: rotate this many of each head's dims
-    qk_gain_init = _env("QK_GAIN_INIT", 1.5)
-    xsa_last_n = _env("XSA_LAST_N", 4)  # exclusive self-attention on the last N layers
-    bigram_buckets = _env("BIGRAM_VOCAB_SIZE", 2048)  # 0 = off
-    bigram_dim = _env("BIGRAM_DIM", 128)
-    smear_gate = _env("SMEAR_GATE", True)
-    ln_scale = _env("LN_SCALE", True)  # scale block inputs by 1/sqrt(layer+1)
-    unet_skips = _env("UNET_SKIPS", True)
-    parallel_residual = _env("PARALLEL_RESIDUAL", True)  # attention and MLP read the same block input
-    residual_bf16 = _env("RESIDUAL_BF16", True)  # under bf16 autocast, carry the residual stream in bf16 (not fp32)
-    recur_layers = _env("RECUR_LAYERS", "")  # depth recurrence: e.g. "4,5" runs blocks 4-5 twice (shared weights)
-    tied_embed_init_std = _env("TIED_EMBED_INIT_STD", 0.005)
+    vocab_size: int = knob(1024, "data", arch=True)  # the tokenizer's (the data manifest's)
+    num_layers: int = knob(11, "train", arch=True)
+    model_dim: int = knob(512, "train", arch=True)
+    num_heads: int = knob(8, "train", arch=True)
+    num_kv_heads: int = knob(4, "train", arch=True)
+    mlp_mult: float = knob(3.0, "train", arch=True)
+    relu_slope: float = knob(0.0, "train", arch=True)  # 0 = relu^2; 0.5 = LeakyReLU(0.5)^2
+    logit_softcap: float = knob(30.0, "train", arch=True)
+    rope_base: float = knob(10000.0, "train", arch=True)
+    rope_dims: int = knob(16, "train", arch=True)  # partial RoPE: rotate this many of each head's dims
+    qk_gain_init: float = knob(1.5, "train", arch=True)
+    xsa_last_n: int = knob(4, "train", arch=True)  # exclusive self-attention on the last N layers
+    bigram_vocab_size: int = knob(2048, "train", arch=True)  # BigramHash buckets; 0 = off
+    bigram_dim: int = knob(128, "train", arch=True)
+    smear_gate: bool = knob(True, "train", arch=True)
+    ln_scale: bool = knob(True, "train", arch=True)  # scale block inputs by 1/sqrt(layer+1)
+    unet_skips: bool = knob(True, "train", arch=True)
+    parallel_residual: bool = knob(True, "train", arch=True)  # attention and MLP read the same block input
+    residual_bf16: bool = knob(True, "train", arch=True)  # under bf16 autocast, the residual stream in bf16 (not fp32)
+    recur_layers: str = knob("", "train", arch=True)  # depth recurrence: "4,5" runs blocks 4-5 twice (shared weights)
+    tied_embed_init_std: float = knob(0.005, "train", arch=True)
     # optimizer
-    matrix_lr = _env("MATRIX_LR", 0.025)
-    scalar_lr = _env("SCALAR_LR", 0.025)
-    tied_embed_lr = _env("TIED_EMBED_LR", 0.035)
-    muon_momentum = _env("MUON_MOMENTUM", 0.99)
-    muon_momentum_warmup_start = _env("MUON_MOMENTUM_WARMUP_START", 0.92)
-    muon_momentum_warmup_steps = _env("MUON_MOMENTUM_WARMUP_STEPS", 1500)
-    muon_backend_steps = _env("MUON_BACKEND_STEPS", 5)
-    muon_wd = _env("MUON_WD", 0.04)
-    adam_wd = _env("ADAM_WD", 0.04)
-    beta1 = _env("BETA1", 0.9)
-    beta2 = _env("BETA2", 0.95)
-    adam_eps = _env("ADAM_EPS", 1e-8)
-    grad_clip_norm = _env("GRAD_CLIP_NORM", 0.3)
-    ema_enabled = _env("EMA_ENABLED", True)
-    ema_decay = _env("EMA_DECAY", 0.997)
-    late_qat = _env("LATE_QAT", True)
-    qat_threshold = _env("QAT_THRESHOLD", 0.1)  # QAT switches on once the LR scale falls below this
+    matrix_lr: float = knob(0.025, "train")
+    scalar_lr: float = knob(0.025, "train")
+    tied_embed_lr: float = knob(0.035, "train")
+    muon_momentum: float = knob(0.99, "train")
+    muon_momentum_warmup_start: float = knob(0.92, "train")
+    muon_momentum_warmup_steps: int = knob(1500, "train")
+    muon_backend_steps: int = knob(5, "train")
+    muon_wd: float = knob(0.04, "train")
+    adam_wd: float = knob(0.04, "train")
+    beta1: float = knob(0.9, "train")
+    beta2: float = knob(0.95, "train")
+    adam_eps: float = knob(1e-8, "train")
+    grad_clip_norm: float = knob(0.3, "train")
+    ema_enabled: bool = knob(True, "train")
+    ema_decay: float = knob(0.997, "train")
+    late_qat: bool = knob(True, "train")
+    qat_threshold: float = knob(0.1, "train")  # QAT switches on once the LR scale falls below this
+    qat_bits: int = knob(6, "train")  # late QAT's fake-quantization of the matrices (the export's bits are its own)
+    qat_bits_mlp: int = knob(0, "train")  # 0 = QAT_BITS
+    gptq_calib_batches: int = knob(8, "train")  # GPTQ Hessians: training micro-batches per rank; 0 = none
+    gptq_reserve_seconds: float = knob(10.0, "train")  # of MAX_WALLCLOCK_SECONDS, kept for the Hessian collection
+    fused_mlp: bool = knob(True, "runtime")  # relu^2 MLP training step: relu^2 in the matmul epilogues (Triton, CUDA)
+    fused_qk: bool = knob(True, "runtime")  # q/k RMSNorm + RoPE + q_gain (and v's copy) as one Triton pass (CUDA)
     # export
-    quant_bits_matrix = _env("QUANT_BITS_MATRIX", 6)
-    quant_bits_embed = _env("QUANT_BITS_EMBED", 8)
-    quant_keep_float_numel = _env("QUANT_KEEP_FLOAT_NUMEL", 65_536)
-    compress_level = _env("COMPRESS_LEVEL", 22)  # zstd level (brotli: quality 11, xz: 9e)
-    compress_chunk = _env("COMPRESS_CHUNK", 1 << 20)  # bytes per independently compressed chunk; 0 = one chunk
-    enforce_cap = _env("ENFORCE_CAP", False)
-    quant_bits_mlp = _env("QUANT_BITS_MLP", 0)  # 0 = QUANT_BITS_MATRIX; 5 = int5 MLP
-    quant_clip_search = _env("QUANT_CLIP_SEARCH", True)  # per-row clip ratio search (else absmax)
-    compressor = _env("COMPRESSOR", "auto")  # auto (smallest of those installed) | zstd | brotli | xz
-    quant_layout = _env("QUANT_LAYOUT", "auto")  # auto | plain | shuffle | packed | packed_shuffle
-    gptq = _env("GPTQ", True)  # GPTQ with Hessians collected at the end of training
-    gptq_calib_batches = _env("GPTQ_CALIB_BATCHES", 8)  # training micro-batches per rank
-    gptq_reserve_seconds = _env("GPTQ_RESERVE_SECONDS", 10.0)  # taken off MAX_WALLCLOCK_SECONDS for calibration
-    gptq_block = _env("GPTQ_BLOCK", 128)
-    gptq_damp = _env("GPTQ_DAMP", 0.01)
-    fit_mlp_bits = _env("QUANT_FIT_MLP_BITS", 5)  # over the cap: MLP at this many bits before any pruning (0 = off)
-    prune_max_frac = _env("PRUNE_MAX_FRAC", 0.1)  # prune-to-fit: most of the nonzero matrix weights to zero
+    quant_bits_matrix: int = knob(6, "quantize")
+    quant_bits_mlp: int = knob(0, "quantize")  # 0 = QUANT_BITS_MATRIX; 5 = int5 MLP
+    quant_bits_embed: int = knob(8, "quantize")
+    quant_keep_float_numel: int = knob(65_536, "quantize")
+    quant_clip_search: bool = knob(True, "quantize")  # per-row clip ratio search (else absmax)
+    gptq: bool = knob(True, "quantize")  # GPTQ with the Hessians collected at the end of training (else rounding)
+    gptq_block: int = knob(128, "quantize")
+    gptq_damp: float = knob(0.01, "quantize")
+    compressor: str = knob("auto", "quantize")  # auto (smallest of those installed) | zstd | brotli | xz
+    quant_layout: str = knob("auto", "quantize")  # auto | plain | shuffle | packed | packed_shuffle
+    compress_level: int = knob(22, "quantize")  # zstd level (brotli: quality 11, xz: 9e)
+    compress_chunk: int = knob(1 << 20, "quantize")  # bytes per independently compressed chunk; 0 = one chunk
+    quant_fit_mlp_bits: int = knob(5, "quantize")  # over the cap: the MLP at this many bits before pruning (0 = off)
+    prune_max_frac: float = knob(0.1, "quantize")  # prune-to-fit: most of the nonzero matrix weights to zero
+    enforce_cap: bool = knob(False, "quantize")
     # eval
-    eval_seq_len = _env("EVAL_SEQ_LEN", train_seq_len)
-    eval_stride = _env("EVAL_STRIDE", 64)  # >= EVAL_SEQ_LEN: plain non-overlapping chunks
-    eval_batch_seqs = _env("EVAL_BATCH_SEQS", 64)
-    live_eval_stride = _env("LIVE_EVAL_STRIDE", 0)  # end-of-training score of the live weights: 0 = plain chunks
+    val_tokens_limit: int = knob(0, "eval")  # 0 = the whole validation split
+    eval_seq_len: int = knob(0, "eval")  # 0 = TRAIN_SEQ_LEN
+    eval_stride: int = knob(64, "eval")  # >= EVAL_SEQ_LEN: plain non-overlapping chunks
+    eval_batch_seqs: int = knob(64, "eval")
+    live_eval_stride: int = knob(0, "train")  # end-of-training score of the live weights: 0 = plain chunks
     # runtime
-    compile = _env("COMPILE", "auto")  # auto = on CUDA only
-    attn_backend = _env("ATTN_BACKEND", "auto")  # auto | fa3 | fa4 | sdpa | sdpa_flash | sdpa_cudnn | sdpa_efficient
+    compile: str = knob("auto", "runtime")  # auto = on CUDA only
+    attn_backend: str = knob("auto", "runtime")  # auto | fa3 | fa4 | sdpa | sdpa_flash | sdpa_cudnn | sdpa_efficient
+
+    def __post_init__(self):  # defaults that depend on other knobs, derived again by replace() unless given
+        object.__setattr__(self, "_given", {k: getattr(self, k) for k in ("train_files", "val_files", "eval_seq_len")})
+        derived = {
+            "train_files": self.train_files or os.path.join(self.data_path, "fineweb_train_*.bin"),
+            "val_files": self.val_files or os.path.join(self.data_path, "fineweb_val_*.bin"),
+            "run_id": self.run_id or str(uuid.uuid4()),
+            "eval_seq_len": self.eval_seq_len or self.train_seq_len,
+        }
+        for k, v in derived.items():
+            object.__setattr__(self, k, v)
 
     @classmethod
-    def as_dict(cls) -> dict:
-        return {k: getattr(cls, k) for k in vars(cls) if not k.startswith("_") and k != "as_dict"}
+    def from_env(cls, environ=None) -> Hyperparameters:
+        environ = os.environ if environ is None else environ
+        given = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw is not None and raw != "":
+                given[f.name] = parse_knob(f.name, raw, f.default)
+        return cls(**given)
+
+    @classmethod
+    def knobs(cls, stage: str | None = None, arch: bool | None = None) -> list[str]:
+        """The knobs' names, those of one stage and/or only the architecture's (or only the others')."""
+        return [
+            f.name
+            for f in dataclasses.fields(cls)
+            if (stage is None or f.metadata["stage"] == stage) and (arch is None or f.metadata["arch"] == arch)
+        ]
+
+    @property
+    def loop_seconds(self) -> float:
+        """The training loop's wall-clock cap (0 = none): MAX_WALLCLOCK_SECONDS less GPTQ_RESERVE_SECONDS when GPTQ
+        Hessians are collected after the loop, since reading training data for them counts as training time."""
+        if self.max_wallclock_seconds > 0 and self.gptq_calib_batches > 0:
+            return self.max_wallclock_seconds - self.gptq_reserve_seconds
+        return self.max_wallclock_seconds
+
+    def replace(self, **changes) -> Hyperparameters:
+        return dataclasses.replace(self, **{**self._given, **changes})
+
+    def as_dict(self, names=None) -> dict:
+        return {k: getattr(self, k) for k in (names or self.knobs())}
+
+    def model(self) -> dict:
+        """The architecture knobs: what the checkpoint and the artifact carry."""
+        return self.as_dict(self.knobs(arch=True))
+
+    def with_model(self, model: dict, what: str) -> Hyperparameters:
+        """These hyperparameters with the architecture of a checkpoint or artifact (`what` names it): its keys, and
+        only those, replace ours."""
+        missing = [k for k in self.knobs(arch=True) if k not in model]
+        if missing:
+            raise SystemExit(f"{what}: no {', '.join(missing)} in its model description (written by another version?)")
+        return self.replace(**{k: model[k] for k in self.knobs(arch=True)})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -232,7 +299,16 @@ def autocast(rt: Runtime):
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if rt.cuda else torch.autocast("cpu", enabled=False)
 
 
-def log_environment(rt: Runtime, args: Hyperparameters) -> None:
+# The knobs each stage reads (the training run's own end-of-training scores use the eval knobs too).
+STAGE_KNOBS = {
+    "train": ("run", "data", "train", "eval", "runtime"),
+    "quantize": ("run", "quantize"),
+    "eval": ("run", "data", "eval", "runtime"),
+    "all": STAGES,
+}
+
+
+def log_environment(rt: Runtime, args: Hyperparameters, stage: str) -> None:
     rt.log("=" * 100, console=False)
     rt.log(f"Running Python {sys.version}")
     rt.log(f"Running PyTorch {torch.__version__} (CUDA {torch.version.cuda})")
@@ -241,8 +317,9 @@ def log_environment(rt: Runtime, args: Hyperparameters) -> None:
         f"attention_backend:{attention_backend(rt, args)} fa3:{package_version(fa3_attn, 'flash_attn_3')} "
         f"fa4:{package_version(fa4_fwd_kernel, 'flash-attn-4')}"
     )
-    rt.log("Hyperparameters:")
-    for k, v in sorted(Hyperparameters.as_dict().items()):
+    rt.log("Hyperparameters:")  # those this stage reads; the architecture of a checkpoint or artifact is logged apart
+    used = [k for group in STAGE_KNOBS[stage] for k in args.knobs(group)]
+    for k, v in sorted(args.as_dict(used).items()):
         rt.log(f"  {k}: {v}")
     rt.log("=" * 100, console=False)
 
@@ -716,7 +793,7 @@ class Attention(nn.Module):
         if d % h or h % kv:
             raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: heads must divide dim and kv heads")
         self.h, self.kv, self.hd = h, kv, d // h
-        qb = args.quant_bits_matrix if args.late_qat else 0
+        qb = args.qat_bits if args.late_qat else 0
         self.c_q, self.c_k, self.c_v = (
             CastedLinear(d, d, qb),
             CastedLinear(d, kv * self.hd, qb),
@@ -964,7 +1041,7 @@ class MLP(nn.Module):
     def __init__(self, args: Hyperparameters):
         super().__init__()
         hidden = int(args.mlp_mult * args.model_dim)
-        qb = (args.quant_bits_mlp or args.quant_bits_matrix) if args.late_qat else 0
+        qb = (args.qat_bits_mlp or args.qat_bits) if args.late_qat else 0
         self.fc, self.proj = CastedLinear(args.model_dim, hidden, qb), CastedLinear(hidden, args.model_dim, qb)
         self.proj.out_proj = True
         self.slope = args.relu_slope
@@ -1036,11 +1113,7 @@ class SmearGate(nn.Module):
         return (1 - g) * x + g * F.pad(x[:, :-1], (0, 0, 1, 0))
 
 
-MODEL_KEYS = (
-    "vocab_size num_layers model_dim num_heads num_kv_heads mlp_mult relu_slope logit_softcap rope_base rope_dims "
-    "qk_gain_init xsa_last_n bigram_buckets bigram_dim smear_gate ln_scale unet_skips parallel_residual residual_bf16 "
-    "recur_layers train_seq_len tied_embed_init_std quant_bits_matrix late_qat"
-).split()
+MODEL_KEYS = Hyperparameters.knobs(arch=True)
 
 
 def block_order(n_layers: int, recur: str) -> list[int]:
@@ -1061,7 +1134,7 @@ class GPT(nn.Module):
         self.args = args
         d, L = args.model_dim, args.num_layers
         self.tok_emb = nn.Embedding(args.vocab_size, d)
-        self.bigram = BigramHash(args.bigram_buckets, args.bigram_dim, d) if args.bigram_buckets > 0 else None
+        self.bigram = BigramHash(args.bigram_vocab_size, args.bigram_dim, d) if args.bigram_vocab_size > 0 else None
         self.smear = SmearGate(d) if args.smear_gate else None
         self.blocks = nn.ModuleList(Block(args, i, backend) for i in range(L))
         self.order = block_order(L, args.recur_layers)
@@ -1129,7 +1202,7 @@ def model_flops_per_token(args: Hyperparameters, seq_len: int) -> float:
     kvd = args.num_kv_heads * hd
     hidden = int(args.mlp_mult * d)
     per_layer = 2 * (d * d + 2 * d * kvd + d * d + 2 * d * hidden) + 2 * 2 * seq_len * d / 2  # causal attention
-    head = 2 * d * args.vocab_size + (2 * args.bigram_dim * d if args.bigram_buckets else 0)
+    head = 2 * d * args.vocab_size + (2 * args.bigram_dim * d if args.bigram_vocab_size else 0)
     return 3.0 * (len(block_order(L, args.recur_layers)) * per_layer + head)  # recurrence runs layers again
 
 
@@ -1234,11 +1307,11 @@ def lr_scale(step: int, elapsed_ms: float, args: Hyperparameters) -> float:
         return (step + 1) / args.lr_warmup_steps
     if args.warmdown_iters <= 0:
         return 1.0
-    if args.max_wallclock_seconds <= 0:
+    if args.loop_seconds <= 0:
         start = max(args.iterations - args.warmdown_iters, 0)
         return max((args.iterations - step) / args.warmdown_iters, 0.0) if step >= start else 1.0
     step_ms = elapsed_ms / max(step, 1)
-    remaining_ms = max(1000.0 * args.max_wallclock_seconds - elapsed_ms, 0.0)
+    remaining_ms = max(1000.0 * args.loop_seconds - elapsed_ms, 0.0)
     by_time = remaining_ms / (args.warmdown_iters * step_ms) if step > 0 else 1.0
     by_step = (args.iterations - step) / args.warmdown_iters
     return max(min(1.0, by_time, by_step), 0.0)
@@ -1271,6 +1344,12 @@ def window_shape(window: tuple[int, int, int], stride: int) -> tuple[int, int]:
 def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, rt: Runtime, stride: int) -> dict:
     """val_loss (nats/token) and val_bpb over all targets of `tokens`, windows split across ranks, sums in fp64."""
     t0 = time.perf_counter()
+    if tokens.size - 1 < args.eval_seq_len:
+        limit = f" (VAL_TOKENS_LIMIT={args.val_tokens_limit})" if args.val_tokens_limit else ""
+        raise SystemExit(
+            f"EVAL_SEQ_LEN={args.eval_seq_len} is longer than the validation split: {tokens.size - 1} targets in "
+            f"{args.val_files}{limit}; lower eval.seq_len (or raise eval.val_tokens_limit)"
+        )
     stride = min(stride, args.eval_seq_len)
     windows = score_windows(tokens.size - 1, args.eval_seq_len, stride)
     mine = windows[rt.rank * len(windows) // rt.world_size : (rt.rank + 1) * len(windows) // rt.world_size]
@@ -1361,7 +1440,7 @@ def row_scales(w: torch.Tensor, qmax: int, weight: torch.Tensor | None = None, s
 def gptq_quantize(w: torch.Tensor, H: torch.Tensor, s: torch.Tensor, qmax: int, block: int, damp: float):
     """GPTQ with fixed per-row scales `s`: columns in descending Hessian-diagonal order, each rounded, its error spread
     over the not yet rounded columns through the Cholesky factor of the damped inverse Hessian."""
-    W, H = w.clone().float(), H.clone().float()
+    W, H = w.clone().double(), H.clone().double()
     dead = H.diag() == 0
     H[dead, dead] = 1
     W[:, dead] = 0
@@ -1575,6 +1654,11 @@ def choices(value: str, allowed: tuple, what: str) -> list[str]:
     return list(allowed) if value == "auto" else [value]
 
 
+def artifact_meta(args: Hyperparameters) -> dict:
+    """The artifact's header: its format, the architecture (what the evaluation builds) and the export's bit width."""
+    return {"format": ARTIFACT_FORMAT, "model": args.model(), "quant": {"bits_matrix": args.quant_bits_matrix}}
+
+
 def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, hessians=None, code_file=None) -> dict:
     """Quantize, pick the smallest encoding, prune only if the cap needs it, write `path` atomically; log and
     return the size report (per group: params, bits, bytes of the group's tensors compressed alone)."""
@@ -1582,7 +1666,7 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
     use_h = bool(args.gptq and hessians)
     rt.log(f"gptq:{'on' if use_h else 'off'}" + ("" if use_h or not args.gptq else " (no Hessians: clip search only)"))
     payload, groups = quantize_state(state, args, hessians if use_h else None)
-    meta = {"format": ARTIFACT_FORMAT, "model": {k: getattr(args, k) for k in MODEL_KEYS}}
+    meta = artifact_meta(args)
     codecs = [
         c for c in choices(args.compressor, CODECS, "COMPRESSOR") if {"zstd": zstandard, "brotli": brotli}.get(c, 1)
     ]
@@ -1600,9 +1684,9 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
     frac, blob = 0.0, blobs.pop((codec, layout))
     del blobs
     mlp_bits = args.quant_bits_mlp or args.quant_bits_matrix
-    if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and 0 < args.fit_mlp_bits < mlp_bits:
-        rt.log(f"fit_cap: {code_bytes + len(blob)} bytes at int{mlp_bits} MLP; MLP now int{args.fit_mlp_bits}")
-        args = type("FitArgs", (args,), {"quant_bits_mlp": args.fit_mlp_bits})  # this export only, not global
+    if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and 0 < args.quant_fit_mlp_bits < mlp_bits:
+        rt.log(f"fit_cap: {code_bytes + len(blob)} bytes at int{mlp_bits} MLP; MLP now int{args.quant_fit_mlp_bits}")
+        args = args.replace(quant_bits_mlp=args.quant_fit_mlp_bits)  # this export only
         payload, groups = quantize_state(state, args, hessians if use_h else None)
         blob = encode(payload, meta, codec, layout, args)
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and args.prune_max_frac > 0:
@@ -1621,10 +1705,7 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         frac, payload = found, prune(payload, order, found)
         blob = encode(payload, meta, codec, layout, args)
         rt.log(f"prune_to_fit: fraction:{frac:.6f} of nonzero matrix weights zeroed -> model {len(blob)} bytes")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(blob), "artifact")
     report = {}
     for g in sorted(set(groups.values())):
         names = {n for n, gg in groups.items() if gg == g}
@@ -1665,21 +1746,27 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
     }
 
 
-def load_artifact(path: str, device) -> tuple[dict, dict, str]:
-    """Read the artifact file; a truncated, corrupted or foreign file is an error that names it."""
+def read_artifact(path: str, device) -> tuple[dict, dict, str]:
+    """(meta, state, codec) of the artifact file; a truncated, corrupted or foreign file is an error naming it."""
     try:
         blob = Path(path).read_bytes()
     except FileNotFoundError:
         raise SystemExit(f"{path}: artifact not found") from None
     meta, payload, codec = decode(blob, path)
-    state = {k: v.to(device) for k, v in dequantize_state(payload).items()}
+    return meta, {k: v.to(device) for k, v in dequantize_state(payload).items()}, codec
+
+
+def load_artifact(path: str, device) -> tuple[dict, dict, str]:
+    """(architecture, state, codec) of the artifact file."""
+    meta, state, codec = read_artifact(path, device)
     return meta["model"], state, codec
 
 
-def model_from_artifact(path: str, args: Hyperparameters, rt: Runtime) -> tuple[GPT, str]:
-    model_cfg, state, method = load_artifact(path, rt.device)
-    for k, v in model_cfg.items():  # the artifact decides the architecture
-        setattr(args, k, v)
+def model_from_artifact(path: str, args: Hyperparameters, rt: Runtime) -> tuple[GPT, str, Hyperparameters]:
+    """(model, quant tag, the hyperparameters with the artifact's architecture): the artifact decides the model."""
+    meta, state, codec = read_artifact(path, rt.device)
+    qtag = f"int{meta.get('quant', {}).get('bits_matrix', '?')}_{codec}"
+    args = args.with_model(meta["model"], path)
     model = GPT(args, attention_backend(rt, args)).to(rt.device)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -1687,7 +1774,7 @@ def model_from_artifact(path: str, args: Hyperparameters, rt: Runtime) -> tuple[
         raise SystemExit(f"{path}: artifact does not match the architecture it declares ({e})") from None
     if missing or unexpected:
         raise SystemExit(f"{path}: artifact does not match the architecture (missing {missing}, extra {unexpected})")
-    return model, f"int{args.quant_bits_matrix}_{method}"
+    return model, qtag, args
 
 
 @torch.no_grad()
@@ -1865,7 +1952,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
             )
             t0 += time.perf_counter() - t_pause  # evaluation is not training time
         # the wall-clock stop is decided identically on all ranks (rank 0's clock wins)
-        cap = args.max_wallclock_seconds > 0 and train_ms >= 1000 * args.max_wallclock_seconds
+        cap = args.loop_seconds > 0 and train_ms >= 1000 * args.loop_seconds
         if rt.distributed:
             cap_t = torch.tensor([float(cap)], device=rt.device)
             dist.broadcast(cap_t, src=0)
@@ -1911,7 +1998,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
     pre = evaluate(compiled, val_tokens, luts, args, rt, args.eval_seq_len)
     log_metric(rt, "pre_quant", pre)
     summary.update(pre_quant_val_loss=pre["val_loss"], pre_quant_val_bpb=pre["val_bpb"])
-    if args.gptq and args.gptq_calib_batches > 0:  # GPTQ calibration on training data (see Export: calibrate)
+    if args.gptq_calib_batches > 0:  # GPTQ calibration on training data (see Export: calibrate)
         model.hessians = calibrate(model, loader, micro_tokens, args, rt, summary)
     return model, summary
 
@@ -1923,7 +2010,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
 def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     """Score the model reloaded from the artifact file: a plain roundtrip pass and the sliding-window pass."""
     t0 = time.perf_counter()
-    model, qtag = model_from_artifact(artifact, args, rt)
+    model, qtag, args = model_from_artifact(artifact, args, rt)
     rt.log(f"eval artifact:{Path(artifact).name} attention_backend:{attention_backend(rt, args)}")
     sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
     luts = byte_luts(sp, args.vocab_size)
@@ -1936,6 +2023,8 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
         "quant_tag": qtag,
         "eval_stride": args.eval_stride,
         "eval_seq_len": args.eval_seq_len,
+        "eval_batch_seqs": args.eval_batch_seqs,
+        "val_tokens_limit": args.val_tokens_limit,
         "roundtrip_val_loss": rt_res["val_loss"],
         "roundtrip_val_bpb": rt_res["val_bpb"],
         "val_tokens": rt_res["tokens"],
@@ -1965,12 +2054,37 @@ def log_metric(rt: Runtime, tag: str, res: dict, extra: str = "") -> None:
     rt.log(f"{tag}_exact val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f}")
 
 
+def write_atomic(path: str, write, what: str) -> None:
+    """write(f) into a temporary file beside `path`, then rename it over `path`; on any failure (a full disk among
+    them) the temporary file is removed and the error names the file and what was left."""
+    import errno
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        free = shutil.disk_usage(folder).free  # before the partial file is removed
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, (OSError, RuntimeError)):  # torch.save reports a failed write as RuntimeError
+            full = getattr(e, "errno", None) == errno.ENOSPC or free < (1 << 20)
+            why = f"no space left on device ({free} bytes free in {folder})" if full else f"{type(e).__name__}: {e}"
+            raise SystemExit(f"{path}: could not write the {what}: {why}; nothing was written") from None
+        raise
+
+
 def write_summary(path: str | None, summary: dict, rt: Runtime) -> None:
     rt.log("pgolf_summary " + json.dumps(summary, sort_keys=True))
     if path and rt.master:
-        tmp = f"{path}.tmp{os.getpid()}"
-        Path(tmp).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_atomic(
+            path, lambda f: f.write((json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()), "summary"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1982,46 +2096,42 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--summary", help="write this stage's summary as JSON here")
     p.add_argument("--code-file", help="quantize/all: the script whose bytes count (e.g. the packed one shipped)")
     cli = p.parse_args(argv)
-    args = Hyperparameters
+    args = Hyperparameters.from_env()
     rt = Runtime()
     logfile = cli.logfile or os.path.join("logs", f"{args.run_id}.txt")
     if rt.master:
         os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
         rt.logfile = Path(logfile)
-    log_environment(rt, args)
+    log_environment(rt, args, cli.stage)
     rt.log(f"stage:{cli.stage} seed:{args.seed}")
-    if cli.stage in ("train", "all") and args.gptq and args.max_wallclock_seconds > 0 and args.gptq_calib_batches > 0:
+    if cli.stage in ("train", "all") and args.max_wallclock_seconds > 0 and args.gptq_calib_batches > 0:
         if args.gptq_reserve_seconds >= args.max_wallclock_seconds:
             raise SystemExit(f"GPTQ_RESERVE_SECONDS={args.gptq_reserve_seconds} >= MAX_WALLCLOCK_SECONDS")
-        args.max_wallclock_seconds -= args.gptq_reserve_seconds  # Hessian collection counts as training time
-        rt.log(f"gptq_reserve_s:{args.gptq_reserve_seconds} training loop cap:{args.max_wallclock_seconds}s")
+        rt.log(f"gptq_reserve_s:{args.gptq_reserve_seconds} training loop cap:{args.loop_seconds}s")
     try:
         if cli.stage == "train":
             if not cli.checkpoint:
                 raise SystemExit("--stage train needs --checkpoint")
             model, summary = train(args, rt)
             if rt.master:
-                tmp = f"{cli.checkpoint}.tmp{os.getpid()}"
-                torch.save(
-                    {
-                        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                        "model": {k: getattr(args, k) for k in MODEL_KEYS},
-                        "summary": summary,
-                        "hessians": getattr(model, "hessians", None),
-                    },
-                    tmp,
-                )
-                os.replace(tmp, cli.checkpoint)
+                ckpt = {
+                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "model": args.model(),
+                    "summary": summary,
+                    "hessians": getattr(model, "hessians", None),
+                }
+                write_atomic(cli.checkpoint, lambda f: torch.save(ckpt, f), "checkpoint")
             write_summary(cli.summary, summary, rt)
         elif cli.stage == "quantize":
             if not (cli.checkpoint and cli.artifact):
                 raise SystemExit("--stage quantize needs --checkpoint and --artifact")
             ckpt = torch.load(cli.checkpoint, map_location="cpu", weights_only=True)
-            for k, v in ckpt["model"].items():
-                setattr(args, k, v)
+            args = args.with_model(ckpt["model"], cli.checkpoint)
+            rt.log("model (from the checkpoint): " + json.dumps(args.model(), sort_keys=True))
             hs = ckpt.get("hessians")
             summary = {
                 "stage": "quantize",
+                "seed": args.seed,
                 **export_artifact(ckpt["state_dict"], args, cli.artifact, rt, hs, cli.code_file),
             }
             write_summary(cli.summary, summary, rt)

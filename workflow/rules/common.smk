@@ -1,9 +1,11 @@
 import datetime
 import json
+import os
 from pathlib import Path
 
 from pgolf.fsio import sha256_file
-from pgolf.stages import train_env
+from pgolf.preflight import model_problems, path_problems, script_defaults
+from pgolf.stages import config_digest, train_env
 
 
 wildcard_constraints:
@@ -22,12 +24,24 @@ CONDA_ENV = str(Path(workflow.basedir) / "environment.yml")
 
 
 def repo_path(path):
-    """Paths in the config are relative to the repository (the Snakefile's folder) unless absolute."""
+    """Paths in the config are relative to the repository (the Snakefile's folder) unless absolute. The rules get them
+    relative to the working folder (the repository itself, usually): inputs and params then hold no absolute path, so
+    a repository moved to another folder (or another user's home) re-runs nothing."""
     p = Path(path)
-    return str(p if p.is_absolute() else Path(workflow.basedir) / p)
+    return str(p) if p.is_absolute() else os.path.relpath(Path(workflow.basedir) / p)
 
 
 SCRIPT = repo_path(config["train"]["script"])
+# Refuse, before any job, a config that cannot work: missing input files, model shapes the script would refuse.
+_PROBLEMS = path_problems(config, repo_path)
+if config["train"].get("mode", "staged") == "staged" and os.path.exists(SCRIPT):
+    _PROBLEMS += model_problems(
+        config["train"], script_defaults(SCRIPT), int(config["nproc_per_node"])
+    )
+if _PROBLEMS:
+    raise WorkflowError(
+        "the config cannot work:\n" + "\n".join(f"  - {p}" for p in _PROBLEMS)
+    )
 # train.mode: "staged" (the default: our script, per seed train -> quantize -> evaluate) or "upstream" (an upstream
 # record's train_gpt.py run whole by one rule per seed, which only train.env configures; see config/README.md).
 TRAIN_MODE = config["train"].get("mode", "staged")
@@ -49,6 +63,20 @@ def file_sha256(path):
 
 def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+# What every seed of the record must have run under (pgolf record checks each seed's metrics.json against it).
+EXPECTED_CONFIGS = (
+    {}
+    if UPSTREAM
+    else {
+        "train": config_digest(
+            {"section": TRAIN_SECTION, "script_sha256": file_sha256(SCRIPT)}
+        ),
+        "quantize": config_digest(config["quantize"]),
+        "eval": config_digest(config["eval"]),
+    }
+)
 
 
 # The record folder is named by its date: config record.date, or today when it is null.
@@ -122,6 +150,14 @@ def data_inputs(wildcards):
     if d["source"] == "documents":
         return [repo_path(d["documents"]["path"])]
     return []
+
+
+def kept(path):
+    """An output Snakemake must not delete before its job runs (the update flag): the step writes every product
+    under a temporary name and renames it only when it succeeds, so a failed or killed re-run (a --forcerun, a
+    record that fails its checks) leaves the last good product in place, and Snakemake restores it if the job
+    fails."""
+    return update(path)
 
 
 def seed_path(name):

@@ -9,9 +9,9 @@ if not UPSTREAM:
             quantize_summary=rules.quantize.output.summary,
             script=SCRIPT,
         output:
-            metrics=seed_path("metrics.json"),
-            summary=seed_path("eval.json"),
-            evallog=seed_path("eval.log"),
+            metrics=kept(seed_path("metrics.json")),
+            summary=kept(seed_path("eval.json")),
+            evallog=kept(seed_path("eval.log")),
         log:
             f"{LOGS}/seed_{{seed}}/evaluate.log",
         conda:
@@ -21,10 +21,12 @@ if not UPSTREAM:
             gpus=GPUS,
         params:
             eval=as_json(config["eval"]),
+            quantize=as_json(config["quantize"]),
             nproc=NPROC,
             run=RUN,
         shell:
             "pgolf evaluate --script {input.script} --data-manifest {input.data} --artifact {input.artifact}"
             " --seed {wildcards.seed} --run {params.run} --nproc {params.nproc} --eval-json {params.eval:q}"
+            " --quantize-json {params.quantize:q}"
             " --train-summary {input.train_summary} --quantize-summary {input.quantize_summary}"
             " --summary {output.summary} --logfile {output.evallog} --metrics {output.metrics} > {log} 2>&1"

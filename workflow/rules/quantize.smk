@@ -18,18 +18,21 @@ if not UPSTREAM:
     rule quantize:
         input:
             checkpoint=rules.train.output.checkpoint,
+            train_summary=rules.train.output.summary,
             script=SCRIPT,
             shipped=SHIPPED,
         output:
-            artifact=seed_path("final_model.ptz"),
-            summary=seed_path("quantize.json"),
-            qlog=seed_path("quantize.log"),
+            artifact=kept(seed_path("final_model.ptz")),
+            summary=kept(seed_path("quantize.json")),
+            qlog=kept(seed_path("quantize.log")),
         log:
             f"{LOGS}/seed_{{seed}}/quantize.log",
         conda:
             CONDA_ENV
         params:
             quantize=as_json(config["quantize"]),
+            train=as_json(TRAIN_SECTION),
         shell:
-            "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --quantize-json {params.quantize:q}"
+            "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --seed {wildcards.seed}"
+            " --train-summary {input.train_summary} --train-json {params.train:q} --quantize-json {params.quantize:q}"
             " --code-file {input.shipped} --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} > {log} 2>&1"

@@ -10,13 +10,18 @@ rule record:
             seed=SEEDS,
             stage=SEED_LOGS,
         ),
+        artifacts=(
+            []
+            if UPSTREAM
+            else expand(f"{OUT}/seed_{{seed}}/final_model.ptz", seed=SEEDS)
+        ),
         environment=rules.fa3.output.environment,
         script=SHIPPED,
         extra=RECORD_SETTINGS.get("extra_files") or [],
     output:
         # the folder's files, not directory(): Snakemake would leave its .snakemake_timestamp in the record
-        readme=f"{RECORD_DIR}/README.md",
-        submission=f"{RECORD_DIR}/submission.json",
+        readme=kept(f"{RECORD_DIR}/README.md"),
+        submission=kept(f"{RECORD_DIR}/submission.json"),
         curves=report(
             f"{OUT}/report/loss_curves.png",
             caption="../report/loss_curves.rst",
@@ -29,7 +34,7 @@ rule record:
             category="Record",
             labels={"figure": "per-seed results"},
         ),
-        csv=f"{OUT}/report/seed_results.csv",
+        csv=kept(f"{OUT}/report/seed_results.csv"),
     log:
         f"{LOGS}/record.log",
     conda:
@@ -37,6 +42,7 @@ rule record:
     params:
         settings=as_json(RECORD_SETTINGS),
         hparams=as_json(TRAIN_ENV),
+        configs=as_json(EXPECTED_CONFIGS),
         seeds=" ".join(str(s) for s in SEEDS),
         nproc=NPROC,
         run_dir=lambda wildcards, input: str(Path(input.environment).parents[1]),
@@ -45,4 +51,5 @@ rule record:
     shell:
         "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
         " --environment {input.environment} --settings-json {params.settings:q} --hparams-json {params.hparams:q}"
-        " --nproc {params.nproc} --out {params.record_dir} --report-dir {params.report_dir} > {log} 2>&1"
+        " --nproc {params.nproc} --out {params.record_dir} --report-dir {params.report_dir}"
+        " --expect-configs {params.configs:q} > {log} 2>&1"

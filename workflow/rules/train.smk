@@ -6,9 +6,9 @@ if not UPSTREAM:
             fa3=rules.fa3.output.status,
             script=SCRIPT,
         output:
-            checkpoint=seed_path("checkpoint.pt"),
-            summary=seed_path("train.json"),
-            trainlog=seed_path("train.log"),
+            checkpoint=kept(seed_path("checkpoint.pt")),
+            summary=kept(seed_path("train.json")),
+            trainlog=kept(seed_path("train.log")),
         log:
             f"{LOGS}/seed_{{seed}}/train.log",
         conda:
@@ -36,8 +36,8 @@ else:
             fa3=rules.fa3.output.status,
             script=SCRIPT,
         output:
-            metrics=seed_path("metrics.json"),
-            trainlog=seed_path("train.log"),
+            metrics=kept(seed_path("metrics.json")),
+            trainlog=kept(seed_path("train.log")),
         log:
             f"{LOGS}/seed_{{seed}}/train.log",
         conda:
