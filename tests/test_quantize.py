@@ -224,3 +224,21 @@ def test_quant_gap_benchmark_on_a_tiny_checkpoint(tiny_data, tmp_path, monkeypat
         assert r["total"] == r["model_bytes"] + r["code_bytes"] and r["fits"]
         assert r["val_bpb_gap"] == r["val_bpb"] - pre["val_bpb"] and abs(r["val_bpb_gap"]) < 0.05
         assert "sliding_val_bpb_gap" in r
+
+
+def test_gptq_gives_the_same_codes_with_any_number_of_threads(mod):
+    """At 512 columns float32 GPTQ rounded differently with 1 and 2 threads (the artifact's bytes depended on the
+    machine); it runs in float64."""
+    g = torch.Generator().manual_seed(0)
+    w, x = torch.randn(1536, 512, generator=g) * 0.02, torch.randn(4096, 512, generator=g)
+    h = x.T @ x / x.size(0)
+    s = mod.row_scales(w, 31, h.diag()[None])
+    threads = torch.get_num_threads()
+    codes = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            codes.append(mod.gptq_quantize(w, h, s, 31, 128, 0.01))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(codes[0], codes[1])

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -33,6 +34,7 @@ from typing import IO, Any, NamedTuple, TypeVar
 import numpy as np
 import sentencepiece as spm
 
+from pgolf import procs
 from pgolf.fsio import atomic_path, read_json, sha256_file, write_json
 
 SHARD_MAGIC = 20240520
@@ -492,6 +494,9 @@ _worker_sp: spm.SentencePieceProcessor | None = None
 
 def _init_encoder(model_path: str) -> None:
     global _worker_sp
+    # a worker dies with the process that started it (the fork server, which exits with `pgolf data`): a killed data
+    # step leaves no encoder behind
+    procs.die_with_parent(signal.SIGKILL)
     _worker_sp = spm.SentencePieceProcessor(model_file=model_path)
 
 

@@ -65,7 +65,9 @@ def profile_overlays(argv: list[str], environ: dict, given: list[str]) -> list[t
     """[(profile, config file)] for each config file that a profile on the command line (``--profile``, or
     ``$SNAKEMAKE_PROFILE``) names and that the config files in effect (``given``: Snakemake's, after the command
     line replaced the profile's) do not include. Paths in a profile are relative to the working folder."""
-    profiles = _option_values(argv, ("--profile",)) or ([environ["SNAKEMAKE_PROFILE"]] if "SNAKEMAKE_PROFILE" in environ else [])
+    profiles = _option_values(argv, ("--profile",)) or (
+        [environ["SNAKEMAKE_PROFILE"]] if "SNAKEMAKE_PROFILE" in environ else []
+    )
     have = {os.path.realpath(p) for p in given}
     missing = []
     for profile in profiles:
@@ -153,6 +155,7 @@ def path_problems(config: dict, resolve) -> list[str]:
     for i, path in enumerate(record.get("extra_files") or []):
         if not os.path.exists(resolve(path)):
             out.append(f"config record.extra_files[{i}]: {path} not found (looked for {resolve(path)})")
-    if record.get("reference") and not os.path.isdir(resolve(record["reference"])):
-        out.append(f"config record.reference: {record['reference']} is not a folder (looked for {resolve(record['reference'])})")
+    ref = record.get("reference")
+    if ref and not os.path.isdir(resolve(ref)):
+        out.append(f"config record.reference: {ref} is not a folder (looked for {resolve(ref)})")
     return out

@@ -133,6 +133,15 @@ def config_digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _flat(obj, prefix: str = "") -> dict:
+    if not isinstance(obj, dict):
+        return {prefix or "value": obj}
+    out = {}
+    for k, v in obj.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def verify_config(summary_path: str | os.PathLike, key: str, expected: dict) -> None:
     """Refuse a product made under another configuration than the one given now (e.g. a checkpoint of an earlier
     train section left in place): the summary's ``config.<key>`` must equal ``expected``."""
@@ -141,18 +150,11 @@ def verify_config(summary_path: str | os.PathLike, key: str, expected: dict) -> 
         return
     if recorded is None:
         raise ValueError(f"{summary_path}: no config.{key} recorded; re-run the step that writes it")
-    diff = sorted(
-        k
-        for k in set(recorded) | set(expected)
-        if not (isinstance(recorded, dict) and isinstance(expected, dict)) or recorded.get(k) != expected.get(k)
-    )
-    shown = ", ".join(
-        f"{k}: {recorded.get(k)!r} -> {expected.get(k)!r}"
-        for k in diff[:6]
-        if isinstance(recorded, dict) and isinstance(expected, dict)
-    )
+    was, now = _flat(recorded), _flat(expected)
+    diff = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+    shown = ", ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in diff[:6])
     raise ValueError(
-        f"{summary_path}: made with another {key} configuration than the one given now ({shown or 'differs'}); "
+        f"{summary_path}: made with another {key} configuration than the one given now ({shown}); "
         f"re-run that step with the current config (snakemake --forcerun {summary_path})"
     )
 

@@ -64,6 +64,7 @@ try:  # FlashAttention 4 (CuTe DSL, package flash-attn-4): its kernel entry poin
 except ImportError:
     fa4_fwd_kernel = fa4_bwd_kernel = None
 
+PROCESS_START = time.perf_counter()  # the stage's start-up (imports, data, compile, warm-up) is measured from here
 ARTIFACT_CAP_BYTES = 16_000_000
 ARTIFACT_FORMAT = "pgolf-artifact-v1"
 SHARD_MAGIC, SHARD_VERSION, SHARD_HEADER_WORDS = 20240520, 1, 256
@@ -1925,6 +1926,8 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
     if rt.cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
+    startup_s = t0 - PROCESS_START
+    rt.log(f"startup_time:{startup_s:.1f}s (imports, data, model, compile and warm-up before the timed steps)")
     while step < args.iterations:
         loss, scale = step_fn(step, train_ms)
         step += 1
@@ -1987,6 +1990,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
         "model_params": n_params,
         "seed": args.seed,
         "tokens_per_step": args.train_batch_tokens,
+        "startup_s": startup_s,
         "flops_per_token": model_flops_per_token(args, args.train_seq_len),
     }
     if ema is not None:
@@ -2132,6 +2136,7 @@ def main(argv: list[str] | None = None) -> None:
             summary = {
                 "stage": "quantize",
                 "seed": args.seed,
+                "knobs": args.as_dict(args.knobs("quantize")),
                 **export_artifact(ckpt["state_dict"], args, cli.artifact, rt, hs, cli.code_file),
             }
             write_summary(cli.summary, summary, rt)

@@ -1,0 +1,508 @@
+"""Faults a user on a rented pod hits, injected for real into the tiny `.test` pipeline: settings that must take
+effect, files swapped or edited behind the pipeline's back, killed jobs, a full disk, bad configs. Each test fails on
+the pipeline as it was before these checks existed (the issue "Nothing silent, nothing lost" lists the findings).
+
+The pipeline runs once, in a copy of the repository's workflow files in a temporary folder (so that the copy can be
+moved, edited and broken); each test that changes something works on a copy of that folder."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, env_with_venv, job_counts
+
+pytestmark = pytest.mark.slow
+
+RUN = "results/test"
+RECORD = "records/track_non_record_16mb/2026-01-01_pgolf_test"
+TREE = ("Snakefile", "workflow", "config", "profiles", ".test", "demo", "environment.yml", "src/pgolf/train_gpt.py")
+
+
+def snake(repo: Path, *args: str, configs=(), check: bool = True, cwd: Path | None = None, timeout: float = 900):
+    """Snakemake on the repository copy ``repo`` (its own Snakefile, run in it, as a user does)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(repo), "--cores", "2"]
+    cmd += (
+        ["--configfile", str(repo / ".test" / "config.yaml"), *map(str, configs), *args] if configs is not None else []
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv(), cwd=cwd or repo, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def overlay(folder: Path, name: str, obj: dict) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    return path
+
+
+def pgolf(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pgolf.cli", *args], capture_output=True, text=True, cwd=cwd, env=env or env_with_venv()
+    )
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """The repository's workflow files copied into a folder, and the tiny pipeline run there once."""
+    repo = tmp_path_factory.mktemp("faults") / "repo"
+    for name in TREE:
+        src, dst = REPO / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    snake(repo)
+    return repo
+
+
+@pytest.fixture
+def repo(base, tmp_path) -> Path:
+    """A copy of the finished pipeline folder (products and Snakemake's metadata), for a test to change."""
+    dst = tmp_path / "repo"
+    shutil.copytree(base, dst, symlinks=True)
+    return dst
+
+
+def record(repo: Path, hparams: dict, out: Path) -> subprocess.CompletedProcess:
+    """`pgolf record` of the run's two seeds into ``out`` (a non-record: two seeds are enough)."""
+    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2}
+    args = [
+        "record",
+        "--run-dir",
+        str(repo / RUN),
+        "--seeds",
+        "1",
+        "2",
+        "--script",
+        str(repo / RECORD / "train_gpt.py"),
+    ]
+    args += ["--environment", str(repo / RUN / "env/environment.json"), "--settings-json", json.dumps(settings)]
+    args += ["--hparams-json", json.dumps(hparams), "--nproc", "2", "--out", str(out)]
+    return pgolf(*args, cwd=repo)
+
+
+def sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings that must take effect
+
+
+def quantize(repo: Path, seed: int, section: dict, out: Path, code_file: Path | None = None, threads: int = 1):
+    seed_dir = repo / RUN / f"seed_{seed}"
+    train = json.loads((seed_dir / "train.json").read_text())["config"]["train"]["section"]
+    args = [
+        "quantize",
+        "--script",
+        str(repo / "src/pgolf/train_gpt.py"),
+        "--checkpoint",
+        str(seed_dir / "checkpoint.pt"),
+    ]
+    args += ["--seed", str(seed), "--train-summary", str(seed_dir / "train.json"), "--train-json", json.dumps(train)]
+    args += ["--quantize-json", json.dumps(section), "--artifact", str(out / "a.ptz")]
+    args += ["--summary", str(out / "q.json"), "--logfile", str(out / "q.log")]
+    if code_file:
+        args += ["--code-file", str(code_file)]
+    env = {**env_with_venv(), "OMP_NUM_THREADS": str(threads)}
+    proc = pgolf(*args, cwd=repo, env=env)
+    return proc, (json.loads((out / "q.json").read_text()) if proc.returncode == 0 else None)
+
+
+# every key of the quantize section: (settings for both runs, the change); level acts on zstd only, gptq_block (the
+# lazy-batch width of GPTQ, the same rounding in exact arithmetic) only on speed, so its effect is the summary's record
+QUANTIZE_CHANGES = {
+    "bits_matrix": ({}, 5),
+    "bits_mlp": ({}, 4),
+    "bits_embed": ({}, 7),
+    "keep_float_numel": ({}, 4096),
+    "clip_search": ({}, False),
+    "gptq": ({}, False),
+    "gptq_damp": ({}, 0.5),
+    "compressor": ({}, "xz"),
+    "layout": ({}, "packed"),
+    "level": ({"compressor": "zstd"}, 3),
+    "chunk": ({}, 4096),
+}
+SETTINGS_ONLY = {"gptq_block": 16}
+OVER_CAP = ("fit_mlp_bits", "prune_max_frac", "enforce_cap")  # act only over the cap: below
+
+
+def test_every_quantize_key_changes_the_artifact(base, tmp_path):
+    from pgolf.stages import QUANTIZE_ENV
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["quantize"]
+    cfg.update(yaml.safe_load((REPO / ".test" / "config.yaml").read_text()).get("quantize") or {})
+    assert {*QUANTIZE_CHANGES, *SETTINGS_ONLY, *OVER_CAP} == set(QUANTIZE_ENV), "a quantize key without a test"
+
+    def run(name: str, section: dict, code_file: Path | None = None):
+        out = tmp_path / name
+        out.mkdir()
+        proc, summary = quantize(base, 1, section, out, code_file=code_file)
+        return proc, summary, (sha(out / "a.ptz") if summary else None)
+
+    for key, (context, value) in QUANTIZE_CHANGES.items():
+        proc, ref, ref_sha = run(f"{key}_ref", {**cfg, **context})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+        proc, got, got_sha = run(key, {**cfg, **context, key: value})
+        assert proc.returncode == 0, (key, proc.stdout[-2000:] + proc.stderr)
+        assert got_sha != ref_sha, f"quantize.{key}={value!r} did not change the artifact"
+        if key == "bits_matrix":
+            assert ref["quant_tag"].startswith("int6_") and got["quant_tag"].startswith("int5_")
+    for key, value in SETTINGS_ONLY.items():
+        proc, got, _ = run(key, {**cfg, key: value})
+        assert proc.returncode == 0 and got["knobs"][QUANTIZE_ENV[key].lower()] == value
+
+    # over the cap (a code file that leaves the model 3 kB too few): the MLP first drops to fit_mlp_bits, then pruning
+    over = {**cfg, "compressor": "xz", "layout": "plain", "enforce_cap": True, "prune_max_frac": 0.5}
+    proc, plain, _ = run("plain", over)
+    code = tmp_path / "code.py"
+    code.write_bytes(b"#" * (16_000_000 - plain["artifact_bytes"] + 3_000))
+    proc, fit, _ = run("fit", over, code)
+    assert proc.returncode == 0 and fit["groups"]["mlp"]["bits"] == 5 and fit["prune_frac"] == 0.0
+    proc, pruned, _ = run("fit_mlp_bits", {**over, "fit_mlp_bits": 0}, code)  # no int5 fit: pruning instead
+    assert proc.returncode == 0 and pruned["groups"]["mlp"]["bits"] == 6 and pruned["prune_frac"] > 0
+    proc, _, _ = run("prune_max_frac", {**over, "fit_mlp_bits": 0, "prune_max_frac": 0.0001}, code)
+    assert proc.returncode != 0 and "PRUNE_MAX_FRAC=0.0001" in proc.stdout + proc.stderr  # too little allowed
+    proc, _, _ = run("enforced", {**over, "fit_mlp_bits": 0, "prune_max_frac": 0.0}, code)
+    assert proc.returncode != 0 and "artifact over the cap" in proc.stdout + proc.stderr
+    proc, unenforced, _ = run(
+        "enforce_cap", {**over, "fit_mlp_bits": 0, "prune_max_frac": 0.0, "enforce_cap": False}, code
+    )
+    assert proc.returncode == 0 and unenforced["bytes_total"] > 16_000_000  # written, and flagged in the log
+    assert "WARNING: artifact over the cap" in (tmp_path / "enforce_cap" / "q.log").read_text()
+
+
+def evaluate(repo: Path, seed: int, section: dict, out: Path) -> tuple[subprocess.CompletedProcess, dict | None]:
+    seed_dir = repo / RUN / f"seed_{seed}"
+    q = json.loads((seed_dir / "quantize.json").read_text())["config"]["quantize"]
+    args = ["evaluate", "--script", str(repo / "src/pgolf/train_gpt.py")]
+    args += ["--data-manifest", str(repo / "data/test_wiki_sp1024/manifest.json")]
+    args += ["--artifact", str(seed_dir / "final_model.ptz"), "--seed", str(seed), "--run", "test", "--nproc", "0"]
+    args += ["--eval-json", json.dumps(section), "--quantize-json", json.dumps(q)]
+    args += ["--train-summary", str(seed_dir / "train.json"), "--quantize-summary", str(seed_dir / "quantize.json")]
+    args += ["--summary", str(out / "e.json"), "--logfile", str(out / "e.log"), "--metrics", str(out / "m.json")]
+    proc = pgolf(*args, cwd=repo)
+    return proc, (json.loads((out / "m.json").read_text()) if proc.returncode == 0 else None)
+
+
+def test_every_eval_key_changes_what_evaluate_produces(base, tmp_path):
+    from pgolf.stages import EVAL_ENV
+
+    section = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())["eval"]
+    changes = {"stride": 32, "seq_len": 64, "batch_seqs": 3, "val_tokens_limit": 4000}
+    assert set(changes) == set(EVAL_ENV)
+    (tmp_path / "ref").mkdir()
+    proc, ref = evaluate(base, 1, section, tmp_path / "ref")
+    assert proc.returncode == 0, proc.stderr
+    for key, value in changes.items():
+        (tmp_path / key).mkdir()
+        proc, got = evaluate(base, 1, {**section, key: value}, tmp_path / key)
+        assert proc.returncode == 0, (key, proc.stderr[-2000:])
+        if key == "batch_seqs":  # how many windows go through the model at once: the score stays, the summary says
+            assert got["eval_batch_seqs"] == 3 and abs(got["val_bpb"] - ref["val_bpb"]) < 1e-6
+        else:
+            assert got["val_bpb"] != ref["val_bpb"], f"eval.{key}={value!r} did not change the score"
+    # time_budget_s: a budget the scoring cannot meet fails the step and writes no metrics
+    (tmp_path / "budget").mkdir()
+    proc, got = evaluate(base, 1, {**section, "time_budget_s": 1e-6}, tmp_path / "budget")
+    assert proc.returncode != 0 and "over the" in proc.stderr and got is None
+    # a window longer than the validation split: refused, naming the key
+    (tmp_path / "long").mkdir()
+    proc, _ = evaluate(base, 1, {**section, "seq_len": 4096, "val_tokens_limit": 1000}, tmp_path / "long")
+    assert proc.returncode != 0 and "EVAL_SEQ_LEN=4096 is longer than the validation split" in proc.stdout
+
+
+def test_bits_matrix_changes_the_staged_pipeline_s_record(repo, tmp_path):
+    before = json.loads((repo / RECORD / "submission.json").read_text())
+    assert before["quant_tag"].startswith("int6_")
+    q = overlay(tmp_path, "q", {"quantize": {"bits_matrix": 4}})
+    proc = snake(repo, configs=[q])
+    assert job_counts(proc) == {"quantize": 2, "evaluate": 2, "record": 1, "all": 1}
+    after = json.loads((repo / RECORD / "submission.json").read_text())
+    assert after["quant_tag"].startswith("int4_")
+    for seed in ("1", "2"):
+        assert after["seed_results"][seed]["artifact_sha256"] != before["seed_results"][seed]["artifact_sha256"]
+        assert after["seed_results"][seed]["val_bpb"] != before["seed_results"][seed]["val_bpb"]
+
+
+def test_quantize_log_names_its_seed_and_only_what_it_read(base):
+    for seed in (1, 2):
+        log = (base / RUN / f"seed_{seed}" / "quantize.log").read_text()
+        assert f"stage:quantize seed:{seed}" in log
+        assert "  quant_bits_matrix: 6" in log and "  matrix_lr:" not in log and "  eval_stride:" not in log
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs and claims checked against the files
+
+
+def test_a_typo_in_an_input_path_is_refused_even_when_products_exist(repo, tmp_path):
+    bad = overlay(tmp_path, "bad", {"data": {"documents": {"path": "demo/wiki_vital_en.jsonl.xzz"}}})
+    proc = snake(repo, "-n", configs=[bad], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Nothing to be done" not in out
+    assert "data.documents.path: demo/wiki_vital_en.jsonl.xzz not found" in out
+    bad = overlay(tmp_path, "extra", {"record": {"extra_files": ["no/such/helper.py"]}})
+    proc = snake(repo, "-n", configs=[bad], check=False)
+    assert proc.returncode != 0 and "record.extra_files[0]: no/such/helper.py not found" in proc.stdout + proc.stderr
+
+
+def test_demo_profile_with_a_configfile_keeps_the_demo(tmp_path):
+    mine = overlay(tmp_path, "mine", {"seeds": [7]})
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/demo", "--configfile", str(mine)]
+    cmd += ["-d", str(tmp_path / "wd")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env_with_venv())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "results/demo/seed_7/checkpoint.pt" in out  # the demo's run, with the overlay's seed
+    assert "pgolf data documents" in out or "data/demo_wiki_sp1024/manifest.json" in out
+    assert "results/demo/seed_1337" not in out and "sp1024_11L" not in out and "--nproc 8" not in out
+
+
+def test_a_swapped_artifact_is_never_scored(repo):
+    one, two = repo / RUN / "seed_1" / "final_model.ptz", repo / RUN / "seed_2" / "final_model.ptz"
+    readme = (repo / RECORD / "README.md").read_bytes()
+    shutil.copyfile(two, one)  # another seed's artifact (or another architecture's, or a 35 MB file)
+    proc = snake(repo, check=False)
+    assert proc.returncode != 0
+    log = (repo / "logs/test/seed_1/evaluate.log").read_text()
+    assert "final_model.ptz: not the artifact that quantize.json describes" in log
+    assert (repo / RECORD / "README.md").read_bytes() == readme  # the record stays as it was
+    big = repo / RUN / "seed_2" / "final_model.ptz"
+    big.write_bytes(os.urandom(1 << 20))
+    proc = record(repo, {}, repo / "records" / "x")
+    assert proc.returncode != 0 and "final_model.ptz" in proc.stderr and "replaced after it was scored" in proc.stderr
+
+
+def test_an_edited_checkpoint_is_refused_and_the_last_good_products_stay(repo):
+    ckpt = repo / RUN / "seed_1" / "checkpoint.pt"
+    artifact = repo / RUN / "seed_1" / "final_model.ptz"
+    old = {
+        p: p.read_bytes() for p in (artifact, artifact.with_name("quantize.json"), repo / RECORD / "submission.json")
+    }
+    with open(ckpt, "ab") as f:
+        f.write(b"\0")
+    proc = snake(repo, "--forcerun", "quantize", check=False)
+    assert proc.returncode != 0
+    assert (
+        "checkpoint.pt: not the checkpoint that train.json describes"
+        in (repo / "logs/test/seed_1/quantize.log").read_text()
+    )
+    for path, data in old.items():  # a failed forced re-run keeps the last good products
+        assert path.read_bytes() == data, path
+
+
+def test_a_failed_record_keeps_the_previous_record(repo, tmp_path):
+    record = repo / RECORD
+    old = {name: (record / name).read_bytes() for name in ("README.md", "submission.json")}
+    strict = overlay(tmp_path, "strict", {"record": {"min_seeds": 3}})  # two seeds: the record fails its checks
+    proc = snake(repo, configs=[strict], check=False)
+    assert proc.returncode != 0
+    for name, data in old.items():
+        assert (record / name).read_bytes() == data, name
+    assert job_counts(snake(repo, "-n", configs=[strict])) == {"record": 1, "all": 1}  # the plan shows what is missing
+
+
+def test_a_checkpoint_of_an_earlier_config_is_never_quantized(repo, tmp_path):
+    t = overlay(tmp_path, "t", {"train": {"iterations": 13}})
+    # with the mtime trigger alone, Snakemake does not see the changed section: the step itself must
+    proc = snake(repo, "--rerun-triggers", "mtime", "--forcerun", "quantize", configs=[t], check=False)
+    assert proc.returncode != 0
+    log = (repo / "logs/test/seed_1/quantize.log").read_text()
+    assert "made with another train configuration" in log and "iterations: 12 -> 13" in log
+    e = overlay(tmp_path, "e", {"eval": {"stride": 32}})
+    proc = snake(repo, "--rerun-triggers", "mtime", "--forcerun", "record", configs=[e], check=False)
+    assert proc.returncode != 0
+    assert "ran under another eval configuration" in (repo / "logs/test/record.log").read_text()
+
+
+def test_a_moved_repository_re_runs_nothing_and_logs_name_no_absolute_path(repo, tmp_path):
+    moved = tmp_path / "elsewhere" / "pgolf"
+    moved.parent.mkdir()
+    shutil.move(repo, moved)
+    pod = yaml.safe_load((REPO / "profiles" / "pod" / "config.yaml").read_text())
+    assert job_counts(snake(moved, "-n", "--rerun-triggers", *pod["rerun-triggers"])) == {}
+    for log in (moved / RECORD).glob("train_seed*.log"):
+        text = log.read_text()
+        assert "/pytest-" not in text and "/home/" not in text and "/root/" not in text, log
+
+
+def test_secrets_in_train_env_are_never_published(base, tmp_path):
+    out = tmp_path / "rec"
+    hparams = {"NUM_LAYERS": "2", "HF_TOKEN": "hf_s3cr3t", "WANDB_API_KEY": "k3y"}
+    proc = record(base, hparams, out)
+    assert proc.returncode == 0, proc.stderr
+    text = "".join(p.read_text(errors="replace") for p in out.iterdir() if p.suffix in (".md", ".json", ".log"))
+    assert "NUM_LAYERS" in text and "hf_s3cr3t" not in text and "k3y" not in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad configs refused before any job
+
+
+def test_a_yaml_syntax_error_names_the_file_and_the_line(repo):
+    cfg = repo / "config" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("  iterations: 9000\n", "  iterations: [9000\n", 1))
+    proc = snake(repo, "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"{cfg}:" in out and "YAML syntax error" in out
+
+
+def test_a_model_shape_that_cannot_work_is_refused_before_any_job(repo, tmp_path):
+    bad = overlay(tmp_path, "bad", {"train": {"num_heads": 3}})
+    proc = snake(repo, "-n", configs=[bad], check=False)
+    assert (
+        proc.returncode != 0
+        and "train.model_dim=64 is not a multiple of train.num_heads=3" in proc.stdout + proc.stderr
+    )
+    bad = overlay(tmp_path, "bad2", {"train": {"train_batch_tokens": 2000}})
+    proc = snake(repo, "-n", configs=[bad], check=False)
+    assert proc.returncode != 0 and "train.train_batch_tokens=2000 does not split" in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Killed jobs, concurrent runs, a full disk
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                if text in (p / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(p.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _wait_for(cond, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.25)
+    return cond()
+
+
+def test_killing_snakemake_kills_its_training_and_a_seed_never_trains_twice(repo, tmp_path):
+    long = overlay(tmp_path, "long", {"train": {"iterations": 100000, "train_log_every": 1}})
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(repo), "--cores", "2"]
+    cmd += ["--configfile", str(repo / ".test" / "config.yaml"), str(long), "--forcerun", f"{RUN}/seed_1/checkpoint.pt"]
+    cmd += ["--", f"{RUN}/seed_1/checkpoint.pt"]
+    snakemake = subprocess.Popen(
+        cmd, cwd=repo, env=env_with_venv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    step_log = repo / "logs/test/seed_1/train.log"
+    try:
+        assert _wait_for(lambda: step_log.exists() and "step:3/100000" in step_log.read_text(), 120), "no training"
+        job = f"{RUN}/seed_1/checkpoint.pt"  # in the command lines of the shell, pgolf, torchrun and its ranks
+        assert len(_processes_mentioning(job)) >= 4
+        os.kill(snakemake.pid, signal.SIGKILL)
+        snakemake.wait()
+        assert _wait_for(lambda: not _processes_mentioning(job), 30), f"orphans live: {_processes_mentioning(job)}"
+    finally:
+        for pid in _processes_mentioning(f"{RUN}/seed_1/checkpoint.pt"):
+            os.kill(pid, signal.SIGKILL)
+    assert not (repo / RUN / "seed_1" / "checkpoint.pt.partial").exists()
+    # a second run of the same seed's training while one holds the seed's lock is refused, naming the holder
+    lock = repo / RUN / "seed_1" / ".train.json.lock"
+    with open(lock, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write("pid 4242, started earlier")
+        f.flush()
+        snake(repo, "--unlock", check=False)
+        proc = snake(repo, "--rerun-incomplete", "--forcerun", f"{RUN}/seed_1/checkpoint.pt", check=False)
+        assert proc.returncode != 0
+        assert "is already running (pid 4242" in (repo / "logs/test/seed_1/train.log").read_text()
+    snake(
+        repo, "--rerun-incomplete"
+    )  # the lock released, the pipeline finishes; the published log starts with the header
+    published = (repo / RECORD / "train_seed1.log").read_text()
+    assert published.startswith("Running Python") or published.startswith("=" * 20), published[:200]
+
+
+def test_killing_the_data_step_leaves_no_encoder_workers(tmp_path):
+    from pgolf.data import train_tokenizer
+
+    model = train_tokenizer(REPO / "demo" / "wiki_vital_en.jsonl.xz", tmp_path / "tok", vocab_size=512, max_docs=200)
+    big = tmp_path / "docs.jsonl"
+    line = json.dumps({"text": "The quick brown fox jumps over the lazy dog. " * 20})
+    big.write_text((line + "\n") * 20000)
+    call = f"d({str(big)!r}, {str(model)!r}, {str(tmp_path / 'out')!r}, 'x', 10, threads=2, chunk_docs=10)"
+    cmd = [sys.executable, "-c", f"from pgolf.data import docs_to_shards as d; {call}"]
+    proc = subprocess.Popen(cmd, env=env_with_venv())
+
+    def descendants() -> list[int]:
+        kids, frontier = [], [proc.pid]
+        while frontier:
+            parent = frontier.pop()
+            for p in Path("/proc").iterdir():
+                if p.name.isdigit():
+                    try:
+                        stat = (p / "stat").read_text()
+                    except OSError:
+                        continue
+                    if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+                        kids.append(int(p.name))
+                        frontier.append(int(p.name))
+        return kids
+
+    assert _wait_for(lambda: len(descendants()) >= 3, 60), "no workers started"  # fork server + 2 encoders
+    workers = descendants()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def alive() -> list[int]:
+        out = []
+        for pid in workers:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                out.append(pid)
+        return out
+
+    assert _wait_for(lambda: not alive(), 20), f"workers left: {alive()}"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root (the disk-full test fills a 64 kB file system)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary(base, tiny_disk, tmp_path):
+    seed_dir = base / RUN / "seed_1"
+    ckpt = torch.load(seed_dir / "checkpoint.pt", weights_only=True)
+    code = f"""
+import sys, torch, importlib.util
+spec = importlib.util.spec_from_file_location("s", {str(base / "src/pgolf/train_gpt.py")!r})
+mod = importlib.util.module_from_spec(spec); sys.modules["s"] = mod; spec.loader.exec_module(mod)
+obj = torch.load({str(seed_dir / "checkpoint.pt")!r}, weights_only=True)
+mod.write_atomic({str(tiny_disk / "checkpoint.pt")!r}, lambda f: torch.save(obj, f), "checkpoint")
+"""
+    assert len(ckpt["state_dict"]) > 0
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_with_venv())
+    assert proc.returncode != 0
+    assert f"{tiny_disk / 'checkpoint.pt'}: could not write the checkpoint: no space left on device" in proc.stderr
+    assert list(tiny_disk.iterdir()) == []  # no temporary file left behind
