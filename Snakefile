@@ -22,7 +22,10 @@ configfile: BASE_CONFIG
 # A --configfile on the command line replaces the config files a profile names (Snakemake's rule for options): load
 # those under it, so that `--profile profiles/demo --configfile X` is the demo with X on top.
 for _profile, _overlay in profile_overlays(
-    sys.argv, os.environ, [str(p) for p in workflow.config_settings.configfiles]
+    sys.argv,
+    os.environ,
+    [str(p) for p in workflow.config_settings.configfiles],
+    [os.getcwd(), workflow.basedir, os.environ.get("PWD", ".")],
 ):
     print(
         f"pgolf: {_overlay} (from --profile {_profile}) loaded under the --configfile given",
@@ -52,3 +55,4 @@ rule all:
     default_target: True
     input:
         rules.record.output.submission,
+        rules.record.output.done,

@@ -494,8 +494,7 @@ _worker_sp: spm.SentencePieceProcessor | None = None
 
 def _init_encoder(model_path: str) -> None:
     global _worker_sp
-    # a worker dies with the process that started it (the fork server, which exits with `pgolf data`): a killed data
-    # step leaves no encoder behind
+    # a worker dies with the process that started it (`pgolf data`): a killed data step leaves no encoder behind
     procs.die_with_parent(signal.SIGKILL)
     _worker_sp = spm.SentencePieceProcessor(model_file=model_path)
 
@@ -520,9 +519,9 @@ def bounded_map(submit: Callable[[T], Future], items: Iterable[T], window: int) 
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
-    """Worker processes are started by a fork server (safe when the parent has threads), else spawned."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    """Worker processes are spawned (safe when the parent has threads), as children of this process, so that they die
+    with it (a fork server outlives a killed parent, and so do the workers it forked)."""
+    return multiprocessing.get_context("spawn")
 
 
 def docs_to_shards(

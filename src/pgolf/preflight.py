@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import os
-import shlex
 from pathlib import Path
 
 import yaml
@@ -51,35 +50,39 @@ def _option_values(argv: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _profile_file(profile: str) -> Path | None:
-    path = Path(profile)
-    if path.is_file():
-        return path
-    for name in ("config.v9+.yaml", "config.v8+.yaml", "config.yaml", "profile.yaml"):
-        if (path / name).is_file():
-            return path / name
+def _profile_file(profile: str, bases: list[Path]) -> tuple[Path, Path] | None:
+    """(the folder a relative profile was found from, its settings file)."""
+    for base in bases:
+        path = base / profile
+        if path.is_file():
+            return base, path
+        for name in ("config.v9+.yaml", "config.v8+.yaml", "config.yaml", "profile.yaml"):
+            if (path / name).is_file():
+                return base, path / name
     return None
 
 
-def profile_overlays(argv: list[str], environ: dict, given: list[str]) -> list[tuple[str, str]]:
+def profile_overlays(argv: list[str], environ: dict, given: list[str], bases: list[str]) -> list[tuple[str, str]]:
     """[(profile, config file)] for each config file that a profile on the command line (``--profile``, or
-    ``$SNAKEMAKE_PROFILE``) names and that the config files in effect (``given``: Snakemake's, after the command
-    line replaced the profile's) do not include. Paths in a profile are relative to the working folder."""
-    profiles = _option_values(argv, ("--profile",)) or (
-        [environ["SNAKEMAKE_PROFILE"]] if "SNAKEMAKE_PROFILE" in environ else []
-    )
+    ``$SNAKEMAKE_PROFILE``) names and that the config files in effect (``given``: Snakemake's, absolute, after the
+    command line replaced the profile's) do not include. A relative profile, and the paths in it, are looked up from
+    the first of ``bases`` that has it (Snakemake's working folder may have moved to ``--directory`` by now)."""
+    profiles = _option_values(argv, ("--profile",))
+    if not profiles and environ.get("SNAKEMAKE_PROFILE"):
+        profiles = [environ["SNAKEMAKE_PROFILE"]]
     have = {os.path.realpath(p) for p in given}
     missing = []
     for profile in profiles:
-        file = _profile_file(profile)
-        if file is None:
+        found = _profile_file(profile, [Path(b) for b in bases])
+        if found is None:
             continue
+        base, file = found
         settings = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         wanted = settings.get("configfile") or settings.get("configfiles") or []
         for path in [wanted] if isinstance(wanted, str) else wanted:
-            for p in shlex.split(str(path)) if isinstance(path, str) else [str(path)]:
-                if os.path.realpath(p) not in have:
-                    missing.append((profile, p))
+            full = Path(path) if Path(path).is_absolute() else base / path
+            if os.path.realpath(full) not in have:
+                missing.append((profile, str(full)))
     return missing
 
 

@@ -160,5 +160,13 @@ def kept(path):
     return update(path)
 
 
+def done_marker(step):
+    """A rule's last output, written by its shell command after the step succeeded and deleted by Snakemake before
+    the job runs: when a re-run fails, the kept products (``kept``) are restored but this is missing, so the next
+    plan shows the job again (Snakemake drops a failed job's metadata, so the restored products alone would look up to
+    date even when the job re-ran for a changed config)."""
+    return f"{OUT}/.done/{step}"
+
+
 def seed_path(name):
     return f"{OUT}/seed_{{seed}}/{name}"

@@ -7,11 +7,13 @@ if not UPSTREAM:
             artifact=rules.quantize.output.artifact,
             train_summary=rules.train.output.summary,
             quantize_summary=rules.quantize.output.summary,
+            quantized=rules.quantize.output.done,
             script=SCRIPT,
         output:
             metrics=kept(seed_path("metrics.json")),
             summary=kept(seed_path("eval.json")),
             evallog=kept(seed_path("eval.log")),
+            done=done_marker("seed_{seed}.evaluate"),
         log:
             f"{LOGS}/seed_{{seed}}/evaluate.log",
         conda:
@@ -30,3 +32,4 @@ if not UPSTREAM:
             " --quantize-json {params.quantize:q}"
             " --train-summary {input.train_summary} --quantize-summary {input.quantize_summary}"
             " --summary {output.summary} --logfile {output.evallog} --metrics {output.metrics} > {log} 2>&1"
+            " && touch {output.done}"

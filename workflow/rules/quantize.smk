@@ -19,12 +19,14 @@ if not UPSTREAM:
         input:
             checkpoint=rules.train.output.checkpoint,
             train_summary=rules.train.output.summary,
+            trained=rules.train.output.done,
             script=SCRIPT,
             shipped=SHIPPED,
         output:
             artifact=kept(seed_path("final_model.ptz")),
             summary=kept(seed_path("quantize.json")),
             qlog=kept(seed_path("quantize.log")),
+            done=done_marker("seed_{seed}.quantize"),
         log:
             f"{LOGS}/seed_{{seed}}/quantize.log",
         conda:
@@ -36,3 +38,4 @@ if not UPSTREAM:
             "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --seed {wildcards.seed}"
             " --train-summary {input.train_summary} --train-json {params.train:q} --quantize-json {params.quantize:q}"
             " --code-file {input.shipped} --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} > {log} 2>&1"
+            " && touch {output.done}"

@@ -15,6 +15,12 @@ rule record:
             if UPSTREAM
             else expand(f"{OUT}/seed_{{seed}}/final_model.ptz", seed=SEEDS)
         ),
+        # each seed's last step succeeded (a failed re-run leaves its kept products but not its marker)
+        done=expand(
+            done_marker("seed_{seed}.{step}"),
+            seed=SEEDS,
+            step="train_upstream" if UPSTREAM else "evaluate",
+        ),
         environment=rules.fa3.output.environment,
         script=SHIPPED,
         extra=RECORD_SETTINGS.get("extra_files") or [],
@@ -35,6 +41,7 @@ rule record:
             labels={"figure": "per-seed results"},
         ),
         csv=kept(f"{OUT}/report/seed_results.csv"),
+        done=done_marker("record"),
     log:
         f"{LOGS}/record.log",
     conda:
@@ -52,4 +59,4 @@ rule record:
         "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
         " --environment {input.environment} --settings-json {params.settings:q} --hparams-json {params.hparams:q}"
         " --nproc {params.nproc} --out {params.record_dir} --report-dir {params.report_dir}"
-        " --expect-configs {params.configs:q} > {log} 2>&1"
+        " --expect-configs {params.configs:q} > {log} 2>&1 && touch {output.done}"

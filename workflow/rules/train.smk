@@ -9,6 +9,7 @@ if not UPSTREAM:
             checkpoint=kept(seed_path("checkpoint.pt")),
             summary=kept(seed_path("train.json")),
             trainlog=kept(seed_path("train.log")),
+            done=done_marker("seed_{seed}.train"),
         log:
             f"{LOGS}/seed_{{seed}}/train.log",
         conda:
@@ -25,6 +26,7 @@ if not UPSTREAM:
             "pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run-id {params.run}_seed{wildcards.seed} --nproc {params.nproc} --train-json {params.train:q}"
             " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog} > {log} 2>&1"
+            " && touch {output.done}"
 
 else:
 
@@ -38,6 +40,7 @@ else:
         output:
             metrics=kept(seed_path("metrics.json")),
             trainlog=kept(seed_path("train.log")),
+            done=done_marker("seed_{seed}.train_upstream"),
         log:
             f"{LOGS}/seed_{{seed}}/train.log",
         conda:
@@ -56,3 +59,4 @@ else:
             "pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run {params.run} --nproc {params.nproc} --env-json {params.env:q} --device {params.device}"
             " --workdir {params.workdir} --logfile {output.trainlog} --metrics {output.metrics} > {log} 2>&1"
+            " && touch {output.done}"
