@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pgolf import EVAL_BUDGET_S, fsio
-from pgolf.data import load_manifest
+from pgolf.data import verify_manifest
 from pgolf.logs import progress_line
 
 # config key (pipeline) -> environment variable (training script), for the quantize and eval sections
@@ -77,7 +77,7 @@ def section_env(section: dict, mapping: dict[str, str], what: str) -> dict[str, 
 
 
 def data_env(manifest_path: str | os.PathLike) -> dict[str, str]:
-    m = load_manifest(manifest_path)
+    m = verify_manifest(manifest_path)
     return {
         "TRAIN_FILES": m["train_glob"],
         "VAL_FILES": m["val_glob"],

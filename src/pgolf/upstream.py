@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from pgolf import TRAIN_BUDGET_S, fsio
-from pgolf.data import load_manifest
+from pgolf.data import verify_manifest
 from pgolf.logs import best_of_kind, parse_log
 from pgolf.stages import THREAD_VARS, env_value, stream
 
@@ -39,7 +39,7 @@ SCRIPT_NAME = "train_gpt.py"
 def link_data(manifest_path: str | os.PathLike, dest: str | os.PathLike) -> dict[str, str]:
     """Make ``dest`` a folder of links ``fineweb_{train,val}_NNNNNN.bin`` to the manifest's shards (in their order);
     return the data environment an upstream script reads (``DATA_PATH``, ``TOKENIZER_PATH``, ``VOCAB_SIZE``)."""
-    m = load_manifest(manifest_path)
+    m = verify_manifest(manifest_path)
     dest = Path(dest)
     if dest.is_symlink() or dest.is_file():
         dest.unlink()
