@@ -83,6 +83,8 @@ def data_env(manifest_path: str | os.PathLike) -> dict[str, str]:
         "VAL_FILES": m["val_glob"],
         "TOKENIZER_PATH": m["tokenizer_path"],
         "VOCAB_SIZE": str(m["vocab_size"]),
+        # the validation byte sidecar, when the data set has one: the evaluator counts its bytes ("" = the pieces')
+        "VAL_BYTES_FILES": m.get("val_bytes_glob", ""),
     }
 
 

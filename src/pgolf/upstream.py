@@ -46,8 +46,8 @@ def link_data(manifest_path: str | os.PathLike, dest: str | os.PathLike) -> dict
     elif dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for split in ("train", "val"):
-        for i, shard in enumerate(m[f"{split}_files"]):
+    for split in ("train", "val", "val_bytes"):  # val_bytes: the byte sidecar, where the data set has one
+        for i, shard in enumerate(m.get(f"{split}_files", [])):
             (dest / f"fineweb_{split}_{i:06d}.bin").symlink_to(Path(shard).resolve())
     return {"DATA_PATH": str(dest.resolve()), "TOKENIZER_PATH": m["tokenizer_path"], "VOCAB_SIZE": str(m["vocab_size"])}
 
