@@ -11,6 +11,7 @@ rule record:
             stage=SEED_LOGS,
         ),
         environment=rules.fa3.output.environment,
+        data=DATA_MANIFEST,
         script=SHIPPED,
         extra=RECORD_SETTINGS.get("extra_files") or [],
     output:
@@ -44,5 +45,5 @@ rule record:
         record_dir=lambda wildcards, output: str(Path(output.submission).parent),
     shell:
         "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
-        " --environment {input.environment} --settings-json {params.settings:q} --hparams-json {params.hparams:q}"
+        " --environment {input.environment} --data-manifest {input.data} --settings-json {params.settings:q} --hparams-json {params.hparams:q}"
         " --nproc {params.nproc} --out {params.record_dir} --report-dir {params.report_dir} > {log} 2>&1"
