@@ -233,3 +233,49 @@ def test_production_config_names_each_variant(tmp_path):
     assert "--train-shards 2 " in text
     text = plan({"data": {"name": "x", "hub": {"variant": "sp8192", "repos": {"sp8192": {"verified": True}}}}})
     assert "verified is true but revision 'main' is not a 40-hex commit" in text
+
+
+def test_upstream_script_sees_the_sidecar_under_the_upstream_name(tmp_path, hubs):
+    """train.mode upstream: the data links hold the byte sidecar where CaseOps scripts look for it."""
+    from pgolf.upstream import link_data
+
+    out = tmp_path / "caseops"
+    _get(out, hubs["romeerp"], CASEOPS)
+    env = link_data(out, tmp_path / "links")
+    names = sorted(p.name for p in (tmp_path / "links").iterdir())
+    assert names == ["fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"] + [
+        "fineweb_val_000000.bin",
+        "fineweb_val_bytes_000000.bin",
+    ]
+    side = tmp_path / "links" / "fineweb_val_bytes_000000.bin"
+    assert side.resolve() == (out / "fineweb_val_bytes_000000.bin").resolve()
+    assert env["TOKENIZER_PATH"].endswith(f"{CASEOPS_TOK}.model") and env["VOCAB_SIZE"] == "8192"
+
+
+EXAMPLE = REPO / "config" / "examples" / "upstream_1.0611_caseops.yaml"
+RECORD_1_0611 = "track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
+
+
+def test_example_config_reproducing_the_1_0611_record_dry_run(tmp_path):
+    upstream = REPO.parent / "shared" / "fixtures" / "upstream-corpus" / RECORD_1_0611
+    if not upstream.is_dir():
+        pytest.skip(f"the 1.0611 record folder {upstream} is not present (../shared is absent)")
+    # The example expects an openai/parameter-golf checkout in upstream/; here the corpus copy of the record stands in.
+    text = EXAMPLE.read_text().replace(f"upstream/records/{RECORD_1_0611}", str(upstream))
+    assert str(upstream) in text
+    overlay = tmp_path / "example.yaml"
+    overlay.write_text(text)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "-p"]
+    proc = subprocess.run([*cmd, "--configfile", str(overlay)], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    lines = out.splitlines()
+    data = next(x for x in lines if "pgolf data hub" in x)
+    assert f"--variant {CASEOPS} --train-shards 80 --repo-id romeerp/parameter-golf-caseops-v1" in data
+    runs = [x for x in lines if "pgolf run-upstream" in x]
+    assert len(runs) == 3 and all(f"--script {upstream / 'train_gpt.py'}" in x for x in runs)
+    assert all('"CASEOPS_ENABLED":1' in x and '"COMPRESSOR":"pergroup"' in x for x in runs)
+    assert {s for x in runs for s in ("42", "0", "1234") if f"--seed {s} " in x} == {"42", "0", "1234"}
+    record = next(x for x in lines if "pgolf record" in x)
+    assert "--data-manifest data/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved/manifest.json" in record
+    assert str(upstream / "tokenizers") in record and str(upstream / "lossless_caps.py") in record
