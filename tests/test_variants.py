@@ -279,3 +279,20 @@ def test_example_config_reproducing_the_1_0611_record_dry_run(tmp_path):
     record = next(x for x in lines if "pgolf record" in x)
     assert "--data-manifest data/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved/manifest.json" in record
     assert str(upstream / "tokenizers") in record and str(upstream / "lossless_caps.py") in record
+
+
+def test_missing_system_tool_is_reported(tmp_path, monkeypatch):
+    from pgolf import upstream
+
+    (tmp_path / "train_gpt.py").write_text('subprocess.run(["lrzip", "-z", path])\n')
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert upstream.missing_tools(tmp_path) == ["lrzip"]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "lrzip").write_text("#!/bin/sh\n")
+    (fake / "lrzip").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    assert upstream.missing_tools(tmp_path) == []
+    (tmp_path / "train_gpt.py").write_text("import brotli\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert upstream.missing_tools(tmp_path) == []
