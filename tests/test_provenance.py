@@ -81,3 +81,37 @@ def test_record_rule_passes_the_data_manifest(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf record" in x)
     assert "--data-manifest data/fineweb10B_sp1024/manifest.json" in line
+
+
+def test_logs_say_what_val_bpb_counted():
+    from pgolf.logs import parse_log
+
+    assert parse_log("val_bytes:sidecar /d/fineweb_val_bytes_*.bin\n")["val_bytes"] == "sidecar"
+    assert parse_log("[rank0]: val_bytes:pieces\n")["val_bytes"] == "pieces"
+    assert parse_log("step:1/2 train_loss:3.0\n")["val_bytes"] is None
+    corpus = REPO.parent / "shared" / "fixtures" / "upstream-corpus" / "track_10min_16mb"
+    if not corpus.is_dir():
+        return
+    caseops = corpus / "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611" / "train_seed42.log"
+    assert parse_log(caseops)["val_bytes"] == "sidecar"  # caseops_enabled: True
+    plain = corpus / "2026-04-06_SP8192_HessianSDClip_ProgressiveRecurrence" / "train_seed42.log"
+    assert parse_log(plain)["val_bytes"] is None
+
+
+def test_check_refuses_a_record_that_scored_the_wrong_bytes(run, tmp_path, tiny_data):  # noqa: F811
+    """A data set with a byte sidecar scored with the pieces' bytes (CASEOPS_ENABLED forgotten) fails the record."""
+    import pytest
+
+    data = tmp_path / "sc"
+    shutil.copytree(Path(tiny_data["manifest_path"]).parent, data)
+    shutil.copyfile(data / "tiny_val_000000.bin", data / "tiny_val_bytes_000000.bin")
+    write_manifest(data, "tiny", {"kind": "test"}, data / "tok.model", "tiny")
+    for d in run["dirs"]:
+        with open(d / "eval.log", "a") as f:
+            f.write("val_bytes:sidecar /x/tiny_val_bytes_*.bin\n")
+    build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8, data_manifest=data)
+    with open(run["dirs"][1] / "eval.log", "a") as f:
+        f.write("val_bytes:pieces\n")
+    seed = run["dirs"][1].name.split("_")[1]
+    with pytest.raises(ValueError, match=rf"train_seed{seed}\.log: val_bpb counted the bytes of the tokenizer's"):
+        build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8, data_manifest=data)
