@@ -141,6 +141,10 @@ def test_kevclark_layout_listed_and_unlisted_variants(tmp_path, hubs):
     assert m["tokenizer"]["vocab_size"] == 8192 and len(m["train"]["files"]) == 3 and "val_bytes" not in m
     assert m["source"]["commit"] == hub.COMMIT and any(f"'main' is commit {hub.COMMIT}" in x for x in lines)
     assert stages.data_env(tmp_path / "sp8192")["VAL_BYTES_FILES"] == ""
+    # Run again with every file in place: nothing is fetched, and the branch is still resolved (one request).
+    again, lines = _get(tmp_path / "sp8192", hub, "sp8192", lock_path=tmp_path / "lock.json")
+    assert again["downloaded"] == [] and again["manifest"]["source"]["commit"] == hub.COMMIT
+    assert any(f"'main' is commit {hub.COMMIT}" in x for x in lines)
 
     # sp4096 is not in the repo's manifest.json: default file names, the sidecar only if the repo has one (it has not)
     result, lines = _get(tmp_path / "sp4096", hub, "sp4096")

@@ -1659,6 +1659,15 @@ def download_from_hub(
     if len(commits) > 1:
         log(f"note: {revision!r} resolved to several commits during this run: {', '.join(commits)}")
     commit = revision if is_commit(revision) else (commits[0] if len(commits) == 1 else None)
+    if commit is None and not commits and not is_commit(revision):
+        # Nothing was fetched, so no answer named the commit: the cache's snapshot folder does, or one request.
+        snapshots = {
+            m.group(1) for p, _ in from_cache.values() if (m := re.search(r"/snapshots/([0-9a-f]{40})/", str(p)))
+        }
+        if len(snapshots) == 1:
+            commit = snapshots.pop()
+        elif not offline:
+            commit = hub.head(files[0].remote).commit_hash or None
     if commit and not is_commit(revision):
         log(f"note: {revision!r} is commit {commit} now; pin it as the revision for a reproducible download")
 
