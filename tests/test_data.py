@@ -823,6 +823,7 @@ def test_offline_from_the_hugging_face_cache(tmp_path, fake_hub, monkeypatch):
     blob = Path(data._cached_file(REPO_ID, f"{SHARD_DIR}/fineweb_train_000000.bin", "main", fake_hub.cache_dir))
     assert (out / "fineweb_train_000000.bin").stat().st_ino == blob.resolve().stat().st_ino  # linked, not copied
     assert load_manifest(out)["train_tokens"] == 2000 + 2001 + 2002
+    assert load_manifest(out)["source"]["commit"] == fake_hub.COMMIT  # the branch, resolved by the cache's snapshot
     assert len(read_lock(lock)["datasets"][f"{REPO_ID}@main/sp1024"]["files"]) == len(FILES)
     assert any("offline" in x for x in lines)
 

@@ -340,7 +340,11 @@ def test_build_record_writes_a_passing_folder(run):
     for s, d in zip(SEEDS, run["dirs"], strict=True):
         expected = b"".join((d / n).read_bytes() for n in ("train.log", "quantize.log", "eval.log"))
         assert (out / f"train_seed{s}.log").read_bytes() == expected
-    assert (out / "requirements.txt").read_text() == "torch==2.9.1\nnumpy\nzstandard\n"
+    # pinned to the versions that ran (ENVIRONMENT has no package list: the versions installed here)
+    from importlib.metadata import version
+
+    expected = f"torch==2.9.1\nnumpy=={version('numpy')}\nzstandard=={version('zstandard')}\n"
+    assert (out / "requirements.txt").read_text() == expected
     assert check_record(out, min_seeds=3) == []
 
     on_disk = json.loads((out / "submission.json").read_text())

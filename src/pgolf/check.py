@@ -19,7 +19,10 @@ Rules that upstream records legitimately vary on are handled by rule, not by fol
   the population std);
 - a run stopped by the wallclock cap may overshoot the train budget by the step in flight: up to ``overshoot_steps``
   average steps (upstream accepted 600099 ms at 85 ms/step);
-- how many seeds are needed is ``min_seeds`` (the naive baseline has one).
+- how many seeds are needed is ``min_seeds`` (the naive baseline has one);
+- where submission.json says what the data set was (``data``, written by ``pgolf record``), a log that says what its
+  val_bpb counted (``val_bytes:`` lines, an upstream CaseOps script's ``caseops_enabled``) must have counted the
+  validation byte sidecar when the data set has one and the tokenizer's pieces when it has none.
 
 Number tolerance: a value with d decimals in submission.json must be within ``10**-d`` of the logs, at most 1e-4 (a
 value rounded to 4 decimals) and at least 2e-8 (8-decimal values averaged over seeds), or within the resolution the log
@@ -192,9 +195,27 @@ def check_record(
         problems.append(f"only {len(scored)} distinct seed(s) with a score ({listed}); at least {min_seeds} required")
     if sub:
         problems += _check_submission(sub, by_seed, scored, cap_bytes)
+        problems += _check_byte_source(sub, all_logs)
     if (record_dir / "README.md").is_file():
         problems += check_readme((record_dir / "README.md").read_text(encoding="utf-8", errors="replace"), by_seed)
     return problems
+
+
+def _check_byte_source(sub: dict, all_logs: list) -> list[str]:
+    """val_bpb must count the bytes its data set calls for: with a validation byte sidecar (submission.json
+    ``data.val_bytes_sidecar``, e.g. CaseOps text, whose pieces are not the original bytes) the sidecar's, without
+    one the tokenizer pieces'. Checked for the logs that say what they counted (``parse_log``'s ``val_bytes``)."""
+    data = sub.get("data")
+    if not isinstance(data, dict) or "val_bytes_sidecar" not in data:
+        return []
+    want = "sidecar" if data["val_bytes_sidecar"] else "pieces"
+    names = {"sidecar": "the validation byte sidecar", "pieces": "the tokenizer's pieces"}
+    return [
+        f"{path.name}: val_bpb counted the bytes of {names[info['val_bytes']]}, but the data set"
+        f" ({data.get('name')}) calls for {names[want]} (submission.json data.val_bytes_sidecar)"
+        for path, info in all_logs
+        if info.get("val_bytes") not in (None, want)
+    ]
 
 
 def _check_run(

@@ -54,6 +54,7 @@ _ITERATIONS = re.compile(r"(?:^|\s)iterations:\s*(\d+)\b")
 _SUMMARY = re.compile(r"^pgolf_summary\s+(\{.*\})\s*$")
 _HP_LINE = re.compile(r"^\s+([A-Za-z_]\w*):\s?(.*)$")
 _PRE_QUANT = re.compile(r"pre[-_]?quant", re.IGNORECASE)
+_VAL_BYTES = re.compile(r"^val_bytes:(sidecar|pieces)\b")
 
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, None: 1.0}
 
@@ -119,7 +120,10 @@ def parse_log(source: str | os.PathLike) -> dict:
     ``raw_model_bytes``, ``code_bytes`` (compressed code when both are logged), ``code_bytes_uncompressed``,
     ``bytes_total``, ``quant_format``, ``seed``, ``hyperparameters`` ({name: raw string}), ``summaries``
     (pgolf_summary objects), ``step_avg_logged`` (whether ``step_avg_ms`` was logged rather than derived),
-    ``calib_ms`` (time spent reading training data for GPTQ Hessians after the timed loop: training time too).
+    ``calib_ms`` (time spent reading training data for GPTQ Hessians after the timed loop: training time too),
+    ``val_bytes`` (what val_bpb's bytes were counted from: ``sidecar``, the validation byte sidecar, or ``pieces``, the
+    tokenizer's; from our ``val_bytes:`` line or an upstream CaseOps script's ``caseops_enabled`` hyperparameter; None
+    when the log does not say).
     """
     text = _read(source)
     out: dict = {
@@ -148,6 +152,7 @@ def parse_log(source: str | os.PathLike) -> dict:
         "hyperparameters": {},
         "summaries": [],
         "step_avg_logged": False,
+        "val_bytes": None,
     }
     times: list[float] = []
     step_avgs: list[float] = []
@@ -239,6 +244,9 @@ def parse_log(source: str | os.PathLike) -> dict:
         if m := _SEED.match(line.strip()):
             out["seed"] = int(m.group(1))
             continue
+        if m := _VAL_BYTES.match(line):
+            out["val_bytes"] = m.group(1)
+            continue
         if out["iterations"] is None and (m := _ITERATIONS.search(line)):
             out["iterations"] = int(m.group(1))
 
@@ -255,6 +263,8 @@ def parse_log(source: str | os.PathLike) -> dict:
         out["step_avg_ms"] = out["train_time_ms"] / out["steps"]
 
     hp = out["hyperparameters"]
+    if out["val_bytes"] is None and hp.get("caseops_enabled") in ("True", "False"):  # upstream CaseOps scripts
+        out["val_bytes"] = "sidecar" if hp["caseops_enabled"] == "True" else "pieces"
     if out["seed"] is None and re.fullmatch(r"\d+", hp.get("seed", "")):
         out["seed"] = int(hp["seed"])
     if out["iterations"] is None and re.fullmatch(r"\d+", hp.get("iterations", "")):

@@ -27,6 +27,7 @@ from pgolf.check import check_record, describe, seed_logs
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
 from pgolf.stages import is_secret
+from pgolf.provenance import data_provenance, data_section, pinned_requirements
 from pgolf.stats import compare_records, format_comparison, mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
@@ -340,7 +341,7 @@ def _readme(
         out += [f"| `{k}` | `{_env_value(v)}` |" for k, v in sorted(hparams.items())]
     else:
         out.append("The script's defaults (no overrides).")
-    out += ["", "## Hardware and versions", ""]
+    out += ["", *data_section(sub.get("data")), "## Hardware and versions", ""]
     env_rows = [
         ("Hardware", sub["hardware"]),
         ("GPU", environment.get("gpu")),
@@ -517,13 +518,15 @@ def build_record(
     nproc: int,
     report_dir: str | os.PathLike | None = None,
     expected_configs: dict | None = None,
+    data_manifest: str | os.PathLike | None = None,
 ) -> dict:
     """Write the record folder ``out_dir`` from per-seed result folders; returns the submission.json contents.
 
     ``settings["extra_files"]`` (paths) are copied into the folder under their own names (files or folders the script
     needs). With ``report_dir``, the loss-curve plot and the per-seed table (``seed_results.html``/``.csv``) are also
-    written there, once the record is in place. Raises ValueError (leaving any previous ``out_dir`` untouched) if the
-    finished folder fails ``check_record``.
+    written there, once the record is in place. With ``data_manifest``, submission.json's ``data`` and the README's
+    ``## Data`` section say what the record was trained on (``pgolf.provenance``). Raises ValueError (leaving any
+    previous ``out_dir`` untouched) if the finished folder fails ``check_record``.
     """
     out = Path(out_dir)
     if not seed_dirs:
@@ -565,9 +568,10 @@ def build_record(
                 shutil.copy2(path, tmp / path.name)
         plot = loss_curve_png({s["seed"]: parse_log(s["log"].decode("utf-8", errors="replace")) for s in seeds})
         write_bytes(tmp / PLOT_NAME, plot)
-        requirements = [str(r) for r in settings.get("requirements") or []]
-        write_text(tmp / "requirements.txt", "".join(f"{r}\n" for r in requirements))
+        write_text(tmp / "requirements.txt", pinned_requirements(settings.get("requirements"), environment))
         sub = _submission(settings, environment, seeds, nproc)
+        if data_manifest is not None:
+            sub["data"] = data_provenance(data_manifest)
         comparison = None
         if settings.get("reference"):
             write_json(tmp / "submission.json", sub)  # compare_records reads the candidate folder
@@ -635,6 +639,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         args.nproc,
         report_dir=args.report_dir,
         expected_configs=_json_arg(args.expect_configs) if args.expect_configs else None,
+        data_manifest=args.data_manifest,
     )
     print(f"wrote {args.out}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']}, bytes_total {sub['bytes_total']}")
     return 0
@@ -676,6 +681,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--expect-configs", help="JSON {section: digest}: every seed must have run under these (stages.config_digest)"
     )
+    p.add_argument("--data-manifest", help="the data set's manifest.json: its provenance goes into the record")
     p.set_defaults(func=_cmd_record)
 
     p = subparsers.add_parser("check", help="check a record folder against the rules and its logs")

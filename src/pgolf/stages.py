@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pgolf import EVAL_BUDGET_S, fsio, procs
-from pgolf.data import load_manifest
+from pgolf.data import verify_manifest
 from pgolf.logs import progress_line
 
 # config key (pipeline) -> environment variable (training script), for the quantize and eval sections
@@ -95,12 +95,14 @@ def local_path(path: str | os.PathLike) -> str:
 
 
 def data_env(manifest_path: str | os.PathLike) -> dict[str, str]:
-    m = load_manifest(manifest_path)
+    m = verify_manifest(manifest_path)
     return {
         "TRAIN_FILES": local_path(m["train_glob"]),
         "VAL_FILES": local_path(m["val_glob"]),
         "TOKENIZER_PATH": local_path(m["tokenizer_path"]),
         "VOCAB_SIZE": str(m["vocab_size"]),
+        # the validation byte sidecar, when the data set has one: the evaluator counts its bytes ("" = the pieces')
+        "VAL_BYTES_FILES": local_path(m["val_bytes_glob"]) if m.get("val_bytes_glob") else "",
     }
 
 

@@ -31,6 +31,7 @@ import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import sentencepiece as spm
@@ -408,9 +409,38 @@ def load_val_tokens(args: Hyperparameters) -> np.ndarray:
     return tokens
 
 
-def byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int):
+def load_val_bytes(tokens: np.ndarray, args: Hyperparameters) -> np.ndarray | None:
+    """The validation byte sidecar named by VAL_BYTES_FILES (``fineweb_val_bytes_*.bin``: the val shards' layout, one
+    uint16 count of original UTF-8 bytes per token, 0 for BOS), aligned with ``tokens``; None when unset (bytes then
+    come from the tokenizer's pieces). Each sidecar file must have exactly as many entries as its val shard."""
+    pattern = os.environ.get("VAL_BYTES_FILES", "")
+    if not pattern:
+        return None
+    val = shard_paths(args.val_files, "validation")
+    side = shard_paths(pattern, "validation byte sidecar")
+    if len(side) != len(val):
+        raise ValueError(f"VAL_BYTES_FILES={pattern}: {len(side)} sidecar files for {len(val)} validation shards")
+    parts = []
+    for v, b in zip(val, side, strict=True):
+        counts = load_shard(b)
+        n = int(np.fromfile(v, dtype="<i4", count=SHARD_HEADER_WORDS)[2])
+        if counts.size != n:
+            raise ValueError(f"{b}: {counts.size} byte counts, but {v} has {n} tokens (a sidecar of other data?)")
+        parts.append(counts)
+    return np.concatenate(parts)[: tokens.size].astype(np.int64)
+
+
+class ByteLuts(NamedTuple):
+    base: np.ndarray
+    space: np.ndarray
+    boundary: np.ndarray
+    val_bytes: np.ndarray | None = None  # the sidecar's counts per val token; they replace the pieces' when given
+
+
+def byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int, val_bytes: np.ndarray | None = None) -> ByteLuts:
     """Per-token UTF-8 byte counts for val_bpb: piece bytes without the leading '▁', +1 for the '▁' unless the
-    previous token is a boundary (control/unknown/unused, e.g. BOS); byte-fallback pieces count 1."""
+    previous token is a boundary (control/unknown/unused, e.g. BOS); byte-fallback pieces count 1. With
+    ``val_bytes`` (``load_val_bytes``) the evaluator counts the sidecar's bytes instead."""
     n = max(sp.get_piece_size(), vocab_size)
     base = np.zeros(n, dtype=np.int64)
     space = np.zeros(n, dtype=bool)
@@ -426,12 +456,22 @@ def byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int):
         if piece.startswith("\u2581"):
             space[i], piece = True, piece[1:]
         base[i] = len(piece.encode("utf-8"))
-    return base, space, boundary
+    return ByteLuts(base, space, boundary, val_bytes)
 
 
 def token_bytes(prev: np.ndarray, tgt: np.ndarray, luts) -> np.ndarray:
-    base, space, boundary = luts
+    base, space, boundary = luts[:3]
     return base[tgt] + (space[tgt] & ~boundary[prev])
+
+
+def target_bytes(tokens: np.ndarray, luts) -> np.ndarray:
+    """Bytes of each target tokens[1:]: the sidecar's when ``luts`` carries one, else the pieces'."""
+    val_bytes = getattr(luts, "val_bytes", None)
+    if val_bytes is None:
+        return token_bytes(tokens[:-1], tokens[1:], luts)
+    if val_bytes.size != tokens.size:
+        raise ValueError(f"byte sidecar has {val_bytes.size} counts for {tokens.size} validation tokens")
+    return val_bytes[1:]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1355,7 +1395,7 @@ def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, 
     windows = score_windows(tokens.size - 1, args.eval_seq_len, stride)
     mine = windows[rt.rank * len(windows) // rt.world_size : (rt.rank + 1) * len(windows) // rt.world_size]
     # bytes of target t (predicting tokens[t] after tokens[t-1]); prefix sums make any scored range O(1)
-    byte_cum = np.concatenate(([0, 0], np.cumsum(token_bytes(tokens[:-1], tokens[1:], luts))))
+    byte_cum = np.concatenate(([0, 0], np.cumsum(target_bytes(tokens, luts))))
     toks = torch.from_numpy(tokens.astype(np.int64))
     nll_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     n_sum, byte_sum = 0, 0
@@ -1876,7 +1916,8 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
     sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
     if sp.get_piece_size() > args.vocab_size:
         raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
-    luts = byte_luts(sp, args.vocab_size)
+    luts = byte_luts(sp, args.vocab_size, load_val_bytes(val_tokens, args))
+    rt.log(f"val_bytes:{'sidecar ' + os.environ['VAL_BYTES_FILES'] if luts.val_bytes is not None else 'pieces'}")
 
     def step_fn(step: int, elapsed_ms: float) -> tuple[torch.Tensor, float]:
         """One optimizer step; returns the mean training loss as a device tensor (read only when logged, so the host
@@ -2017,8 +2058,9 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     model, qtag, args = model_from_artifact(artifact, args, rt)
     rt.log(f"eval artifact:{Path(artifact).name} attention_backend:{attention_backend(rt, args)}")
     sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    luts = byte_luts(sp, args.vocab_size)
     val_tokens = load_val_tokens(args)
+    luts = byte_luts(sp, args.vocab_size, load_val_bytes(val_tokens, args))
+    rt.log(f"val_bytes:{'sidecar ' + os.environ['VAL_BYTES_FILES'] if luts.val_bytes is not None else 'pieces'}")
     net = maybe_compile(model, args, rt)
     rt_res = evaluate(net, val_tokens, luts, args, rt, args.eval_seq_len)
     log_metric(rt, f"final_{qtag}_roundtrip", rt_res)

@@ -22,32 +22,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from pgolf import TRAIN_BUDGET_S, fsio
-from pgolf.data import load_manifest
+from pgolf.data import verify_manifest
 from pgolf.logs import best_of_kind, parse_log
 from pgolf.stages import THREAD_VARS, env_value, stream
 
 DATA_LINKS = "pgolf_data"
 SCRIPT_NAME = "train_gpt.py"
+# System programs frontier record scripts run (apt packages); a missing one is reported before the run starts.
+SYSTEM_TOOLS = ("lrzip",)
+
+
+def missing_tools(folder: str | os.PathLike) -> list[str]:
+    """The SYSTEM_TOOLS that the Python files of ``folder`` name and that are not on PATH (e.g. lrzip, which the
+    1.0611 record's per-group compressor calls: `apt-get install lrzip`)."""
+    text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(Path(folder).glob("*.py")))
+    return [t for t in SYSTEM_TOOLS if re.search(rf"\b{re.escape(t)}\b", text) and shutil.which(t) is None]
 
 
 def link_data(manifest_path: str | os.PathLike, dest: str | os.PathLike) -> dict[str, str]:
     """Make ``dest`` a folder of links ``fineweb_{train,val}_NNNNNN.bin`` to the manifest's shards (in their order);
     return the data environment an upstream script reads (``DATA_PATH``, ``TOKENIZER_PATH``, ``VOCAB_SIZE``)."""
-    m = load_manifest(manifest_path)
+    m = verify_manifest(manifest_path)
     dest = Path(dest)
     if dest.is_symlink() or dest.is_file():
         dest.unlink()
     elif dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for split in ("train", "val"):
-        for i, shard in enumerate(m[f"{split}_files"]):
+    for split in ("train", "val", "val_bytes"):  # val_bytes: the byte sidecar, where the data set has one
+        for i, shard in enumerate(m.get(f"{split}_files", [])):
             (dest / f"fineweb_{split}_{i:06d}.bin").symlink_to(Path(shard).resolve())
     return {"DATA_PATH": str(dest.resolve()), "TOKENIZER_PATH": m["tokenizer_path"], "VOCAB_SIZE": str(m["vocab_size"])}
 
@@ -143,6 +153,12 @@ def run_upstream(
     """Run one seed of an upstream script in ``workdir``; write its log to ``logfile`` and ``metrics_path``."""
     workdir, logfile = Path(workdir), Path(logfile)
     copy = prepare_workdir(script, workdir)
+    for tool in missing_tools(workdir):
+        print(
+            f"warning: {script} calls {tool}, which is not installed here (apt-get install {tool}); the run fails where"
+            " it needs it",
+            flush=True,
+        )
     env = link_data(manifest, workdir / DATA_LINKS)
     env.update({str(k): env_value(v) for k, v in (extra_env or {}).items()})
     env.update(SEED=str(seed), RUN_ID=run_id)

@@ -1,6 +1,7 @@
 import datetime
 import json
 import os
+import re
 from pathlib import Path
 
 from pgolf.fsio import sha256_file
@@ -117,8 +118,20 @@ def data_command():
             )
         repo = repos[variant]
         root = repo.get("remote_root", h.get("remote_root", "datasets"))
+        shards = h.get("train_shards") or repo.get("train_shards")
+        if not shards:
+            raise WorkflowError(
+                f"config data.hub.train_shards is null and data.hub.repos.{variant} has no train_shards"
+            )
+        if repo.get("verified") and not re.fullmatch(
+            r"[0-9a-f]{40}", str(repo["revision"])
+        ):
+            raise WorkflowError(
+                f"config data.hub.repos.{variant}: verified is true but revision {repo['revision']!r} is not a"
+                " 40-hex commit (a branch can move: pin the commit the data log printed)"
+            )
         cmd = ["pgolf", "data", "hub", "--out", out, "--name", d["name"]]
-        cmd += ["--variant", variant, "--train-shards", str(h["train_shards"])]
+        cmd += ["--variant", variant, "--train-shards", str(shards)]
         cmd += ["--repo-id", repo["repo_id"], "--revision", str(repo["revision"])]
         cmd += ["--remote-root", root, "--max-workers", str(h.get("max_workers", 8))]
         cmd += ["--timeout", str(h.get("timeout_s", 30))]

@@ -22,6 +22,7 @@ rule record:
             step="train_upstream" if UPSTREAM else "evaluate",
         ),
         environment=rules.fa3.output.environment,
+        data=DATA_MANIFEST,
         script=SHIPPED,
         extra=RECORD_SETTINGS.get("extra_files") or [],
     output:
@@ -57,6 +58,6 @@ rule record:
         record_dir=lambda wildcards, output: str(Path(output.submission).parent),
     shell:
         "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
-        " --environment {input.environment} --settings-json {params.settings:q} --hparams-json {params.hparams:q}"
-        " --nproc {params.nproc} --out {params.record_dir} --report-dir {params.report_dir}"
-        " --expect-configs {params.configs:q} > {log} 2>&1 && touch {output.done}"
+        " --environment {input.environment} --data-manifest {input.data} --settings-json {params.settings:q}"
+        " --hparams-json {params.hparams:q} --nproc {params.nproc} --out {params.record_dir}"
+        " --report-dir {params.report_dir} --expect-configs {params.configs:q} > {log} 2>&1 && touch {output.done}"

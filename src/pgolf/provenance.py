@@ -1,0 +1,126 @@
+"""What a record was trained on and with: the data set's provenance from its manifest (and the hub lock), and the
+requirements pinned to the versions that ran. ``pgolf.record`` puts both in every record folder, so that a
+reproduction audit (which repo, which revision, how many train shards, which tokenizer) is answerable from the folder
+alone."""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from pgolf.data import load_manifest, lock_key, read_lock
+
+_SPECIFIER = re.compile(r"[=<>!~@;\[ ]")
+
+
+def data_provenance(manifest_path: str | os.PathLike) -> dict:
+    """The data set of a record: its name, source (hub: repo, revision as configured, the commit it resolved to,
+    variant, remote root, the lock's sha256 of every file; documents: the file's name and sha256), the shard counts
+    and tokens, the tokenizer's name, sha256 and vocabulary, and the byte sidecar's sha256 when there is one."""
+    m = load_manifest(manifest_path)
+    source = m.get("source") if isinstance(m.get("source"), dict) else {"kind": str(m.get("source"))}
+    out: dict = {
+        "name": m["name"],
+        "source": source.get("kind"),
+        "train_shards": len(m["train_files"]),
+        "train_tokens": m["train_tokens"],
+        "val_shards": len(m["val_files"]),
+        "val_tokens": m["val_tokens"],
+        "tokenizer": Path(m["tokenizer_path"]).name,
+        "tokenizer_sha256": m["tokenizer"]["sha256"],
+        "vocab_size": m["vocab_size"],
+        "val_bytes_sidecar": [{"path": e["path"], "sha256": e["sha256"]} for e in m["val_bytes"]["files"]]
+        if "val_bytes" in m
+        else None,
+    }
+    if source.get("kind") == "hub":
+        out.update({k: source.get(k) for k in ("repo_id", "revision", "commit", "variant", "remote_root")})
+        key = lock_key(str(source.get("repo_id")), str(source.get("revision")), str(source.get("variant")))
+        lock = source.get("lock")
+        entry = read_lock(lock)["datasets"].get(key) if lock and Path(lock).is_file() else None
+        out["lock_key"] = key
+        # the lock's hashes (every file the data step fetched); without a lock, the manifest's
+        out["files_sha256"] = dict(entry["files"]) if entry else _manifest_hashes(m)
+    elif source.get("kind") == "documents":
+        out["documents"] = Path(str(source["docs"])).name if source.get("docs") else None
+        out["documents_sha256"] = source.get("docs_sha256")
+        out["files_sha256"] = _manifest_hashes(m)
+    else:
+        out["files_sha256"] = _manifest_hashes(m)
+    return out
+
+
+def _manifest_hashes(m: dict) -> dict[str, str]:
+    hashes = {Path(m["tokenizer_path"]).name: m["tokenizer"]["sha256"]}
+    for split in ("train", "val", "val_bytes"):
+        hashes.update({e["path"]: e["sha256"] for e in (m.get(split) or {}).get("files", [])})
+    return hashes
+
+
+def data_fetch_command(data: dict) -> str | None:
+    """The command that fetches the same data (hub sources), pinned to the commit the download resolved."""
+    if data.get("source") != "hub":
+        return None
+    revision = data.get("commit") or data.get("revision")
+    return (
+        f"pgolf data hub --out data/{data['name']} --repo-id {data['repo_id']} --revision {revision}"
+        f" --variant {data['variant']} --train-shards {data['train_shards']} --remote-root {data['remote_root']}"
+    )
+
+
+def data_section(data: dict | None) -> list[str]:
+    """The README's ``## Data`` section (empty without provenance)."""
+    if not data:
+        return []
+    out = ["## Data", ""]
+    if data.get("source") == "hub":
+        resolved = data.get("commit") or "not resolved"
+        out.append(
+            f"- Source: Hugging Face dataset `{data['repo_id']}`, revision `{data['revision']}` (commit `{resolved}`),"
+            f" variant `{data['variant']}`, folder `{data['remote_root']}`"
+        )
+    elif data.get("source") == "documents":
+        out.append(f"- Source: documents `{data['documents']}` (sha256 `{data['documents_sha256']}`)")
+    else:
+        out.append(f"- Source: {data.get('source')}")
+    out += [
+        f"- Train shards: {data['train_shards']} ({data['train_tokens']:,} tokens); validation shards:"
+        f" {data['val_shards']} ({data['val_tokens']:,} tokens)",
+        f"- Tokenizer: `{data['tokenizer']}`, {data['vocab_size']} pieces, sha256 `{data['tokenizer_sha256']}`",
+        "- val_bpb bytes: "
+        + (
+            "the validation byte sidecar "
+            + ", ".join(f"`{e['path']}` ({e['sha256']})" for e in data["val_bytes_sidecar"])
+            if data.get("val_bytes_sidecar")
+            else "the tokenizer's pieces"
+        ),
+        "- The sha256 of every data file is in `submission.json` (`data.files_sha256`).",
+    ]
+    command = data_fetch_command(data)
+    if command:
+        out += ["", "```bash", command, "```"]
+    return out + [""]
+
+
+def pinned_requirements(requirements: list[str] | None, environment: dict) -> str:
+    """requirements.txt text: each name pinned to the version that ran (``environment``, the fa3 step's
+    environment.json: ``torch`` and ``packages``; else the version installed here). A requirement that already has a
+    specifier is kept as written; one whose version is known nowhere stays unpinned, with a comment saying so."""
+    packages = {k.lower().replace("_", "-"): v for k, v in (environment.get("packages") or {}).items()}
+    lines = []
+    for req in requirements or []:
+        req = str(req).strip()
+        if not req or _SPECIFIER.search(req):
+            lines.append(req)
+            continue
+        key = req.lower().replace("_", "-")
+        found = environment.get("torch") if key == "torch" else packages.get(key)
+        if not found:
+            try:
+                found = version(req)
+            except PackageNotFoundError:
+                found = None
+        lines.append(f"{req}=={found}" if found else f"{req}  # version unknown: not installed where this was recorded")
+    return "".join(f"{line}\n" for line in lines)

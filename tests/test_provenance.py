@@ -1,0 +1,117 @@
+"""Every record says what it was trained on and with (issue 21): the data set's source (hub repo, revision, the
+commit it resolved to, variant, shard counts, the lock's hashes; or the documents file's sha256), the tokenizer's
+sha256, the byte sidecar, and requirements.txt pinned to the versions that ran."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from test_manifest import _hub_folder
+from test_record import ENVIRONMENT, HPARAMS, SETTINGS, run  # noqa: F401 (the run fixture)
+
+from pgolf.data import read_lock, write_manifest
+from pgolf.provenance import data_provenance, pinned_requirements
+from pgolf.record import build_record
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_record_names_its_hub_data(run, tmp_path, tiny_data):  # noqa: F811
+    data, lock, key = _hub_folder(tmp_path, tiny_data["tokenizer_path"])
+    m = json.loads((data / "manifest.json").read_text())
+    m["source"].update(commit=m["source"]["revision"], remote_root="datasets", train_shards=1)
+    (data / "manifest.json").write_text(json.dumps(m))
+    sub = build_record(
+        run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8, data_manifest=data / "manifest.json"
+    )
+    d = json.loads((run["out"] / "submission.json").read_text())["data"]
+    assert d == sub["data"]
+    assert d["source"] == "hub" and d["repo_id"] == "someone/golf" and d["variant"] == "sp1024"
+    assert d["commit"] == m["source"]["revision"] and d["lock_key"] == key
+    assert d["train_shards"] == 1 and d["val_shards"] == 1 and d["train_tokens"] == 1200 and d["vocab_size"] == 1024
+    assert d["tokenizer"] == "fineweb_1024_bpe.model"
+    assert d["tokenizer_sha256"] == hashlib.sha256((data / "fineweb_1024_bpe.model").read_bytes()).hexdigest()
+    assert d["files_sha256"] == read_lock(lock)["datasets"][key]["files"]  # the lock's hashes
+    assert d["val_bytes_sidecar"] is None
+    readme = (run["out"] / "README.md").read_text()
+    section = readme.split("## Data\n", 1)[1].split("\n## ", 1)[0]
+    assert f"`someone/golf`, revision `{d['revision']}` (commit `{d['commit']}`), variant `sp1024`" in section
+    assert "Train shards: 1 (1,200 tokens)" in section and d["tokenizer_sha256"] in section
+    assert "val_bpb bytes: the tokenizer's pieces" in section
+    assert f"--revision {d['commit']} --variant sp1024 --train-shards 1 --remote-root datasets" in section
+
+
+def test_record_names_its_documents_and_sidecar(tmp_path, tiny_data):
+    data = tmp_path / "docs_data"
+    shutil.copytree(Path(tiny_data["manifest_path"]).parent, data)
+    shutil.copyfile(data / "tiny_val_000000.bin", data / "tiny_val_bytes_000000.bin")  # any counts of the right length
+    source = {"kind": "documents", "docs": "/home/someone/corpus.jsonl.xz", "docs_sha256": "ab" * 32}
+    write_manifest(data, "tiny", source, data / "tok.model", "tiny")
+    d = data_provenance(data)
+    assert d["source"] == "documents" and d["documents"] == "corpus.jsonl.xz" and d["documents_sha256"] == "ab" * 32
+    assert "/home/someone" not in json.dumps(d)  # no absolute path of the machine
+    side = hashlib.sha256((data / "tiny_val_bytes_000000.bin").read_bytes()).hexdigest()
+    assert d["val_bytes_sidecar"] == [{"path": "tiny_val_bytes_000000.bin", "sha256": side}]
+    assert d["files_sha256"]["tiny_val_bytes_000000.bin"] == side and "tok.model" in d["files_sha256"]
+    assert d["train_shards"] == len(tiny_data["train_files"])
+
+
+def test_requirements_are_pinned_to_the_versions_that_ran():
+    env = {"torch": "2.9.1+cu128", "packages": {"numpy": "2.1.3", "sentencepiece": "0.2.0", "huggingface_hub": "0.9"}}
+    reqs = ["numpy", "sentencepiece", "torch", "huggingface-hub", "brotli>=1.1", "no-such-package-pgolf-test"]
+    text = pinned_requirements(reqs, env)
+    assert text.splitlines() == [
+        "numpy==2.1.3",
+        "sentencepiece==0.2.0",
+        "torch==2.9.1+cu128",
+        "huggingface-hub==0.9",
+        "brotli>=1.1",
+        "no-such-package-pgolf-test  # version unknown: not installed where this was recorded",
+    ]
+
+
+def test_record_rule_passes_the_data_manifest(tmp_path):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "-p"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf record" in x)
+    assert "--data-manifest data/fineweb10B_sp1024/manifest.json" in line
+
+
+def test_logs_say_what_val_bpb_counted():
+    from pgolf.logs import parse_log
+
+    assert parse_log("val_bytes:sidecar /d/fineweb_val_bytes_*.bin\n")["val_bytes"] == "sidecar"
+    assert parse_log("[rank0]: val_bytes:pieces\n")["val_bytes"] == "pieces"
+    assert parse_log("step:1/2 train_loss:3.0\n")["val_bytes"] is None
+    corpus = REPO.parent / "shared" / "fixtures" / "upstream-corpus" / "track_10min_16mb"
+    if not corpus.is_dir():
+        return
+    caseops = corpus / "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611" / "train_seed42.log"
+    assert parse_log(caseops)["val_bytes"] == "sidecar"  # caseops_enabled: True
+    plain = corpus / "2026-04-06_SP8192_HessianSDClip_ProgressiveRecurrence" / "train_seed42.log"
+    assert parse_log(plain)["val_bytes"] is None
+
+
+def test_check_refuses_a_record_that_scored_the_wrong_bytes(run, tmp_path, tiny_data):  # noqa: F811
+    """A data set with a byte sidecar scored with the pieces' bytes (CASEOPS_ENABLED forgotten) fails the record."""
+    import pytest
+
+    data = tmp_path / "sc"
+    shutil.copytree(Path(tiny_data["manifest_path"]).parent, data)
+    shutil.copyfile(data / "tiny_val_000000.bin", data / "tiny_val_bytes_000000.bin")
+    write_manifest(data, "tiny", {"kind": "test"}, data / "tok.model", "tiny")
+    for d in run["dirs"]:
+        with open(d / "eval.log", "a") as f:
+            f.write("val_bytes:sidecar /x/tiny_val_bytes_*.bin\n")
+    build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8, data_manifest=data)
+    with open(run["dirs"][1] / "eval.log", "a") as f:
+        f.write("val_bytes:pieces\n")
+    seed = run["dirs"][1].name.split("_")[1]
+    with pytest.raises(ValueError, match=rf"train_seed{seed}\.log: val_bpb counted the bytes of the tokenizer's"):
+        build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8, data_manifest=data)
