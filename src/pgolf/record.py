@@ -26,8 +26,8 @@ from pgolf import ARTIFACT_CAP_BYTES, EVAL_BUDGET_S, TRAIN_BUDGET_S
 from pgolf.check import check_record, describe, seed_logs
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
-from pgolf.stages import is_secret
 from pgolf.provenance import data_provenance, data_section, pinned_requirements
+from pgolf.stages import is_secret
 from pgolf.stats import compare_records, format_comparison, mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
