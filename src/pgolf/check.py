@@ -67,6 +67,7 @@ _SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
 _KIND_ORDER = ("ttt", "sliding", "roundtrip", "other")
 
 VIOLATION, WARNING, NOTE = "violation", "warning", "note"
+UNKNOWN_SEED = -1  # the seed of a record's single log that states none (and no seed is claimed)
 
 
 @dataclass
@@ -268,11 +269,18 @@ def _log_seeds(logs: dict[str, dict], claimed: list[int], report: Report) -> dic
                 f"{rel}: the file name says seed {from_name} but the log says seed {seed} (the log's seed is used)",
                 info["evidence"].get("seed"),
             )
+        if seed is None and not claimed and len(logs) == 1:
+            seed = UNKNOWN_SEED
+            report.add(NOTE, f"{rel}: the record's only log; it states no seed (read as one seed)")
         if seed is None:
             report.add(NOTE, f"{rel}: no seed in the log or its name; not mapped to a seed")
             continue
         by_seed.setdefault(seed, []).append(rel)
     return by_seed
+
+
+def _seed_name(seed: int) -> str:
+    return "? (none logged)" if seed == UNKNOWN_SEED else str(seed)
 
 
 def _family(tag: str) -> str:
@@ -287,7 +295,7 @@ def _candidates(info: dict) -> dict[str, dict]:
             continue
         fam = _family(tag)
         if fam not in out or tag.endswith("_exact"):
-            out[fam] = {"tag": tag, **entry}
+            out[fam] = {"tag": tag, **entry, "line": info["evidence"].get(f"final:{tag}")}
     if not out and info["score"] is not None and info["score"]["tag"] == "pgolf_summary":
         out["pgolf_summary"] = {**info["score"], "line": "pgolf_summary"}
     return out
@@ -327,13 +335,16 @@ def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds:
     chosen: tuple[str, dict[int, tuple[str, dict]], str] | None = None
     for fam in sorted(complete, key=lambda f: (_kind_rank(f), list(families).index(f))):
         options = [[(s, o) for o in complete[fam][s]] for s in seeds]
+        hits = []
         for combo in itertools.product(*options):
             picked = dict(combo)
             how = matches(picked)
             if how:
-                chosen = (fam, picked, how)
-                break
-        if chosen:
+                mean_bpb = sum(e["val_bpb"] for _, e in picked.values()) / len(picked)
+                hits.append((abs(mean_bpb - target) if target is not None else 0.0, len(hits), picked, how))
+        if hits:
+            _, _, picked, how = min(hits, key=lambda h: h[:2])  # the closest reading where logs of a seed differ
+            chosen = (fam, picked, how)
             break
     if chosen is None and seeds and complete:
         fam = min(complete, key=lambda f: (_kind_rank(f), list(families).index(f)))
@@ -351,6 +362,12 @@ def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds:
             report.add(WARNING, f"submission.json gives no val_bpb: the score is read as {fam} by precedence")
         chosen = (fam, picked, "precedence")
     if chosen is None:
+        if target is not None and seeds:
+            report.add(
+                VIOLATION,
+                f"submission.json: val_bpb {target} is shown by no log: the logs of seed(s) "
+                f"{', '.join(_seed_name(s) for s in seeds)} have no final score line for every seed",
+            )
         return
     fam, picked, how = chosen
     report.score_kind = fam
@@ -363,6 +380,7 @@ def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds:
                 train_log = trained[0]
                 report.add(NOTE, f"seed {seed}: score from {rel}, training from {train_log}")
         report.seeds[seed] = {"log": rel, "score": entry, "train_log": train_log}
+    report.seeds = dict(sorted(report.seeds.items()))
 
 
 def _readme_seeds(text: str) -> list[int]:
@@ -497,13 +515,30 @@ def inspect_record(
     )
     claimed = _submission_seeds(sub) or _readme_seeds(readme_text)
     by_seed = _log_seeds(report.logs, claimed, report)
+    seeds = [s for s in claimed if s in by_seed]
     for seed in claimed:
-        if seed not in by_seed:
+        if seed in by_seed:
+            continue
+        named = [
+            (rel, s)
+            for s, rels in by_seed.items()
+            for rel in rels
+            if s not in claimed and _name_seed(rel, claimed, len(report.logs)) == seed
+        ]
+        if len(named) == 1:
+            rel, logged = named[0]
+            report.add(
+                WARNING,
+                f"seed {seed} is claimed; its log {rel} ran seed {logged} (read as seed {logged})",
+                report.logs[rel]["evidence"].get("seed"),
+            )
+            seeds.append(logged)
+        else:
             report.add(VIOLATION, f"seed {seed} is claimed (submission.json / README) but no log is for it")
-    seeds = [s for s in claimed if s in by_seed] or sorted(by_seed)
+    seeds = seeds or sorted(by_seed)
     _pick_score(report, sub, by_seed, seeds)
     if len(report.seeds) < report.min_seeds:
-        listed = ", ".join(str(s) for s in report.seeds) or "none"
+        listed = ", ".join(_seed_name(s) for s in report.seeds) or "none"
         report.add(
             VIOLATION,
             f"only {len(report.seeds)} seed(s) with a score ({listed}); the {track} track asks for at least "
@@ -512,6 +547,9 @@ def inspect_record(
     backing = []
     for s in report.seeds.values():
         backing += [s["log"]] + ([s["train_log"]] if s["train_log"] != s["log"] else [])
+    for seed in seeds:
+        if seed not in report.seeds:  # a claimed seed's logs without the score: still held to the rules
+            backing += [rel for rel in by_seed.get(seed, []) if rel not in backing]
     for rel in report.logs:
         if rel not in backing:
             report.add(NOTE, f"{rel}: not a backing log of the submitted score; not held to the rules")
@@ -618,10 +656,7 @@ def _check_code(report: Report, record_dir: Path, script: Path | None, backing: 
     if script is None:
         return
     size = script.stat().st_size
-    texts = []
-    for rel in backing:
-        info = report.logs[rel]
-        texts.append("\n".join(f"{k}: {v}" for k, v in info["hyperparameters"].items()))
+    texts = [(record_dir / rel).read_text(encoding="utf-8", errors="replace") for rel in backing]
     used = _used_code(record_dir, script, texts)
     shipped = size + sum(p.stat().st_size for p in used)
     names = ", ".join([script.name] + [p.relative_to(record_dir).as_posix() for p in used])

@@ -144,7 +144,7 @@ def parse_log(source: str | os.PathLike) -> dict:
     Keys: ``steps`` (last step reached), ``iterations`` (planned), ``train_losses`` [(step, loss)],
     ``val_points`` [(step, val_loss, val_bpb)], ``train_time_ms`` (largest train_time logged: the final one),
     ``step_avg_ms`` (last logged, else train_time_ms / steps), ``stopped_early``, ``final`` ({tag: {"val_loss",
-    "val_bpb", ["eval_time_ms"], ["stride"], "line"}} in log order), ``score`` ({"tag", "val_loss", "val_bpb"}, see
+    "val_bpb", ["eval_time_ms"], ["stride"]}} in log order; each line quoted in ``evidence["final:<tag>"]``), ``score`` ({"tag", "val_loss", "val_bpb"}, see
     the module docstring), ``roundtrip`` and ``pre_quant`` (same shape; pre_quant falls back to the last step
     validation), ``eval_times_ms`` ({tag: ms}), ``total_eval_time_s``, ``eval_time_s`` (total_eval_time, else an
     eval-stage pgolf_summary's ``eval_time_s``, else the sum of the metric lines' eval times), ``model_bytes``,
@@ -283,7 +283,7 @@ def parse_log(source: str | os.PathLike) -> dict:
                 out["eval_times_ms"][tag] = entry["eval_time_ms"]
             if "stride" in kv:
                 entry["stride"] = int(kv["stride"][0])
-            entry["line"] = f"line {lineno}: {line.strip()[:200]}"
+            note(f"final:{tag}", lineno, line)
             out["final"].pop(tag, None)  # re-insert so dict order is the order of the last occurrence
             out["final"][tag] = entry
             continue

@@ -549,6 +549,7 @@ def build_record(
             train_budget_s=TRAIN_BUDGET_S,
             eval_budget_s=EVAL_BUDGET_S,
             enforce_time=bool(settings.get("enforce_time_limits", not is_non_record(settings))),
+            strict=True,  # a record the pipeline wrote must agree with its logs exactly: warnings fail it too
         )
         if problems:
             raise ValueError(f"record {out} fails its checks:\n{describe(problems)}")
