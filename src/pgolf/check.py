@@ -280,7 +280,7 @@ def _log_seeds(logs: dict[str, dict], claimed: list[int], report: Report) -> dic
 
 
 def _seed_name(seed: int) -> str:
-    return "? (none logged)" if seed == UNKNOWN_SEED else str(seed)
+    return "?" if seed == UNKNOWN_SEED else str(seed)
 
 
 def _family(tag: str) -> str:
@@ -341,16 +341,19 @@ def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds:
             how = matches(picked)
             if how:
                 mean_bpb = sum(e["val_bpb"] for _, e in picked.values()) / len(picked)
-                hits.append((abs(mean_bpb - target) if target is not None else 0.0, len(hits), picked, how))
+                named = -sum(1 for rel, _ in picked.values() if _SEED_IN_NAME.search(Path(rel).name))
+                hits.append((abs(mean_bpb - target) if target is not None else 0.0, named, len(hits), picked, how))
         if hits:
-            _, _, picked, how = min(hits, key=lambda h: h[:2])  # the closest reading where logs of a seed differ
+            # where a seed has several logs: the closest reading, then logs named for their seed (train_seed<N>.log
+            # over a copy named train.log)
+            *_, picked, how = min(hits, key=lambda h: (round(h[0], 12), h[1], h[2]))
             chosen = (fam, picked, how)
             break
     if chosen is None and seeds and complete:
         fam = min(complete, key=lambda f: (_kind_rank(f), list(families).index(f)))
         picked = {s: complete[fam][s][-1] for s in seeds}
         if target is not None or per_seed:
-            shown = ", ".join(f"{s}: {e['val_bpb']}" for s, (_, e) in picked.items())
+            shown = ", ".join(f"{_seed_name(s)}: {e['val_bpb']}" for s, (_, e) in picked.items())
             claimed = f"val_bpb {target}" if target is not None else "the seed_results val_bpb"
             values = sorted({round(e["val_bpb"], 8) for v in families.values() for o in v.values() for _, e in o})
             report.add(
@@ -359,7 +362,9 @@ def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds:
                 f"(mean or one seed) (e.g. {fam}: {shown}; logged scores {', '.join(map(str, values[:8]))})",
             )
         else:
-            report.add(WARNING, f"submission.json gives no val_bpb: the score is read as {fam} by precedence")
+            report.add(
+                WARNING, f"no submitted val_bpb: the score is read from the {fam} lines (TTT, sliding, roundtrip order)"
+            )
         chosen = (fam, picked, "precedence")
     if chosen is None:
         if target is not None and seeds:
@@ -711,10 +716,11 @@ def _check_submission(report: Report, sub: dict, cap: int) -> None:
         losses = [i["score"]["val_loss"] for i in scored.values()]
         options = [sum(losses) / len(losses), *losses]
         if not any(close(sub["val_loss"], x) for x in options):
+            each = ", ".join(f"{_seed_name(s)}: {x}" for s, x in zip(scored, losses, strict=True))
             report.add(
                 WARNING,
                 f"submission.json: val_loss {sub['val_loss']} is neither the mean over seeds ({options[0]:.8f}) nor a "
-                f"seed's logged value ({', '.join(f'{s}: {x}' for s, x in zip(scored, losses, strict=True))})",
+                f"seed's logged value ({each})",
             )
     totals = {s: i["bytes_total"] for s, i in scored.items() if i["bytes_total"] is not None}
     if _is_number(sub.get("bytes_total")) and totals and sub["bytes_total"] not in totals.values():
@@ -726,7 +732,7 @@ def _check_submission(report: Report, sub: dict, cap: int) -> None:
         report.add(
             WARNING,
             f"submission.json: bytes_total {sub['bytes_total']} is no seed's logged total{how} "
-            f"({', '.join(f'{s}: {t}' for s, t in totals.items())})",
+            f"({', '.join(f'{_seed_name(s)}: {t}' for s, t in totals.items())})",
         )
     codes = {i["code_bytes"] for i in scored.values() if i["code_bytes"] is not None}
     codes |= {i["code_bytes_uncompressed"] for i in scored.values() if i["code_bytes_uncompressed"] is not None}
@@ -902,7 +908,7 @@ def check_readme(text: str, report: Report) -> list[str]:
         options = [sum(i["score"]["val_bpb"] for i in scored.values()) / n]
         options += [i["score"]["val_bpb"] for i in scored.values()]
         if not any(_readme_close(shown, x, exact=False) for x in options):
-            seeds_txt = ", ".join(f"{s}: {i['score']['val_bpb']}" for s, i in scored.items())
+            seeds_txt = ", ".join(f"{_seed_name(s)}: {i['score']['val_bpb']}" for s, i in scored.items())
             problems.append(
                 f"README.md: headline val_bpb {shown} matches neither the mean over seeds ({options[0]:.8f}) nor any "
                 f"seed's logged value ({seeds_txt})"

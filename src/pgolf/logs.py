@@ -15,7 +15,8 @@ Formats understood (unknown lines, NCCL/torchrun noise and ``\\r`` progress outp
   indented ``key: value`` lines, and ``pgolf_summary {json}`` (one per stage of our own runs);
 - other upstream layouts: a line prefix of a unix timestamp (``1776144163.319 quantized_ttt_phased ...``), tokens
   between the tag and ``val_loss`` (``final_sliding_window_eval_exact stride:64 val_loss:...``), ``=`` for ``:``
-  (``ttt_sliding:done val_loss=2.0 val_bpb=1.1``), ``artifact:15.92MB ... code:70853`` (total in MB, code in bytes),
+  (``ttt_sliding:done val_loss=2.0 val_bpb=1.1``), ``artifact:15.92MB ... code:70853`` (the compressed model in MB,
+  the code in bytes: the total is read as model + code, uncertain by the MB rounding, ``bytes_total_resolution``),
   ``INT7+zlib model: N bytes | Total submission: N bytes``, ``Raw model: N bytes | Code: N bytes | Total: N``,
   a one-line ``key=value`` configuration dump (``seed=42``);
 - calibration that reads training data after the timed loop, which counts as training time (``calib_ms``):
@@ -144,8 +145,9 @@ def parse_log(source: str | os.PathLike) -> dict:
     Keys: ``steps`` (last step reached), ``iterations`` (planned), ``train_losses`` [(step, loss)],
     ``val_points`` [(step, val_loss, val_bpb)], ``train_time_ms`` (largest train_time logged: the final one),
     ``step_avg_ms`` (last logged, else train_time_ms / steps), ``stopped_early``, ``final`` ({tag: {"val_loss",
-    "val_bpb", ["eval_time_ms"], ["stride"]}} in log order; each line quoted in ``evidence["final:<tag>"]``), ``score`` ({"tag", "val_loss", "val_bpb"}, see
-    the module docstring), ``roundtrip`` and ``pre_quant`` (same shape; pre_quant falls back to the last step
+    "val_bpb", ["eval_time_ms"], ["stride"]}} in log order; each line quoted in ``evidence["final:<tag>"]``),
+    ``score`` ({"tag", "val_loss", "val_bpb"}, see the module docstring),
+    ``roundtrip`` and ``pre_quant`` (same shape; pre_quant falls back to the last step
     validation), ``eval_times_ms`` ({tag: ms}), ``total_eval_time_s``, ``eval_time_s`` (total_eval_time, else an
     eval-stage pgolf_summary's ``eval_time_s``, else the sum of the metric lines' eval times), ``model_bytes``,
     ``raw_model_bytes``, ``code_bytes`` (compressed code when both are logged), ``code_bytes_uncompressed``,
@@ -319,13 +321,15 @@ def parse_log(source: str | os.PathLike) -> dict:
             out["raw_model_bytes"] = int(m.group("model"))
             code_plain = int(m.group("code"))
             continue
-        if m := _ARTIFACT_MB.match(line):
-            mb = m.group("mb")
+        if m := _ARTIFACT_MB.match(line):  # the compressed model in MB (rounded), the code in bytes
+            mb, code = m.group("mb"), int(m.group("code"))
             if out["bytes_total"] is None or out["bytes_total_resolution"]:
-                out["bytes_total"] = round(float(mb) * 1_000_000)
+                out["model_bytes"] = round(float(mb) * 1_000_000)
+                out["bytes_total"] = out["model_bytes"] + code
                 out["bytes_total_resolution"] = round(0.5 * 10.0 ** -_decimals_of(mb) * 1_000_000)
                 note("bytes_total", lineno, line)
-            code_plain = int(m.group("code"))
+                note("model_bytes", lineno, line)
+            code_plain = code
             note("code_bytes", lineno, line)
             continue
         if m := _TOTAL_EVAL.match(line):
