@@ -403,6 +403,39 @@ def test_non_record_banner_and_one_seed(run):
     assert check_record(run["out"], min_seeds=1) == []
 
 
+def test_check_takes_the_seed_rule_from_the_track(run, capsys):
+    """Issue 15: the demo profile's 2-seed non-record passes `pgolf check` with no options (main asked for 3 seeds);
+    the same two seeds on the record track do not."""
+    settings = dict(SETTINGS, non_record=True, track="track_non_record_16mb", min_seeds=2)
+    build_record(run["out"], run["dirs"][:2], run["script"], ENVIRONMENT, settings, {}, 8)
+    assert cli(["check", str(run["out"])]) == 0
+    assert capsys.readouterr().out.startswith(f"PASS: {run['out']} (track_non_record_16mb; 2 seed(s) scored")
+    sub = json.loads((run["out"] / "submission.json").read_text())
+    sub.update(track="track_10min_16mb", non_record=False)
+    (run["out"] / "submission.json").write_text(json.dumps(sub))
+    assert cli(["check", str(run["out"])]) == 1
+    out = capsys.readouterr().out
+    assert "violation: only 2 seed(s) with a score (42, 1337); the track_10min_16mb track asks for at least 3" in out
+
+
+def test_a_truncated_seed_log_never_passes(run, capsys):
+    """Issue 15: a published log that begins at `step:...` (the orphaned run's tail replaced the log) fails."""
+    build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    assert cli(["check", str(run["out"])]) == 0
+    capsys.readouterr()
+    log = run["out"] / "train_seed1337.log"
+    lines = log.read_text().splitlines(keepends=True)
+    first_step = next(i for i, line in enumerate(lines) if line.startswith("step:"))
+    log.write_text("".join(lines[first_step:]))
+    assert cli(["check", str(run["out"])]) == 1
+    out = capsys.readouterr().out
+    assert "violation: train_seed1337.log: not a valid log: its first training step comes before the header" in out
+    assert "line 1: step:1/9000 train_loss:3.4990" in out
+    # a header alone (Running Python) without the Hyperparameters block is not the header train_gpt.py writes
+    log.write_text("Running Python 3.12.3\n" + "".join(lines[first_step:]))
+    assert any("train_seed1337.log: not a valid log" in p for p in check_record(run["out"]))
+
+
 def test_failed_check_keeps_previous_record(run):
     out = run["out"]
     build_record(out, run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
@@ -534,7 +567,10 @@ def test_cli_record_check_compare(run, tmp_path, capsys):
     assert cli(["check", str(run["out"]), "--min-seeds", "4"]) == 1
     out = capsys.readouterr().out
     assert out.startswith(f"FAIL: {run['out']}")
-    assert "  violation: only 3 seed(s) with a score (42, 1337, 2025); the track_10min_16mb track asks for at least 4" in out
+    assert (
+        "  violation: only 3 seed(s) with a score (42, 1337, 2025); the track_10min_16mb track asks for at least 4"
+        in out
+    )
 
 
 def test_cli_check_and_compare_on_fixtures(capsys):
