@@ -93,7 +93,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     logs: dict[str, dict] = field(default_factory=dict)  # relative path -> parsed log
     seeds: dict[int, dict] = field(default_factory=dict)  # seed -> {"log", "score", "train_log"}
-    score_kind: str | None = None
+    score_kind: str | None = None  # the family of score lines read (a tag without ``_exact``)
+    score_eval: str | None = None  # how they were evaluated (``score_kind()``: ttt, sliding, roundtrip, other)
 
     @property
     def violations(self) -> list[Finding]:
@@ -301,6 +302,15 @@ def _candidates(info: dict) -> dict[str, dict]:
     return out
 
 
+def score_kind(entry: dict) -> str:
+    """How a score line was evaluated: ``ttt``, ``sliding``, ``roundtrip`` or ``other`` (``metric_kind`` of its tag,
+    where a ``final_eval_mode:sliding_window`` line before it or a ``stride`` on it says sliding windows)."""
+    kind = metric_kind(entry.get("tag", ""))
+    if kind in ("roundtrip", "other") and ("sliding" in str(entry.get("eval_mode", "")) or entry.get("stride")):
+        return "sliding"
+    return kind
+
+
 def _kind_rank(fam: str) -> int:
     kind = metric_kind(fam) if fam != "pgolf_summary" else "other"
     return _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
@@ -376,6 +386,7 @@ def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds:
         return
     fam, picked, how = chosen
     report.score_kind = fam
+    report.score_eval = score_kind(next(iter(picked.values()))[1])
     report.add(NOTE, f"score: {fam} lines ({how})")
     for seed, (rel, entry) in picked.items():
         train_log = rel

@@ -75,6 +75,9 @@ _HP_LINE = re.compile(r"^\s+([A-Za-z_]\w*):\s?(.*)$")
 _PRE_QUANT = re.compile(r"pre[-_]?quant", re.IGNORECASE)
 _TOKENIZER = re.compile(r"tokenizer_path[=:]\s*(\S+)")
 _TOKENIZER_KIND = re.compile(r"tokenizer_kind=(\w+)")
+_DATASET = re.compile(
+    r"(?:^|\s)(?:data_path|datasets_dir)[=:]\s*(\S+)|^val_loader:shards pattern=(\S+)|^train_loader:dataset:(\S+)"
+)
 # What a run writes before its first training step (see ``log_start``).
 _HEADER_MARKERS = re.compile(
     r"^(?:Running (?:Python|PyTorch)|Hyperparameters:|seed:\s*\d+|world_size:|model_params:|val_bpb:enabled|"
@@ -145,8 +148,8 @@ def parse_log(source: str | os.PathLike) -> dict:
     Keys: ``steps`` (last step reached), ``iterations`` (planned), ``train_losses`` [(step, loss)],
     ``val_points`` [(step, val_loss, val_bpb)], ``train_time_ms`` (largest train_time logged: the final one),
     ``step_avg_ms`` (last logged, else train_time_ms / steps), ``stopped_early``, ``final`` ({tag: {"val_loss",
-    "val_bpb", ["eval_time_ms"], ["stride"]}} in log order; each line quoted in ``evidence["final:<tag>"]``),
-    ``score`` ({"tag", "val_loss", "val_bpb"}, see the module docstring),
+    "val_bpb", ["eval_time_ms"], ["stride"], ["eval_mode"]}} in log order; each line quoted in
+    ``evidence["final:<tag>"]``), ``score`` ({"tag", "val_loss", "val_bpb"}, see the module docstring),
     ``roundtrip`` and ``pre_quant`` (same shape; pre_quant falls back to the last step
     validation), ``eval_times_ms`` ({tag: ms}), ``total_eval_time_s``, ``eval_time_s`` (total_eval_time, else an
     eval-stage pgolf_summary's ``eval_time_s``, else the sum of the metric lines' eval times), ``model_bytes``,
@@ -155,7 +158,8 @@ def parse_log(source: str | os.PathLike) -> dict:
     ``quant_format``, ``seed``, ``hyperparameters`` ({name: raw string}), ``summaries`` (pgolf_summary objects),
     ``step_avg_logged`` (whether ``step_avg_ms`` was logged rather than derived), ``calib_ms`` (time spent reading
     training data for calibration after the timed loop: training time too), ``calib_selfgen_ms`` (calibration on
-    self-generated data, not counted), ``tokenizer`` (the tokenizer file's name or kind the log names),
+    self-generated data, not counted), ``tokenizer`` (the tokenizer file's name or kind the log names), ``dataset``
+    (the data folder it names),
     ``start`` (``log_start``), ``evidence`` ({field: "line N: text"}).
     """
     text = _read(source)
@@ -188,6 +192,7 @@ def parse_log(source: str | os.PathLike) -> dict:
         "summaries": [],
         "step_avg_logged": False,
         "tokenizer": None,
+        "dataset": None,
         "start": None,
         "evidence": {},
     }
@@ -198,6 +203,7 @@ def parse_log(source: str | os.PathLike) -> dict:
     code_compressed = code_plain = None
     in_hparams = False
     selfgen = False  # the calibration lines seen so far follow a "self-generated data" line
+    eval_mode = None  # ``final_eval_mode:sliding_window stride:64``: how the final lines that follow were evaluated
     lines = re.split(r"\r\n|\r|\n", text)
     first_step_line: int | None = None
     header_line: int | None = None
@@ -276,9 +282,14 @@ def parse_log(source: str | os.PathLike) -> dict:
                 steps_seen.append(int(sm.group(1)))
                 out["iterations"] = int(sm.group(2))
             continue
+        if m := re.match(r"^final_eval_mode:(\w+)", line):
+            eval_mode = m.group(1)
+            continue
         if m := _METRIC.match(line):
             tag = re.sub(r"\s+", "_", m.group("tag").strip())
             entry: dict = {"val_loss": float(m.group("loss")), "val_bpb": float(m.group("bpb"))}
+            if eval_mode:
+                entry["eval_mode"] = eval_mode
             kv = _kv(m.group("pre") + " " + m.group("rest"))
             if "eval_time" in kv:
                 entry["eval_time_ms"] = _ms(kv["eval_time"])
@@ -347,6 +358,8 @@ def parse_log(source: str | os.PathLike) -> dict:
             out["tokenizer"] = Path(m.group(1).rstrip(",;")).name
         elif out["tokenizer"] is None and (m := _TOKENIZER_KIND.search(line)) and m.group(1) != "sentencepiece":
             out["tokenizer"] = f"{m.group(1)} (no tokenizer file)"
+        if out["dataset"] is None and (m := _DATASET.search(line)) and "(" not in line:
+            out["dataset"] = _dataset_name(m.group(1) or m.group(2) or m.group(3))
         if out["iterations"] is None and (m := _ITERATIONS.search(line)):
             out["iterations"] = int(m.group(1))
 
@@ -371,11 +384,20 @@ def parse_log(source: str | os.PathLike) -> dict:
         out["iterations"] = int(hp["iterations"])
     if out["tokenizer"] is None and hp.get("tokenizer_path"):
         out["tokenizer"] = Path(hp["tokenizer_path"]).name
+    for key in ("datasets_dir", "data_path", "val_files", "train_files"):
+        if out["dataset"] is None and hp.get(key):
+            out["dataset"] = _dataset_name(hp[key])
 
     _pick_metrics(out)
     _apply_summaries(out)
     out["start"] = log_start(lines, out, header_line, first_step_line)
     return out
+
+
+def _dataset_name(path: str) -> str:
+    """The data set a path names: its folder (``.../fineweb10B_sp1024/fineweb_val_*.bin`` -> ``fineweb10B_sp1024``)."""
+    p = Path(path.rstrip("/,;"))
+    return (p.parent.name if any(c in p.name for c in "*?[") or p.suffix == ".bin" else p.name) or str(p)
 
 
 def _decimals_of(text: str) -> int:

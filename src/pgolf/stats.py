@@ -120,7 +120,11 @@ def record_seed_scores(record_dir: str | os.PathLike) -> dict:
         ("?" if seed == UNKNOWN_SEED else seed): {"val_bpb": v["score"]["val_bpb"], "val_loss": v["score"]["val_loss"]}
         for seed, v in report.seeds.items()
     }
-    tokenizers = sorted({report.logs[v["log"]]["tokenizer"] for v in report.seeds.values()} - {None})
+    logs = [report.logs[v["log"]] for v in report.seeds.values()] + [
+        report.logs[v["train_log"]] for v in report.seeds.values()
+    ]
+    tokenizers = sorted({i["tokenizer"] for i in logs} - {None})
+    datasets = sorted({i["dataset"] for i in logs} - {None})
     source = f"logs ({report.score_kind} lines)" if scores else ""
     sub = read_submission(record_dir)
     if not scores:
@@ -139,14 +143,10 @@ def record_seed_scores(record_dir: str | os.PathLike) -> dict:
         "source": source,
         "seeds": scores,
         "score_kind": report.score_kind,
+        "score_eval": report.score_eval,
         "tokenizer": ", ".join(tokenizers) or None,
+        "dataset": ", ".join(datasets) or None,
     }
-
-
-def _kind(tag: str | None) -> str | None:
-    from pgolf.logs import metric_kind
-
-    return None if tag is None else metric_kind(tag)
 
 
 def _side(record_dir: str | os.PathLike) -> dict:
@@ -184,12 +184,14 @@ def compare_records(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> dict:
         readme = None if p is None else p < README_RULE_P
     closing = None if p is None else p < CLOSING_RULE_P
     warnings = []
-    if a["tokenizer"] != b["tokenizer"]:
+    single = all(side["dataset"] and "," not in side["dataset"] for side in (a, b))  # one data folder named each
+    if a["tokenizer"] != b["tokenizer"] or (single and a["dataset"] != b["dataset"]):
         warnings.append(
-            f"different data or tokenizer: A's logs name {a['tokenizer'] or 'none'}, B's {b['tokenizer'] or 'none'}; "
-            "val_bpb of different data is not comparable, the p-value says nothing about the challenge's data"
+            f"different data or tokenizer: A's logs name {a['dataset'] or 'no data set'} / "
+            f"{a['tokenizer'] or 'no tokenizer'}, B's {b['dataset'] or 'no data set'} / "
+            f"{b['tokenizer'] or 'no tokenizer'}; val_bpb on other data or bytes is not the same measurement"
         )
-    ka, kb = _kind(a["score_kind"]), _kind(b["score_kind"])
+    ka, kb = a.get("score_eval"), b.get("score_eval")
     if ka and kb and ka != kb:
         warnings.append(
             f"different kinds of score: A's is {a['score_kind']} ({ka}), B's is {b['score_kind']} ({kb}); each is the "
