@@ -543,6 +543,7 @@ def inspect_record(
         ]
         if len(named) == 1:
             rel, logged = named[0]
+            report.findings = [f for f in report.findings if not f.text.startswith(f"{rel}: the file name says seed")]
             report.add(
                 WARNING,
                 f"seed {seed} is claimed; its log {rel} ran seed {logged} (read as seed {logged})",
@@ -571,6 +572,14 @@ def inspect_record(
             report.add(NOTE, f"{rel}: not a backing log of the submitted score; not held to the rules")
     for rel in backing:
         _check_run(report, rel, report.logs[rel], cap_bytes, train_budget_s, eval_budget_s, overshoot_steps)
+    for seed, v in report.seeds.items():
+        sized = [r for r in dict.fromkeys([v["log"], v["train_log"]]) if _logged_total(report.logs[r]) is not None]
+        if not sized:
+            report.add(
+                VIOLATION,
+                f"seed {_seed_name(seed)}: no log shows the artifact's size ({v['log']} has no Serialized model / "
+                "Total submission size line): the byte cap cannot be checked",
+            )
     for rel, info in report.logs.items():  # a truncated log can never pass, backing or not
         if rel not in backing and not info["start"]["ok"]:
             report.add(VIOLATION, f"{rel}: not a valid log: {info['start']['why']}", info["start"]["first"])
@@ -606,12 +615,8 @@ def _check_run(
     ev = info["evidence"]
     if not info["start"]["ok"]:
         report.add(VIOLATION, f"{rel}: not a valid log: {info['start']['why']}", info["start"]["first"])
-    total = info["bytes_total"]
-    if total is None and info["model_bytes"] is not None and info["code_bytes"] is not None:
-        total = info["model_bytes"] + info["code_bytes"]
-    if total is None and info["final"]:
-        report.add(WARNING, f"{rel}: no artifact size logged (Serialized model / Total submission size)")
-    elif total is not None and total - info["bytes_total_resolution"] > cap_bytes:
+    total = _logged_total(info)
+    if total is not None and total - info["bytes_total_resolution"] > cap_bytes:
         report.add(
             VIOLATION,
             f"{rel}: code + model = {total} bytes, over the {cap_bytes}-byte cap",
@@ -664,6 +669,15 @@ def _check_run(
             f"{rel}: its evaluations add up to {info['eval_time_s']:.1f} s (over {eval_budget_s:g} s), diagnostics "
             "included; no total_eval_time line says what the submitted evaluation took",
         )
+
+
+def _logged_total(info: dict) -> int | None:
+    """The artifact size a log shows: its total, else model + code; None when it shows neither."""
+    if info["bytes_total"] is not None:
+        return info["bytes_total"]
+    if info["model_bytes"] is not None and info["code_bytes"] is not None:
+        return info["model_bytes"] + info["code_bytes"]
+    return None
 
 
 def _check_code(report: Report, record_dir: Path, script: Path | None, backing: list[str], cap: int) -> None:

@@ -18,6 +18,7 @@ Formats understood (unknown lines, NCCL/torchrun noise and ``\\r`` progress outp
   (``ttt_sliding:done val_loss=2.0 val_bpb=1.1``), ``artifact:15.92MB ... code:70853`` (the compressed model in MB,
   the code in bytes: the total is read as model + code, uncertain by the MB rounding, ``bytes_total_resolution``),
   ``INT7+zlib model: N bytes | Total submission: N bytes``, ``Raw model: N bytes | Code: N bytes | Total: N``,
+  ``INT4+fp8+brotli: 15.67MB model + 0.077MB code = 15.75/16.00MB`` (MB, with their rounding),
   a one-line ``key=value`` configuration dump (``seed=42``);
 - calibration that reads training data after the timed loop, which counts as training time (``calib_ms``):
   ``gptq_hessians:... time:Xs`` (ours), ``GPTQ:collected 67 Hessians in 3.5s``, ``gptq:calibrated 66 layers in
@@ -65,6 +66,15 @@ _PIPE_SIZES = re.compile(
     r"^(?P<fmt>[\w+\-]+) model:\s*(?P<model>\d+) bytes\s*\|\s*Total submission:\s*(?P<total>\d+) bytes", re.IGNORECASE
 )
 _RAW_SIZES = re.compile(r"^Raw model:\s*(?P<model>\d+) bytes\s*\|\s*Code:\s*(?P<code>\d+) bytes\s*\|\s*Total:\s*(\d+)")
+_MB_SUM = re.compile(
+    r"^(?P<fmt>[\w+\-]+):\s*(?P<model>"
+    + _NUM
+    + r")MB model \+ (?P<code>"
+    + _NUM
+    + r")MB code = (?P<total>"
+    + _NUM
+    + r")/"
+)
 _ARTIFACT_MB = re.compile(r"^artifact:\s*(?P<mb>" + _NUM + r")MB\b.*\bcode:(?P<code>\d+)\b")
 _TOTAL_EVAL = re.compile(r"^total_eval_time:\s*(" + _NUM + r")(ms|s)?\b")
 _SEED = re.compile(r"^seed:\s*(\d+)\s*$")
@@ -312,9 +322,10 @@ def parse_log(source: str | os.PathLike) -> dict:
             kind = (m.group("kind") or "").strip().lower()
             if kind == "compressed":
                 code_compressed = int(m.group("n"))
+                note("code_bytes_compressed", lineno, line)
             else:
                 code_plain = int(m.group("n"))
-            note("code_bytes", lineno, line)
+                note("code_bytes", lineno, line)
             continue
         if m := _TOTAL.match(line):
             if m.group("fmt"):
@@ -331,6 +342,15 @@ def parse_log(source: str | os.PathLike) -> dict:
         if m := _RAW_SIZES.match(line):
             out["raw_model_bytes"] = int(m.group("model"))
             code_plain = int(m.group("code"))
+            continue
+        if m := _MB_SUM.match(line.strip()):  # ``INT4+fp8+brotli: 15.67MB model + 0.077MB code = 15.75/16.00MB``
+            total = m.group("total")
+            out["model_bytes"] = round(float(m.group("model")) * 1_000_000)
+            out["bytes_total"] = round(float(total) * 1_000_000)
+            out["bytes_total_resolution"] = round(0.5 * 10.0 ** -_decimals_of(total) * 1_000_000)
+            out["quant_format"] = m.group("fmt")
+            note("bytes_total", lineno, line)
+            note("model_bytes", lineno, line)
             continue
         if m := _ARTIFACT_MB.match(line):  # the compressed model in MB (rounded), the code in bytes
             mb, code = m.group("mb"), int(m.group("code"))
