@@ -272,3 +272,13 @@ def test_a_truncated_upstream_log_never_passes(tmp_path):
     assert len(problems) == 1
     assert problems[0].startswith("train_seed42.log: not a valid log: it begins with training steps")
     assert problems[0].endswith("[line 1: step:500/20000 train_loss:3.9000 train_time:59000ms step_avg:118.00ms]")
+
+
+def test_a_seed_whose_logs_show_no_size_fails(tmp_path):
+    d = make_folder(tmp_path)
+    log = d / "train_seed999.log"
+    log.write_text("".join(line for line in log.read_text().splitlines(True) if "bytes" not in line))
+    assert check_record(d) == [
+        "seed 999: no log shows the artifact's size (train_seed999.log has no Serialized model / Total submission "
+        "size line): the byte cap cannot be checked"
+    ]
