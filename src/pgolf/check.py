@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgolf.fsio import read_json
-from pgolf.logs import best_of_kind, metric_kind, parse_log
+from pgolf.logs import metric_kind, parse_log
 
 REQUIRED_KEYS = ("name", "github_id", "val_bpb")  # what the challenge asks for
 EXPECTED_KEYS = ("author", "date", "val_loss", "bytes_total", "blurb")  # usual; missing is a warning
@@ -93,6 +93,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     logs: dict[str, dict] = field(default_factory=dict)  # relative path -> parsed log
     seeds: dict[int, dict] = field(default_factory=dict)  # seed -> {"log", "score", "train_log"}
+    seed_logs: dict[int, list[str]] = field(default_factory=dict)  # seed -> every log of that seed
+    aliases: dict[int, int] = field(default_factory=dict)  # a claimed seed -> the seed its (misnamed) log ran
     score_kind: str | None = None  # the family of score lines read (a tag without ``_exact``)
     score_eval: str | None = None  # how they were evaluated (``score_kind()``: ttt, sliding, roundtrip, other)
 
@@ -531,6 +533,7 @@ def inspect_record(
     )
     claimed = _submission_seeds(sub) or _readme_seeds(readme_text)
     by_seed = _log_seeds(report.logs, claimed, report)
+    report.seed_logs = by_seed
     seeds = [s for s in claimed if s in by_seed]
     for seed in claimed:
         if seed in by_seed:
@@ -550,6 +553,7 @@ def inspect_record(
                 report.logs[rel]["evidence"].get("seed"),
             )
             seeds.append(logged)
+            report.aliases[seed] = logged
         else:
             report.add(VIOLATION, f"seed {seed} is claimed (submission.json / README) but no log is for it")
     seeds = seeds or sorted(by_seed)
@@ -725,6 +729,7 @@ def _seed_info(report: Report) -> dict[int, dict]:
         for key in ("steps", "train_time_ms", "step_avg_ms", "step_avg_logged", "pre_quant"):
             if info.get(key) is None:
                 info[key] = train.get(key)
+        info["all_final"] = [report.logs[rel]["final"] for rel in report.seed_logs.get(seed, [v["log"]])]
         out[seed] = info
     return out
 
@@ -755,7 +760,7 @@ def _check_submission(report: Report, sub: dict, cap: int) -> None:
             models = {i["model_bytes"] for i in scored.values()} - {None}
             how = " (a logged model size: the code is not counted)" if sub["bytes_total"] in models else ""
         report.add(
-            WARNING,
+            NOTE if how == " (their mean, rounded)" else WARNING,
             f"submission.json: bytes_total {sub['bytes_total']} is no seed's logged total{how} "
             f"({', '.join(f'{_seed_name(s)}: {t}' for s, t in totals.items())})",
         )
@@ -889,13 +894,25 @@ def _readme_column(header: str):
     if re.search(r"pre[- ]?quant", h):
         return f"pre-quant {metric}", lambda i: (i["pre_quant"] or {}).get(metric), False
     if "roundtrip" in h or re.search(r"post[- ]?quant", h):
-        return f"roundtrip {metric}", lambda i: (i["roundtrip"] or {}).get(metric), False
+        return f"roundtrip {metric}", lambda i: _logged_values(i, metric, "roundtrip"), False
     for kind in ("sliding", "ttt"):
         if kind in h:
-            return f"{kind} {metric}", lambda i, k=kind: (best_of_kind(i, k) or {}).get(metric), False
+            return f"{kind} {metric}", lambda i, k=kind: _logged_values(i, metric, k), False
     if "bpb" in h or "loss" in h or h == "score":
-        return f"score {metric}", lambda i: (i["score"] or {}).get(metric), False
+        return f"score {metric}", lambda i: _logged_values(i, metric, None), False
     return None
+
+
+def _logged_values(info: dict, metric: str, kind: str | None) -> set | None:
+    """Every value of ``metric`` the seed's logs give on score lines of one kind (``score_kind``; any kind but
+    pre-quantization when None): a README column is read as any of the evaluations its seed logged."""
+    values = set()
+    for final in info.get("all_final") or [info["final"]]:
+        for tag, entry in final.items():
+            k = score_kind({"tag": tag, **entry})
+            if k != "pre_quant" and (kind is None or k == kind):
+                values.add(entry[metric])
+    return values or None
 
 
 def _tables(text: str) -> list[list[list[str]]]:
@@ -950,7 +967,7 @@ def check_readme(text: str, report: Report) -> list[str]:
                 continue
             key = re.sub(r"[*`\s]", "", row[seed_col])
             if re.fullmatch(r"\d+", key):
-                seed = int(key)
+                seed = report.aliases.get(int(key), int(key))
                 if seed not in by_seed:
                     continue  # claimed seeds without a log are reported once, as violations
                 info = by_seed[seed][1]
