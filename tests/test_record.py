@@ -213,7 +213,7 @@ def test_tampered_readme_fails(tmp_path):
     assert new_findings(MARCH, d) == [
         "README.md: headline val_bpb 1.1200 matches neither the mean over seeds (1.12503176) nor any seed's logged "
         "value (42: 1.12498291, 1337: 1.12526734, 2025: 1.12484502)",
-        "README.md: seed 42 sliding val_bpb 1.1150 disagrees with the log (1.12498291)",
+        "README.md: seed 42 sliding val_bpb 1.1150 disagrees with the log (1.12498291 or 1.125)",
         "README.md: seed 1337 steps 7163 disagrees with the log (7063)",
     ]
 
