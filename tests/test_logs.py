@@ -238,3 +238,95 @@ def test_best_of_kind():
     assert best_of_kind(info, "ttt") is None
     assert info["step_avg_logged"] is True
     assert parse_log("stopping_early: wallclock_cap train_time:600ms step:3/10\n")["step_avg_logged"] is False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the other layouts real records use (synthetic lines in their formats)
+
+
+@pytest.mark.parametrize(
+    "line, tag, bpb, extra",
+    [
+        (
+            "final_sliding_window_eval_exact stride:64 val_loss:1.9100 val_bpb:1.1300",
+            "final_sliding_window_eval_exact",
+            1.13,
+            {"stride": 64},
+        ),
+        (
+            "1776144163.319 quantized_ttt_phased val_loss:2.3200 val_bpb:1.0600 eval_time:500000ms",
+            "quantized_ttt_phased",
+            1.06,
+            {"eval_time_ms": 500000.0},
+        ),
+        ("ttt_sliding:done val_loss=1.8900 val_bpb=1.1190 elapsed=480.1s", "ttt_sliding:done", 1.119, {}),
+        ("final_sliding val_loss:3.1100 val_bpb:1.2000 (stride=16, T=1.02) time:130598ms", "final_sliding", 1.2, {}),
+        ("final_INT7_zlib_roundtrip val_loss:2.0700 val_bpb:1.2300", "final_INT7_zlib_roundtrip", 1.23, {}),
+    ],
+)
+def test_metric_line_layouts(line, tag, bpb, extra):
+    entry = parse_log(line + "\n")["final"][tag]
+    assert entry["val_bpb"] == pytest.approx(bpb) and entry.items() >= extra.items()
+
+
+@pytest.mark.parametrize(
+    "line, model, total, resolution",
+    [
+        ("INT7+zlib model: 15370000 bytes | Total submission: 15441000 bytes", 15_370_000, 15_441_000, 0),
+        ("artifact:15.92MB ternary:64880640(14237274B) fp:2513744(2537376B) code:70000", 15_920_000, 15_990_000, 5000),
+        ("INT4+fp8+brotli: 15.67MB model + 0.077MB code = 15.75/16.00MB FITS", 15_670_000, 15_750_000, 5000),
+    ],
+)
+def test_size_line_layouts(line, model, total, resolution):
+    info = parse_log(line + "\n")
+    assert (info["model_bytes"], info["bytes_total"], info["bytes_total_resolution"]) == (model, total, resolution)
+    assert info["evidence"]["bytes_total"] == f"line 1: {line}"
+
+
+def test_calibration_formats():
+    """Calibration on training data counts as training time; on self-generated data it does not."""
+    assert parse_log("GPTQ:collecting Hessians from calibration data...\nGPTQ:collected 67 Hessians in 3.5s\n")[
+        "calib_ms"
+    ] == pytest.approx(3500)
+    assert parse_log("gptq:calibrating with 64 batches (training data)...\ngptq:calibrated 66 layers in 9.7s\n")[
+        "calib_ms"
+    ] == pytest.approx(9700)
+    selfgen = parse_log(
+        "gptq:generating autoregressive calibration data...\ngptq:generated 32 seqs in 199.1s\n"
+        "gptq:collecting hessians...\ngptq:collected hessians for 33 layers in 20.5s\n"
+        "gptq:quantization complete in 223.4s total\n"
+    )
+    assert selfgen["calib_ms"] == 0 and selfgen["calib_selfgen_ms"] == pytest.approx(20500)
+    assert parse_log("GPTQ:quantized in 12.0s\nGPTQ:compressed+saved in 4.0s\n")["calib_ms"] == 0
+
+
+def test_eval_mode_and_data_names():
+    info = parse_log(
+        "Hyperparameters:\n  data_path: ./data/datasets/fineweb10B_sp1024\n"
+        "  tokenizer_path: ./data/tokenizers/fineweb_1024_bpe.model\n"
+        "final_eval_mode:sliding_window stride:64 batch_seqs:32\n"
+        "final_int8_zlib_roundtrip_exact val_loss:1.93 val_bpb:1.14\n"
+    )
+    assert info["final"]["final_int8_zlib_roundtrip_exact"]["eval_mode"] == "sliding_window"
+    assert (info["dataset"], info["tokenizer"]) == ("fineweb10B_sp1024", "fineweb_1024_bpe.model")
+
+
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ("Hyperparameters:\n  seed: 1\nstep:1/10 train_loss:3.0 train_time:10ms\n", True),
+        ("seed:1\nstep:1/10 train_loss:3.0 train_time:10ms\n", True),
+        ('"""a script copy"""\nimport os\nstep:1/10 train_loss:3.0 train_time:10ms\n', True),
+        ("step:50/250 train_loss:3.0 train_time:10ms\nfinal_x_roundtrip val_loss:2 val_bpb:1\n", False),
+        ("final_x_roundtrip val_loss:2 val_bpb:1\n", True),  # an evaluation-only log: no steps, no header needed
+        # our own logs: the header train_gpt.py writes (Running Python and the Hyperparameters block) comes first
+        ("seed:1\nstep:1/10 train_loss:3.0 train_time:10ms\npgolf_summary {}\n", False),
+        (
+            "Running Python 3.12\nHyperparameters:\n  seed: 1\nstep:1/10 train_loss:3.0 train_time:10ms\n"
+            'pgolf_summary {"stage": "train"}\n',
+            True,
+        ),
+    ],
+)
+def test_log_start(text, ok):
+    assert parse_log(text)["start"]["ok"] is ok

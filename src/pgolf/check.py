@@ -1,55 +1,119 @@
-"""Check a record folder (ours or upstream) against the challenge's rules and its own logs.
+"""Check a record folder (ours or upstream, as its authors wrote it) against the challenge's rules and its own logs.
 
-Seed <-> log mapping: ``train_seed<N>.log`` is seed N; any other ``*.log`` (e.g. ``train.log``) takes the seed it logs
-(``seed:N`` line, ``Hyperparameters`` block or a ``pgolf_summary``), else the single seed submission.json names. A log
-whose seed is already covered by a ``train_seed<N>.log`` is a copy and is not counted twice; every log is still checked
-for size and time.
+``inspect_record`` returns a ``Report``: the track and the rules taken from it, the logs found, the score read for
+each seed and a list of findings, each a ``Finding`` of one of three severities:
 
-Rules that upstream records legitimately vary on are handled by rule, not by folder name:
+- **violation** (the folder fails): over the 16,000,000-byte cap (the logged total, or the model plus every code file
+  the run used, shipped beside ``train_gpt.py`` and not counted in the logged code size), over 600 s of training
+  (the timed loop plus calibration that reads training data, e.g. ``GPTQ:collected 67 Hessians in 3.5s``) or of
+  evaluation on the 10-minute track, claimed seeds with no log, fewer seeds than the track asks for, a submitted score
+  that no log shows, a log that does not start with its run's header (a truncated log), a missing README.md or
+  submission.json, no training script at all, a submission.json without ``name``, ``github_id`` or ``val_bpb``, a
+  val_bpb that counted other bytes than its data set calls for (the validation byte sidecar where submission.json's
+  ``data`` says there is one, the tokenizer's pieces where there is none);
+- **warning** (an inconsistency, listed, not failing): a code size logged vs shipped that differs by a few bytes,
+  rounded step counts or times, a README number that disagrees with the logs, a missing ``blurb``/``bytes_total``, a
+  ``bytes_total`` that is not one seed's logged total, a script under another name;
+- **note**: how something was read (which log backs which seed, which line is the score, what was not counted).
 
-- submission.json's ``val_bpb``/``val_loss`` must equal the mean over seeds OR one seed's logged score (the 1.1248
-  record reports its best seed);
-- ``bytes_total`` must equal one seed's logged total; ``bytes_code`` (optional: the 1.0611 record has none) one seed's
-  logged code size;
-- ``seed_results[s].artifact_bytes`` may be the logged total (upstream usage) or the logged model size (ours); its
-  ``steps``, ``train_time_s``, ``eval_time_s``, ``step_avg_ms`` (only where the log prints ``step_avg``: the 1.0611
-  record's figures are not train_time / steps) and ``pre_quant_val_bpb`` must agree with the seed's log;
-- ``pre_quant_val_bpb``/``pre_quant_val_loss``, like the score, are the mean over seeds or one seed's value;
-  ``val_bpb_std``/``val_loss_std`` the sample or the population std of the seeds' scores (the 1.0611 record reports
-  the population std);
-- a run stopped by the wallclock cap may overshoot the train budget by the step in flight: up to ``overshoot_steps``
-  average steps (upstream accepted 600099 ms at 85 ms/step);
-- how many seeds are needed is ``min_seeds`` (the naive baseline has one);
-- where submission.json says what the data set was (``data``, written by ``pgolf record``), a log that says what its
-  val_bpb counted (``val_bytes:`` lines, an upstream CaseOps script's ``caseops_enabled``) must have counted the
-  validation byte sidecar when the data set has one and the tokenizer's pieces when it has none.
+Every violation names the file and quotes the log line that shows it (``evidence``).
 
-Number tolerance: a value with d decimals in submission.json must be within ``10**-d`` of the logs, at most 1e-4 (a
-value rounded to 4 decimals) and at least 2e-8 (8-decimal values averaged over seeds), or within the resolution the log
-printed its value with (times); byte counts and steps must match exactly.
+Which files are what (by content and rule, never by folder name):
 
-README.md is held to the same logs: its headline ``**val_bpb = X**`` (or ``**val_bpb: X**``) must be the mean over
-seeds or one seed's score, and every markdown table with a ``Seed`` column is read row by row (a ``Mean`` row against
-the mean of the rows above it). Columns are recognised by their header: steps, step average (only where the log
-itself prints ``step_avg``), train time, eval time (``(ms)``/``(min)`` in the header, else seconds), pre-quant,
-roundtrip / post-quant, sliding, TTT and plain val_bpb / val_loss / score columns, artifact bytes (the logged total or
-model size) and total bytes; other columns, and cells that are not plain numbers, are not checked. A README number
-with d decimals must be within ``10**-d`` of the logs (at least 2e-8); steps and bytes of a seed row exactly.
+- logs: every ``*.log``/``*.txt`` of the folder and its subfolders that reads as a training or evaluation log
+  (``pgolf.logs.parse_log`` finds steps, a score or an artifact size in it); ``submission.json``, else the one
+  ``submission*.json``;
+- a log's seed is the one the log states (``seed:N``, the ``Hyperparameters`` block, a ``seed=N`` configuration
+  line), else the one its file name gives (``train_seed42.log``, ``ternary_log_42.txt``, ``logs/train0.txt`` where 0 is
+  a claimed seed), else the single claimed seed when there is one log;
+- which metric line is the record's score: the one the record itself submitted. For each kind of score line (TTT,
+  sliding window, roundtrip, ...) present for every seed, the per-seed values (one log per seed where a seed has
+  several: the original and a rerun, a training log and an evaluation log in a subfolder) are matched against
+  submission.json's ``seed_results`` and its ``val_bpb`` (the mean over seeds or one seed's value); the first kind
+  that matches, in the order TTT, sliding, roundtrip, other, is the score. The logs picked are the seed's backing
+  logs: the rules on time and size apply to them (and to the training log of the same seed when the score comes from
+  an evaluation-only log); other logs (ablations, reruns not submitted) are listed but not held to the rules;
+- the track: the folder's parent (``track_10min_16mb``, ``track_non_record_16mb``), else submission.json's ``track``
+  or ``non_record``. A record attempt needs 3 seeds and the time budgets; a non-record needs 1 seed and no time limit.
+  Both have the byte cap.
+
+Number tolerance: a value with d decimals in submission.json must be within ``10**-d`` of the logs (at least 2e-8,
+at most 1e-3), or within the resolution the log printed its value with (times); byte counts exactly.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgolf.fsio import read_json
-from pgolf.logs import best_of_kind, parse_log
+from pgolf.logs import metric_kind, parse_log
 
-REQUIRED_KEYS = ("author", "github_id", "name", "date", "val_bpb", "val_loss", "bytes_total", "blurb")
-_SEED_LOG = re.compile(r"^train_seed(\d+)\.log$")
+REQUIRED_KEYS = ("name", "github_id", "val_bpb")  # what the challenge asks for
+EXPECTED_KEYS = ("author", "date", "val_loss", "bytes_total", "blurb")  # usual; missing is a warning
+RECORD_TRACK = "track_10min_16mb"
+NON_RECORD_TRACK = "track_non_record_16mb"
+TRACK_RULES = {
+    RECORD_TRACK: {"min_seeds": 3, "enforce_time": True},
+    NON_RECORD_TRACK: {"min_seeds": 1, "enforce_time": False},
+}
+_LOG_SUFFIXES = (".log", ".txt")
+_NOT_LOGS = re.compile(r"^(requirements.*|readme.*|license.*|notes?.*|results?.*)\.(txt|log)$", re.IGNORECASE)
+_CODE_SUFFIXES = (".py", ".cpp", ".cu", ".c", ".h", ".hpp", ".cuh")
+_SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
+_KIND_ORDER = ("ttt", "sliding", "roundtrip", "other")
+
+VIOLATION, WARNING, NOTE = "violation", "warning", "note"
+UNKNOWN_SEED = -1  # the seed of a record's single log that states none (and no seed is claimed)
+
+
+@dataclass
+class Finding:
+    """One finding: severity (``violation``/``warning``/``note``), the text, and the log line that shows it."""
+
+    severity: str
+    text: str
+    evidence: str | None = None
+
+    def __str__(self) -> str:
+        return self.text + (f" [{self.evidence}]" if self.evidence else "")
+
+
+@dataclass
+class Report:
+    """What ``inspect_record`` found in one folder."""
+
+    record_dir: Path
+    track: str
+    min_seeds: int
+    enforce_time: bool
+    findings: list[Finding] = field(default_factory=list)
+    logs: dict[str, dict] = field(default_factory=dict)  # relative path -> parsed log
+    seeds: dict[int, dict] = field(default_factory=dict)  # seed -> {"log", "score", "train_log"}
+    seed_logs: dict[int, list[str]] = field(default_factory=dict)  # seed -> every log of that seed
+    aliases: dict[int, int] = field(default_factory=dict)  # a claimed seed -> the seed its (misnamed) log ran
+    score_kind: str | None = None  # the family of score lines read (a tag without ``_exact``)
+    score_eval: str | None = None  # how they were evaluated (``score_kind()``: ttt, sliding, roundtrip, other)
+
+    @property
+    def violations(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == VIOLATION]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if self.violations else "PASS"
+
+    def add(self, severity: str, text: str, evidence: str | None = None) -> None:
+        self.findings.append(Finding(severity, text, evidence))
 
 
 def _decimals(value: float) -> int:
@@ -64,8 +128,8 @@ def _decimals(value: float) -> int:
 
 
 def tolerance(value: float) -> float:
-    """How far a submitted bpb/loss may be from the logs: one unit in its last decimal, within [2e-8, 1e-4]."""
-    return max(min(1e-4, 10.0 ** -_decimals(value)), 2e-8)
+    """How far a submitted bpb/loss may be from the logs: one unit in its last decimal, within [2e-8, 1e-3]."""
+    return max(min(1e-3, 10.0 ** -_decimals(value)), 2e-8)
 
 
 def close(submitted: float, logged: float) -> bool:
@@ -77,10 +141,24 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _seed_results(sub: dict) -> dict[int, dict]:
+    """submission.json's per-seed entries (``seed_results``, or ``seeds`` given as an object), keyed by seed."""
+    out: dict[int, dict] = {}
+    for key in ("seed_results", "seeds"):
+        block = sub.get(key)
+        if isinstance(block, dict):
+            for k, v in block.items():
+                if isinstance(v, dict) and re.fullmatch(r"\d+", str(k)):
+                    out.setdefault(int(k), v)
+    return out
+
+
 def _submission_seeds(sub: dict) -> list[int]:
     """Seeds submission.json names (``seeds``, ``seed_results`` keys, ``seed``), deduplicated, in order."""
     found: list[int] = []
-    candidates = list(sub.get("seeds") or []) + list((sub.get("seed_results") or {}).keys())
+    seeds = sub.get("seeds")
+    candidates = list(seeds.keys()) if isinstance(seeds, dict) else list(seeds or [])
+    candidates += list(_seed_results(sub).keys())
     if sub.get("seed") is not None:
         candidates.append(sub["seed"])
     for s in candidates:
@@ -93,276 +171,671 @@ def _submission_seeds(sub: dict) -> list[int]:
     return found
 
 
+def submission_path(record_dir: str | os.PathLike) -> Path | None:
+    """The folder's submission.json, else its single ``submission*.json``; None when there is none."""
+    record_dir = Path(record_dir)
+    if (record_dir / "submission.json").is_file():
+        return record_dir / "submission.json"
+    others = sorted(p for p in record_dir.glob("submission*.json") if p.is_file())
+    return others[0] if len(others) == 1 else None
+
+
 def read_submission(record_dir: str | os.PathLike) -> dict:
-    """submission.json of a record folder, or {} when it is missing or unreadable."""
+    """The submission JSON of a record folder (``submission_path``), or {} when it is missing or unreadable."""
+    path = submission_path(record_dir)
+    if path is None:
+        return {}
     try:
-        return read_json(Path(record_dir) / "submission.json")
+        data = read_json(path)
     except (FileNotFoundError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_track(record_dir: str | os.PathLike, sub: dict | None = None) -> tuple[str, str]:
+    """(track, where it came from): the parent folder's name, else submission.json's ``track``/``non_record``."""
+    record_dir = Path(record_dir).resolve()
+    if record_dir.parent.name in TRACK_RULES:
+        return record_dir.parent.name, f"the folder is under {record_dir.parent.name}/"
+    sub = read_submission(record_dir) if sub is None else sub
+    track = str(sub.get("track") or "").lower()
+    if sub.get("non_record") is True or "non" in track:
+        return NON_RECORD_TRACK, f"submission.json track {sub.get('track')!r} / non_record {sub.get('non_record')!r}"
+    if "10min" in track or sub.get("non_record") is False:
+        return RECORD_TRACK, f"submission.json track {sub.get('track')!r}"
+    return RECORD_TRACK, "no track named (folder or submission.json): the record track's rules apply"
+
+
+def _is_log(info: dict) -> bool:
+    return bool(
+        info["steps"] is not None
+        or info["final"]
+        or info["bytes_total"] is not None
+        or info["model_bytes"] is not None
+        or info["summaries"]
+    )
+
+
+def find_logs(record_dir: str | os.PathLike) -> dict[str, dict]:
+    """Every training/evaluation log of a folder and its subfolders: {relative path: parsed log}."""
+    record_dir = Path(record_dir)
+    out: dict[str, dict] = {}
+    for path in sorted(record_dir.rglob("*")):
+        rel = path.relative_to(record_dir)
+        if not path.is_file() or path.suffix.lower() not in _LOG_SUFFIXES or _NOT_LOGS.match(path.name):
+            continue
+        if any(part.startswith(".") for part in rel.parts) or len(rel.parts) > 3:
+            continue
+        info = parse_log(path)
+        if _is_log(info):
+            out[rel.as_posix()] = info
+    return out
+
+
+def _name_seed(rel: str, claimed: list[int], n_logs: int) -> int | None:
+    """The seed a log's file name gives: ``seed<N>`` anywhere, else a number in the name that is a claimed seed."""
+    name = Path(rel).name
+    if m := _SEED_IN_NAME.search(name):
+        return int(m.group(1))
+    numbers = [int(x) for x in re.findall(r"(?<![\d.])(\d+)(?![\d.]*\d)", Path(rel).stem)]
+    hits = [n for n in numbers if n in claimed]
+    if len(hits) == 1:
+        return hits[0]
+    if len(claimed) == 1 and n_logs == 1:
+        return claimed[0]
+    return None
 
 
 def seed_logs(record_dir: str | os.PathLike) -> tuple[dict[int, tuple[Path, dict]], list[tuple[Path, dict]], list[str]]:
-    """Map seeds to their parsed logs.
+    """Map seeds to one parsed log each (the backing log ``inspect_record`` picks).
 
-    Returns (``{seed: (log path, parsed)}``, every log as (path, parsed), problems found while mapping).
+    Returns (``{seed: (log path, parsed)}``, every log as (path, parsed), warnings found while mapping).
     """
+    report = inspect_record(record_dir, require_script=False)
     record_dir = Path(record_dir)
-    sub = read_submission(record_dir)
-    named_seeds = _submission_seeds(sub)
-    logs = sorted(p for p in record_dir.glob("*.log") if p.is_file())
-    parsed = [(p, parse_log(p)) for p in logs]
-    problems: list[str] = []
-    by_seed: dict[int, tuple[Path, dict]] = {}
-    others: list[tuple[Path, dict]] = []
-    for path, info in parsed:
-        m = _SEED_LOG.match(path.name)
-        if m:
-            seed = int(m.group(1))
-            if info["seed"] is not None and info["seed"] != seed:
-                problems.append(f"{path.name}: the file name says seed {seed} but the log says seed {info['seed']}")
-            by_seed[seed] = (path, info)
-        else:
-            others.append((path, info))
-    for path, info in others:
+    by_seed = {s: (record_dir / v["log"], report.logs[v["log"]]) for s, v in report.seeds.items()}
+    every = [(record_dir / rel, info) for rel, info in report.logs.items()]
+    return dict(sorted(by_seed.items())), every, [f.text for f in report.warnings]
+
+
+def _log_seeds(logs: dict[str, dict], claimed: list[int], report: Report) -> dict[int, list[str]]:
+    """{seed: [relative log paths]} by what each log states (else its file name)."""
+    by_seed: dict[int, list[str]] = {}
+    for rel, info in logs.items():
+        from_name = _name_seed(rel, claimed, len(logs))
         seed = info["seed"]
-        if seed is None and len(named_seeds) == 1 and len(logs) == 1:
-            seed = named_seeds[0]
-        if seed is not None and seed not in by_seed:
-            by_seed[seed] = (path, info)
-    return dict(sorted(by_seed.items())), parsed, problems
+        if seed is None:
+            seed = from_name
+            if seed is not None:
+                report.add(NOTE, f"{rel}: no seed logged; seed {seed} from its file name")
+        elif from_name is not None and from_name != seed and _SEED_IN_NAME.search(Path(rel).name):
+            report.add(
+                WARNING,
+                f"{rel}: the file name says seed {from_name} but the log says seed {seed} (the log's seed is used)",
+                info["evidence"].get("seed"),
+            )
+        if seed is None and not claimed and len(logs) == 1:
+            seed = UNKNOWN_SEED
+            report.add(NOTE, f"{rel}: the record's only log; it states no seed (read as one seed)")
+        if seed is None:
+            report.add(NOTE, f"{rel}: no seed in the log or its name; not mapped to a seed")
+            continue
+        by_seed.setdefault(seed, []).append(rel)
+    return by_seed
 
 
-def check_record(
+def _seed_name(seed: int) -> str:
+    return "?" if seed == UNKNOWN_SEED else str(seed)
+
+
+def _family(tag: str) -> str:
+    return tag.removesuffix("_exact")
+
+
+def _candidates(info: dict) -> dict[str, dict]:
+    """{family: entry} of the score lines of a log (an ``_exact`` line over its rounded twin; no pre-quant lines)."""
+    out: dict[str, dict] = {}
+    for tag, entry in info["final"].items():
+        if metric_kind(tag) == "pre_quant":
+            continue
+        fam = _family(tag)
+        if fam not in out or tag.endswith("_exact"):
+            out[fam] = {"tag": tag, **entry, "line": info["evidence"].get(f"final:{tag}")}
+    if not out and info["score"] is not None and info["score"]["tag"] == "pgolf_summary":
+        out["pgolf_summary"] = {**info["score"], "line": "pgolf_summary"}
+    return out
+
+
+def score_kind(entry: dict) -> str:
+    """How a score line was evaluated: ``ttt``, ``sliding``, ``roundtrip`` or ``other`` (``metric_kind`` of its tag,
+    where a ``final_eval_mode:sliding_window`` line before it or a ``stride`` on it says sliding windows)."""
+    kind = metric_kind(entry.get("tag", ""))
+    if kind in ("roundtrip", "other") and ("sliding" in str(entry.get("eval_mode", "")) or entry.get("stride")):
+        return "sliding"
+    return kind
+
+
+def _kind_rank(fam: str) -> int:
+    kind = metric_kind(fam) if fam != "pgolf_summary" else "other"
+    return _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
+
+
+def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds: list[int]) -> None:
+    """Choose the score kind and one backing log per seed (module docstring); fills ``report.seeds``."""
+    logs = report.logs
+    families: dict[str, dict[int, list[tuple[str, dict]]]] = {}
+    for seed in seeds:
+        for rel in by_seed.get(seed, []):
+            for fam, entry in _candidates(logs[rel]).items():
+                families.setdefault(fam, {}).setdefault(seed, []).append((rel, entry))
+    complete = {f: v for f, v in families.items() if all(s in v for s in seeds)}
+    per_seed = _seed_results(sub)
+    target = sub.get("val_bpb") if _is_number(sub.get("val_bpb")) else None
+
+    def matches(combo: dict[int, tuple[str, dict]]) -> str | None:
+        given = {s: per_seed[s]["val_bpb"] for s in combo if _is_number(per_seed.get(s, {}).get("val_bpb"))}
+        if given and not all(close(given[s], combo[s][1]["val_bpb"]) for s in given):
+            return None
+        if target is not None:
+            values = [e["val_bpb"] for _, e in combo.values()]
+            if close(target, sum(values) / len(values)):
+                return "the mean over seeds"
+            one = [s for s, (_, e) in combo.items() if close(target, e["val_bpb"])]
+            if one:
+                return f"seed {one[0]}'s value"
+            return None
+        return "the per-seed results" if given else None
+
+    chosen: tuple[str, dict[int, tuple[str, dict]], str] | None = None
+    for fam in sorted(complete, key=lambda f: (_kind_rank(f), list(families).index(f))):
+        options = [[(s, o) for o in complete[fam][s]] for s in seeds]
+        hits = []
+        for combo in itertools.islice(itertools.product(*options), 20_000):  # a few logs per seed at most
+            picked = dict(combo)
+            how = matches(picked)
+            if how:
+                mean_bpb = sum(e["val_bpb"] for _, e in picked.values()) / len(picked)
+                named = -sum(1 for rel, _ in picked.values() if _SEED_IN_NAME.search(Path(rel).name))
+                hits.append((abs(mean_bpb - target) if target is not None else 0.0, named, len(hits), picked, how))
+        if hits:
+            # where a seed has several logs: the closest reading, then logs named for their seed (train_seed<N>.log
+            # over a copy named train.log)
+            *_, picked, how = min(hits, key=lambda h: (round(h[0], 12), h[1], h[2]))
+            chosen = (fam, picked, how)
+            break
+    if chosen is None and seeds and complete:
+        fam = min(complete, key=lambda f: (_kind_rank(f), list(families).index(f)))
+        picked = {s: complete[fam][s][-1] for s in seeds}
+        if target is not None or per_seed:
+            shown = ", ".join(f"{_seed_name(s)}: {e['val_bpb']}" for s, (_, e) in picked.items())
+            claimed = f"val_bpb {target}" if target is not None else "the seed_results val_bpb"
+            values = sorted({round(e["val_bpb"], 8) for v in families.values() for o in v.values() for _, e in o})
+            report.add(
+                VIOLATION,
+                f"submission.json: {claimed} is shown by no log: no score line of the seeds' logs gives it "
+                f"(mean or one seed) (e.g. {fam}: {shown}; logged scores {', '.join(map(str, values[:8]))})",
+            )
+        else:
+            report.add(
+                WARNING, f"no submitted val_bpb: the score is read from the {fam} lines (TTT, sliding, roundtrip order)"
+            )
+        chosen = (fam, picked, "precedence")
+    if chosen is None:
+        if target is not None and seeds:
+            report.add(
+                VIOLATION,
+                f"submission.json: val_bpb {target} is shown by no log: the logs of seed(s) "
+                f"{', '.join(_seed_name(s) for s in seeds)} have no final score line for every seed",
+            )
+        return
+    fam, picked, how = chosen
+    report.score_kind = fam
+    report.score_eval = score_kind(next(iter(picked.values()))[1])
+    report.add(NOTE, f"score: {fam} lines ({how})")
+    for seed, (rel, entry) in picked.items():
+        train_log = rel
+        if logs[rel]["train_time_ms"] is None:
+            trained = [r for r in by_seed.get(seed, []) if logs[r]["train_time_ms"] is not None]
+            if trained:
+                train_log = trained[0]
+                report.add(NOTE, f"seed {seed}: score from {rel}, training from {train_log}")
+        report.seeds[seed] = {"log": rel, "score": entry, "train_log": train_log}
+    report.seeds = dict(sorted(report.seeds.items()))
+
+
+def _readme_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for table in _tables(text):
+        header = [re.sub(r"[*`]", "", c).strip().lower() for c in table[0]]
+        if "seed" not in header:
+            continue
+        col = header.index("seed")
+        for row in table[1:]:
+            key = re.sub(r"[*`\s]", "", row[col]) if len(row) > col else ""
+            if re.fullmatch(r"\d+", key) and int(key) not in seeds:
+                seeds.append(int(key))
+    return seeds
+
+
+def _script(record_dir: Path, report: Report, require_script: bool) -> Path | None:
+    """The training script: train_gpt.py, else the one ``train*.py`` of the folder (a warning)."""
+    if (record_dir / "train_gpt.py").is_file():
+        return record_dir / "train_gpt.py"
+    others = sorted(p for p in record_dir.glob("train*.py") if p.is_file())
+    if not require_script:
+        return others[0] if len(others) == 1 else None
+    if len(others) == 1:
+        report.add(WARNING, f"no train_gpt.py: the training script is {others[0].name}")
+        return others[0]
+    if others:
+        report.add(WARNING, f"no train_gpt.py; {len(others)} training scripts ({', '.join(p.name for p in others)})")
+        return None
+    report.add(VIOLATION, "missing train_gpt.py (no training script in the folder)")
+    return None
+
+
+def _used_code(record_dir: Path, script: Path | None, texts: list[str]) -> list[Path]:
+    """Source files shipped beside the script that the run used: named (file name or module name, as a word) in the
+    script, in a backing log, or in a file already found used."""
+    files = [
+        p
+        for p in sorted(record_dir.rglob("*"))
+        if p.is_file()
+        and p.suffix.lower() in _CODE_SUFFIXES
+        and p != script
+        and len(p.relative_to(record_dir).parts) <= 3
+    ]
+    queue = list(texts)
+    if script is not None:
+        queue.append(script.read_text(encoding="utf-8", errors="replace"))
+    used: list[Path] = []
+    while queue:
+        text = queue.pop()
+        for p in files:
+            if p in used:
+                continue
+            if re.search(rf"(?<![\w.]){re.escape(p.name)}(?![\w])", text) or re.search(
+                rf"(?<![\w.]){re.escape(p.stem)}(?![\w])", text
+            ):
+                used.append(p)
+                queue.append(p.read_text(encoding="utf-8", errors="replace"))
+    return used
+
+
+def inspect_record(
     record_dir: str | os.PathLike,
-    min_seeds: int = 3,
+    min_seeds: int | None = None,
     cap_bytes: int = 16_000_000,
     train_budget_s: float = 600,
     eval_budget_s: float = 600,
-    enforce_time: bool = True,
+    enforce_time: bool | None = None,
     *,
     require_script: bool = True,
     overshoot_steps: float = 2.0,
     max_file_bytes: int = 50_000_000,
-) -> list[str]:
-    """Problems with a record folder, one line each; an empty list means it passes.
-
-    ``require_script=False`` accepts a folder without ``train_gpt.py`` (the upstream fixtures had theirs removed).
-    """
+    track: str | None = None,
+) -> Report:
+    """Check a record folder; ``min_seeds``/``enforce_time``/``track`` default to the folder's track's rules."""
     record_dir = Path(record_dir)
+    sub_path = submission_path(record_dir) if record_dir.is_dir() else None
+    sub: dict = {}
+    sub_error = None
+    if sub_path is not None:
+        try:
+            loaded = read_json(sub_path)
+            sub = loaded if isinstance(loaded, dict) else {}
+            if not isinstance(loaded, dict):
+                sub_error = f"{sub_path.name}: not a JSON object"
+        except ValueError as e:
+            sub_error = f"{sub_path.name}: {e}"
+    found_track, why = record_track(record_dir, sub) if record_dir.is_dir() else (RECORD_TRACK, "")
+    track = track or found_track
+    rules = TRACK_RULES.get(track, TRACK_RULES[RECORD_TRACK])
+    report = Report(
+        record_dir,
+        track,
+        rules["min_seeds"] if min_seeds is None else min_seeds,
+        rules["enforce_time"] if enforce_time is None else enforce_time,
+    )
     if not record_dir.is_dir():
-        return [f"{record_dir}: not a folder"]
-    problems: list[str] = []
+        report.add(VIOLATION, f"{record_dir}: not a folder")
+        return report
+    report.add(NOTE, f"track {track} ({why}): {report.min_seeds} seed(s), time limits {report.enforce_time}")
 
-    for name in ("README.md", "submission.json") + (("train_gpt.py",) if require_script else ()):
-        if not (record_dir / name).is_file():
-            problems.append(f"missing {name}")
+    if not (record_dir / "README.md").is_file():
+        report.add(VIOLATION, "missing README.md")
+    if sub_path is None:
+        report.add(VIOLATION, "missing submission.json")
+    elif sub_path.name != "submission.json":
+        report.add(WARNING, f"the submission file is {sub_path.name}, not submission.json")
+    if sub_error:
+        report.add(VIOLATION, sub_error)
+    for key in REQUIRED_KEYS:
+        if sub_path is not None and not sub_error and key not in sub:
+            report.add(VIOLATION, f"{sub_path.name}: missing key {key!r} (the challenge asks for it)")
+    for key in EXPECTED_KEYS:
+        if sub_path is not None and not sub_error and key not in sub:
+            report.add(WARNING, f"{sub_path.name}: missing key {key!r}")
     for path in sorted(record_dir.rglob("*")):
         if path.is_file() and path.stat().st_size > max_file_bytes:
-            problems.append(
-                f"{path.relative_to(record_dir)}: {path.stat().st_size} bytes, "
-                f"over the {max_file_bytes}-byte file limit"
+            report.add(
+                VIOLATION,
+                f"{path.relative_to(record_dir)}: {path.stat().st_size} bytes, over the {max_file_bytes}-byte file "
+                "limit",
             )
+    script = _script(record_dir, report, require_script)
 
-    sub: dict = {}
-    if (record_dir / "submission.json").is_file():
-        try:
-            sub = read_json(record_dir / "submission.json")
-        except ValueError as e:
-            problems.append(f"submission.json: {e}")
-        for key in REQUIRED_KEYS:
-            if sub and key not in sub:
-                problems.append(f"submission.json: missing key {key!r}")
-
-    by_seed, all_logs, map_problems = seed_logs(record_dir)
-    problems += map_problems
-    if not all_logs:
-        problems.append("no training log (*.log)")
-
-    for path, info in all_logs:
-        problems += _check_run(path.name, info, cap_bytes, train_budget_s, eval_budget_s, enforce_time, overshoot_steps)
-
-    script = record_dir / "train_gpt.py"
-    if script.is_file():
-        size = script.stat().st_size
-        for path, info in all_logs:
-            logged = info["code_bytes_uncompressed"]
-            if logged is not None and logged != size:
-                problems.append(f"{path.name}: logs code size {logged} bytes but train_gpt.py is {size} bytes")
-
-    scored = {seed: info for seed, (_, info) in by_seed.items() if info["score"] is not None}
-    if len(scored) < min_seeds:
-        listed = ", ".join(str(s) for s in scored) or "none"
-        problems.append(f"only {len(scored)} distinct seed(s) with a score ({listed}); at least {min_seeds} required")
+    report.logs = find_logs(record_dir)
+    if not report.logs:
+        report.add(VIOLATION, "no training log (no *.log / *.txt file with steps, a score or an artifact size)")
+    readme_text = (
+        (record_dir / "README.md").read_text(encoding="utf-8", errors="replace")
+        if (record_dir / "README.md").is_file()
+        else ""
+    )
+    claimed = _submission_seeds(sub) or _readme_seeds(readme_text)
+    by_seed = _log_seeds(report.logs, claimed, report)
+    report.seed_logs = by_seed
+    seeds = [s for s in claimed if s in by_seed]
+    for seed in claimed:
+        if seed in by_seed:
+            continue
+        named = [
+            (rel, s)
+            for s, rels in by_seed.items()
+            for rel in rels
+            if s not in claimed and _name_seed(rel, claimed, len(report.logs)) == seed
+        ]
+        if len(named) == 1:
+            rel, logged = named[0]
+            report.findings = [f for f in report.findings if not f.text.startswith(f"{rel}: the file name says seed")]
+            report.add(
+                WARNING,
+                f"seed {seed} is claimed; its log {rel} ran seed {logged} (read as seed {logged})",
+                report.logs[rel]["evidence"].get("seed"),
+            )
+            seeds.append(logged)
+            report.aliases[seed] = logged
+        else:
+            report.add(VIOLATION, f"seed {seed} is claimed (submission.json / README) but no log is for it")
+    seeds = seeds or sorted(by_seed)
+    _pick_score(report, sub, by_seed, seeds)
+    if len(report.seeds) < report.min_seeds:
+        listed = ", ".join(_seed_name(s) for s in report.seeds) or "none"
+        report.add(
+            VIOLATION,
+            f"only {len(report.seeds)} seed(s) with a score ({listed}); the {track} track asks for at least "
+            f"{report.min_seeds}",
+        )
+    backing = []
+    for s in report.seeds.values():
+        backing += [s["log"]] + ([s["train_log"]] if s["train_log"] != s["log"] else [])
+    for seed in seeds:
+        if seed not in report.seeds:  # a claimed seed's logs without the score: still held to the rules
+            backing += [rel for rel in by_seed.get(seed, []) if rel not in backing]
+    for rel in report.logs:
+        if rel not in backing:
+            report.add(NOTE, f"{rel}: not a backing log of the submitted score; not held to the rules")
+    for rel in backing:
+        _check_run(report, rel, report.logs[rel], cap_bytes, train_budget_s, eval_budget_s, overshoot_steps)
+    for seed, v in report.seeds.items():
+        sized = [r for r in dict.fromkeys([v["log"], v["train_log"]]) if _logged_total(report.logs[r]) is not None]
+        if not sized:
+            report.add(
+                VIOLATION,
+                f"seed {_seed_name(seed)}: no log shows the artifact's size ({v['log']} has no Serialized model / "
+                "Total submission size line): the byte cap cannot be checked",
+            )
+    for rel, info in report.logs.items():  # a truncated log can never pass, backing or not
+        if rel not in backing and not info["start"]["ok"]:
+            report.add(VIOLATION, f"{rel}: not a valid log: {info['start']['why']}", info["start"]["first"])
+    _check_code(report, record_dir, script, backing, cap_bytes)
     if sub:
-        problems += _check_submission(sub, by_seed, scored, cap_bytes)
-        problems += _check_byte_source(sub, all_logs)
-    if (record_dir / "README.md").is_file():
-        problems += check_readme((record_dir / "README.md").read_text(encoding="utf-8", errors="replace"), by_seed)
-    return problems
+        _check_submission(report, sub, cap_bytes)
+        _check_byte_source(report, sub)
+    if readme_text:
+        for text in check_readme(readme_text, report):
+            report.add(WARNING, text)
+    return report
 
 
-def _check_byte_source(sub: dict, all_logs: list) -> list[str]:
+def check_record(record_dir: str | os.PathLike, min_seeds: int | None = None, *args, strict: bool = False, **kw):
+    """Violations of a record folder (``inspect_record``), one line each; an empty list means it passes.
+
+    ``strict=True`` (our own records, built by ``pgolf record``) also fails on warnings: a record the pipeline wrote
+    must agree with its logs exactly.
+    """
+    report = inspect_record(record_dir, min_seeds, *args, **kw)
+    return [str(f) for f in report.findings if f.severity == VIOLATION or (strict and f.severity == WARNING)]
+
+
+def _check_byte_source(report: Report, sub: dict) -> None:
     """val_bpb must count the bytes its data set calls for: with a validation byte sidecar (submission.json
     ``data.val_bytes_sidecar``, e.g. CaseOps text, whose pieces are not the original bytes) the sidecar's, without
     one the tokenizer pieces'. Checked for the logs that say what they counted (``parse_log``'s ``val_bytes``)."""
     data = sub.get("data")
     if not isinstance(data, dict) or "val_bytes_sidecar" not in data:
-        return []
+        return
     want = "sidecar" if data["val_bytes_sidecar"] else "pieces"
     names = {"sidecar": "the validation byte sidecar", "pieces": "the tokenizer's pieces"}
-    return [
-        f"{path.name}: val_bpb counted the bytes of {names[info['val_bytes']]}, but the data set"
-        f" ({data.get('name')}) calls for {names[want]} (submission.json data.val_bytes_sidecar)"
-        for path, info in all_logs
-        if info.get("val_bytes") not in (None, want)
-    ]
+    for rel, info in report.logs.items():
+        if info.get("val_bytes") not in (None, want):
+            report.add(
+                VIOLATION,
+                f"{rel}: val_bpb counted the bytes of {names[info['val_bytes']]}, but the data set"
+                f" ({data.get('name')}) calls for {names[want]} (submission.json data.val_bytes_sidecar)",
+            )
 
 
 def _check_run(
-    name: str,
+    report: Report,
+    rel: str,
     info: dict,
     cap_bytes: int,
     train_budget_s: float,
     eval_budget_s: float,
-    enforce_time: bool,
     overshoot_steps: float,
-) -> list[str]:
-    """Problems of one log: no score, artifact over the cap, train or eval time over budget."""
-    problems = []
-    if info["score"] is None:
-        problems.append(f"{name}: no final val_bpb line")
-    total = info["bytes_total"]
-    if total is None and info["model_bytes"] is not None and info["code_bytes"] is not None:
-        total = info["model_bytes"] + info["code_bytes"]
-    if total is None:
-        problems.append(f"{name}: no artifact size logged (Serialized model / Total submission size)")
-    elif total > cap_bytes:
-        problems.append(f"{name}: code + model = {total} bytes, over the {cap_bytes}-byte cap")
-    if not enforce_time:
-        return problems
+) -> None:
+    """A backing log: it starts as a log does, its artifact is within the cap, train and eval time within budget."""
+    ev = info["evidence"]
+    if not info["start"]["ok"]:
+        report.add(VIOLATION, f"{rel}: not a valid log: {info['start']['why']}", info["start"]["first"])
+    total = _logged_total(info)
+    if total is not None and total - info["bytes_total_resolution"] > cap_bytes:
+        report.add(
+            VIOLATION,
+            f"{rel}: code + model = {total} bytes, over the {cap_bytes}-byte cap",
+            ev.get("bytes_total") or ev.get("model_bytes"),
+        )
+    if not report.enforce_time:
+        return
     ms = info["train_time_ms"]
     if ms is None:
-        problems.append(f"{name}: no train time logged")
+        if info["steps"] is not None:
+            report.add(WARNING, f"{rel}: no train time logged")
     else:
         calib = info.get("calib_ms") or 0.0
-        ms += calib  # Hessian collection reads training data: it counts against the training budget
-        allowance = 0.0
-        if info["stopped_early"] and info["steps"]:
-            allowance = overshoot_steps * ms / info["steps"]
-        if ms > train_budget_s * 1000 + allowance:
-            extra = f" (+{allowance:.0f} ms for the step in flight at the cap)" if allowance else ""
-            extra += f" (incl. {calib:.0f} ms of GPTQ Hessian collection)" if calib else ""
-            problems.append(f"{name}: train time {ms:.0f} ms exceeds the {train_budget_s:g} s budget{extra}")
-    eval_s = info["eval_time_s"]
-    if eval_s is not None and eval_s > eval_budget_s:
-        problems.append(f"{name}: eval time {eval_s:.1f} s exceeds the {eval_budget_s:g} s budget")
-    return problems
+        total_ms = ms + calib  # calibration reads training data: it counts against the training budget
+        allowance = overshoot_steps * ms / info["steps"] if info["stopped_early"] and info["steps"] else 0.0
+        if total_ms > train_budget_s * 1000 + allowance:
+            extra = f" = {ms:.0f} ms of training + {calib:.0f} ms of calibration on training data" if calib else ""
+            extra += f" (allowing {allowance:.0f} ms for the step in flight at the cap)" if allowance else ""
+            quote = ev.get("train_time_ms", "")
+            if calib:
+                quote += f"; {ev.get('calib')}"
+            report.add(
+                VIOLATION, f"{rel}: train time {total_ms:.0f} ms{extra} exceeds the {train_budget_s:g} s budget", quote
+            )
+        if info.get("calib_selfgen_ms"):
+            report.add(
+                NOTE,
+                f"{rel}: {info['calib_selfgen_ms']:.0f} ms of calibration on self-generated data (no training data) "
+                "not counted as training",
+                ev.get("calib_selfgen"),
+            )
+    score = report.seeds.get(next((s for s, v in report.seeds.items() if v["log"] == rel), -1), {}).get("score")
+    if info["total_eval_time_s"] is not None:
+        if info["total_eval_time_s"] > eval_budget_s:
+            report.add(
+                VIOLATION,
+                f"{rel}: eval time {info['total_eval_time_s']:.1f} s exceeds the {eval_budget_s:g} s budget",
+                ev.get("total_eval_time_s"),
+            )
+    elif score is not None and score.get("eval_time_ms") is not None and score["eval_time_ms"] > eval_budget_s * 1e3:
+        report.add(
+            VIOLATION,
+            f"{rel}: the score's evaluation alone took {score['eval_time_ms'] / 1000:.1f} s, over the "
+            f"{eval_budget_s:g} s budget",
+            score.get("line"),
+        )
+    elif info["eval_time_s"] is not None and info["eval_time_s"] > eval_budget_s and info["eval_times_ms"]:
+        report.add(
+            WARNING,
+            f"{rel}: its evaluations add up to {info['eval_time_s']:.1f} s (over {eval_budget_s:g} s), diagnostics "
+            "included; no total_eval_time line says what the submitted evaluation took",
+        )
 
 
-def _check_submission(sub: dict, by_seed: dict[int, tuple[Path, dict]], scored: dict[int, dict], cap: int) -> list[str]:
-    """Problems where submission.json disagrees with the logs."""
-    problems = []
+def _logged_total(info: dict) -> int | None:
+    """The artifact size a log shows: its total, else model + code; None when it shows neither."""
+    if info["bytes_total"] is not None:
+        return info["bytes_total"]
+    if info["model_bytes"] is not None and info["code_bytes"] is not None:
+        return info["model_bytes"] + info["code_bytes"]
+    return None
+
+
+def _check_code(report: Report, record_dir: Path, script: Path | None, backing: list[str], cap: int) -> None:
+    """Code size: logged vs shipped (a warning), and code shipped beside the script that the run used but the logged
+    total does not count (a violation when it takes the total over the cap)."""
+    if script is None:
+        return
+    size = script.stat().st_size
+    texts = [(record_dir / rel).read_text(encoding="utf-8", errors="replace") for rel in backing]
+    used = _used_code(record_dir, script, texts)
+    shipped = size + sum(p.stat().st_size for p in used)
+    names = ", ".join([script.name] + [p.relative_to(record_dir).as_posix() for p in used])
+    if used:
+        report.add(NOTE, f"code the run uses: {names} ({shipped} bytes)")
+    sizes = {size, shipped} | {p.stat().st_size for p in used}
+    for rel in backing:
+        info = report.logs[rel]
+        logged = info["code_bytes_uncompressed"]
+        if logged is not None and logged not in sizes:
+            report.add(
+                WARNING,
+                f"{rel}: logs a code size of {logged} bytes but {script.name} is {size} bytes",
+                info["evidence"].get("code_bytes"),
+            )
+        uncounted = max(0, shipped - max(logged, size)) if logged is not None else shipped - size
+        total = info["bytes_total"]
+        if total is None and info["model_bytes"] is not None and info["code_bytes"] is not None:
+            total = info["model_bytes"] + info["code_bytes"]
+        if used and uncounted > 0 and total is not None and total <= cap < total + uncounted:
+            report.add(
+                VIOLATION,
+                f"{rel}: the logged total {total} bytes leaves out {uncounted} bytes of code the run uses ({names}); "
+                f"counted, the artifact is {total + uncounted} bytes, over the {cap}-byte cap",
+                info["evidence"].get("bytes_total"),
+            )
+
+
+def _seed_info(report: Report) -> dict[int, dict]:
+    """{seed: parsed backing log with ``score`` set to the line the record's score was read from}."""
+    out = {}
+    for seed, v in report.seeds.items():
+        info = dict(report.logs[v["log"]])
+        info["score"] = {"tag": v["score"]["tag"], "val_bpb": v["score"]["val_bpb"], "val_loss": v["score"]["val_loss"]}
+        train = report.logs[v["train_log"]]
+        for key in ("steps", "train_time_ms", "step_avg_ms", "step_avg_logged", "pre_quant"):
+            if info.get(key) is None:
+                info[key] = train.get(key)
+        info["all_final"] = [report.logs[rel]["final"] for rel in report.seed_logs.get(seed, [v["log"]])]
+        out[seed] = info
+    return out
+
+
+def _check_submission(report: Report, sub: dict, cap: int) -> None:
+    """submission.json against the logs: over the cap is a violation; disagreements are warnings."""
+    scored = _seed_info(report)
     for key in ("val_bpb", "val_loss", "bytes_total"):
         if key in sub and not _is_number(sub[key]):
-            problems.append(f"submission.json: {key} is not a number ({sub[key]!r})")
+            report.add(WARNING, f"submission.json: {key} is not a number ({sub[key]!r})")
     if _is_number(sub.get("bytes_total")) and sub["bytes_total"] > cap:
-        problems.append(f"submission.json: bytes_total {sub['bytes_total']} is over the {cap}-byte cap")
-
-    for seed in _submission_seeds(sub):
-        if seed not in by_seed:
-            problems.append(f"submission.json names seed {seed} but there is no log for it")
-
-    if scored and _is_number(sub.get("val_bpb")):
-        n = len(scored)
-        options = {
-            "the mean over seeds": (
-                sum(i["score"]["val_bpb"] for i in scored.values()) / n,
-                sum(i["score"]["val_loss"] for i in scored.values()) / n,
+        report.add(VIOLATION, f"submission.json: bytes_total {sub['bytes_total']} is over the {cap}-byte cap")
+    if scored and _is_number(sub.get("val_loss")) and _is_number(sub.get("val_bpb")):
+        losses = [i["score"]["val_loss"] for i in scored.values()]
+        options = [sum(losses) / len(losses), *losses]
+        if not any(close(sub["val_loss"], x) for x in options):
+            each = ", ".join(f"{_seed_name(s)}: {x}" for s, x in zip(scored, losses, strict=True))
+            report.add(
+                WARNING,
+                f"submission.json: val_loss {sub['val_loss']} is neither the mean over seeds ({options[0]:.8f}) nor a "
+                f"seed's logged value ({each})",
             )
-        }
-        for seed, info in scored.items():
-            options[f"seed {seed}"] = (info["score"]["val_bpb"], info["score"]["val_loss"])
-        matches = [label for label, (bpb, _) in options.items() if close(sub["val_bpb"], bpb)]
-        if not matches:
-            mean_bpb = options["the mean over seeds"][0]
-            seeds_txt = ", ".join(f"{s}: {i['score']['val_bpb']}" for s, i in scored.items())
-            problems.append(
-                f"submission.json: val_bpb {sub['val_bpb']} matches neither the mean over seeds ({mean_bpb:.8f}) "
-                f"nor any seed's logged value ({seeds_txt})"
-            )
-        elif _is_number(sub.get("val_loss")) and not any(close(sub["val_loss"], options[m][1]) for m in matches):
-            expected = ", ".join(f"{options[m][1]:.8f} ({m})" for m in matches)
-            problems.append(f"submission.json: val_loss {sub['val_loss']} disagrees with the logs: expected {expected}")
-
-    totals = {s: i["bytes_total"] for s, (_, i) in by_seed.items() if i["bytes_total"] is not None}
+    totals = {s: i["bytes_total"] for s, i in scored.items() if i["bytes_total"] is not None}
     if _is_number(sub.get("bytes_total")) and totals and sub["bytes_total"] not in totals.values():
-        problems.append(
-            f"submission.json: bytes_total {sub['bytes_total']} is no seed's logged total "
-            f"({', '.join(f'{s}: {t}' for s, t in totals.items())})"
+        mean_total = sum(totals.values()) / len(totals)
+        how = " (their mean, rounded)" if abs(sub["bytes_total"] - mean_total) <= 1 else ""
+        if not how:
+            models = {i["model_bytes"] for i in scored.values()} - {None}
+            how = " (a logged model size: the code is not counted)" if sub["bytes_total"] in models else ""
+        report.add(
+            NOTE if how == " (their mean, rounded)" else WARNING,
+            f"submission.json: bytes_total {sub['bytes_total']} is no seed's logged total{how} "
+            f"({', '.join(f'{_seed_name(s)}: {t}' for s, t in totals.items())})",
         )
-    codes = {i["code_bytes"] for _, i in by_seed.values() if i["code_bytes"] is not None}
-    if "bytes_code" in sub and codes and sub["bytes_code"] not in codes:
-        problems.append(
+    codes = {i["code_bytes"] for i in scored.values() if i["code_bytes"] is not None}
+    codes |= {i["code_bytes_uncompressed"] for i in scored.values() if i["code_bytes_uncompressed"] is not None}
+    if _is_number(sub.get("bytes_code")) and codes and sub["bytes_code"] not in codes:
+        report.add(
+            WARNING,
             f"submission.json: bytes_code {sub['bytes_code']} disagrees with the logged code size "
-            f"({', '.join(str(c) for c in sorted(codes))})"
+            f"({', '.join(str(c) for c in sorted(codes))})",
         )
-    problems += _check_spread(sub, scored)
+    _check_spread(report, sub, scored)
 
-    results = sub.get("seed_results") or {}
-    if not isinstance(results, dict):
-        return problems + ["submission.json: seed_results is not an object"]
-    for key, entry in results.items():
-        try:
-            seed = int(key)
-        except (TypeError, ValueError):
-            problems.append(f"submission.json: seed_results key {key!r} is not a seed")
+    for seed, entry in _seed_results(sub).items():
+        if seed not in scored:
             continue
-        if seed not in by_seed or not isinstance(entry, dict):
-            continue
-        info = by_seed[seed][1]
-        where = f"submission.json: seed_results[{key}]"
+        info = scored[seed]
+        where = f"submission.json: seed_results[{seed}]"
         score = info["score"]
         for metric in ("val_bpb", "val_loss"):
-            if metric in entry and score is not None:
-                if not _is_number(entry[metric]) or not close(entry[metric], score[metric]):
-                    problems.append(f"{where}.{metric} {entry[metric]} disagrees with the log ({score[metric]})")
-        if "artifact_bytes" in entry:
+            if metric in entry and (not _is_number(entry[metric]) or not close(entry[metric], score[metric])):
+                report.add(WARNING, f"{where}.{metric} {entry[metric]} disagrees with the log ({score[metric]})")
+        for key in ("artifact_bytes", "bytes_total"):
             allowed = {info["bytes_total"], info["model_bytes"]} - {None}
-            if allowed and entry["artifact_bytes"] not in allowed:
-                problems.append(
-                    f"{where}.artifact_bytes {entry['artifact_bytes']} is neither the logged total nor the logged "
-                    f"model size ({', '.join(str(a) for a in sorted(allowed))})"
+            if key in entry and allowed and entry[key] not in allowed:
+                report.add(
+                    WARNING,
+                    f"{where}.{key} {entry[key]} is neither the logged total nor the logged model size "
+                    f"({', '.join(str(a) for a in sorted(allowed))})",
                 )
-        if "bytes_total" in entry and info["bytes_total"] is not None and entry["bytes_total"] != info["bytes_total"]:
-            problems.append(
-                f"{where}.bytes_total {entry['bytes_total']} disagrees with the log ({info['bytes_total']})"
-            )
-        if entry.get("steps") is not None and info["steps"] is not None and entry["steps"] != info["steps"]:
-            problems.append(f"{where}.steps {entry['steps']} disagrees with the log ({info['steps']})")
+        if _is_number(entry.get("steps")) and info["steps"] is not None and entry["steps"] != info["steps"]:
+            report.add(WARNING, f"{where}.steps {entry['steps']} disagrees with the log ({info['steps']})")
         logged = {
             "train_time_s": None if info["train_time_ms"] is None else info["train_time_ms"] / 1000.0,
+            "train_time_ms": info["train_time_ms"],
             "eval_time_s": info["eval_time_s"],
-            "step_avg_ms": info["step_avg_ms"] if info["step_avg_logged"] else None,  # not a derived average
+            "step_avg_ms": info["step_avg_ms"] if info["step_avg_logged"] else None,
             "pre_quant_val_bpb": (info["pre_quant"] or {}).get("val_bpb"),
         }
-        for field, value in logged.items():
-            if entry.get(field) is not None and value is not None:
-                if not _is_number(entry[field]) or not _close_to_log(entry[field], value):
-                    problems.append(f"{where}.{field} {entry[field]} disagrees with the log ({value})")
-    return problems
+        for key, value in logged.items():
+            if entry.get(key) is not None and value is not None:
+                if not _is_number(entry[key]) or not _close_to_log(entry[key], value):
+                    report.add(WARNING, f"{where}.{key} {entry[key]} disagrees with the log ({value})")
 
 
 def _close_to_log(submitted: float, logged: float) -> bool:
-    """``close``, also allowing the resolution the log printed ``logged`` with (``total_eval_time:60.0s``,
-    ``train_time:240259ms``): a submission may carry a time more precisely than its log."""
-    resolution = 10.0 ** -_decimals(logged)
+    """``close``, also allowing the resolution either side printed its value with (``total_eval_time:60.0s``,
+    ``train_time:240259ms``, a submission's one-decimal ``step_avg``)."""
+    resolution = max(10.0 ** -_decimals(logged), 10.0 ** -_decimals(submitted))
     return abs(float(submitted) - float(logged)) <= max(tolerance(submitted), resolution) * (1 + 1e-9) + 1e-12
 
 
-def _check_spread(sub: dict, scored: dict[int, dict]) -> list[str]:
-    """submission.json's pre-quant figures (the mean over seeds or one seed's) and stds (sample or population: upstream
-    records use both) against the logs."""
-    problems = []
+def _check_spread(report: Report, sub: dict, scored: dict[int, dict]) -> None:
+    """submission.json's pre-quant figures (the mean over seeds or one seed's) and stds (sample or population)."""
     pre = [i["pre_quant"] for i in scored.values() if i["pre_quant"] is not None]
     for key in ("pre_quant_val_bpb", "pre_quant_val_loss"):
         metric = key.removeprefix("pre_quant_")
@@ -370,26 +843,31 @@ def _check_spread(sub: dict, scored: dict[int, dict]) -> list[str]:
             values = [p[metric] for p in pre]
             options = [sum(values) / len(values), *values]
             if not any(close(sub[key], v) for v in options):
-                problems.append(
+                report.add(
+                    WARNING,
                     f"submission.json: {key} {sub[key]} matches neither the mean over seeds ({options[0]:.8f}) nor "
-                    f"any seed's logged value ({', '.join(str(v) for v in values)})"
+                    f"any seed's logged value ({', '.join(str(v) for v in values)})",
                 )
     for key in ("val_bpb_std", "val_loss_std"):
         metric = key.removesuffix("_std")
         if _is_number(sub.get(key)) and len(scored) >= 2:
             values = [i["score"][metric] for i in scored.values()]
             sample, population = statistics.stdev(values), statistics.pstdev(values)
-            if not (close(sub[key], sample) or close(sub[key], population)):
-                problems.append(
+            if not any(_close_to_log(sub[key], x) for x in (sample, population)):
+                report.add(
+                    WARNING,
                     f"submission.json: {key} {sub[key]} is neither the sample ({sample:.8f}) nor the population "
-                    f"({population:.8f}) std of the logged seeds"
+                    f"({population:.8f}) std of the logged seeds",
                 )
-    return problems
 
 
 _HEADLINE = re.compile(r"\*\*\s*val_bpb\s*[:=]\s*(?P<x>\d+\.\d+)\s*\*\*")
 _CELL_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
-_SKIP_HEADER = re.compile(r"delta|diff|improv|\bvs\b|gain|std|reference|previous|baseline|leader", re.IGNORECASE)
+_SKIP_HEADER = re.compile(
+    r"delta|diff|improv|\bvs\b|gain|std|reference|previous|baseline|leader|pre[- ]?ttt|post[- ]?ema|standard|"
+    r"diagnostic|before|without|no[- ]ttt|\bbase\b|ablation|\bprior\b",
+    re.IGNORECASE,
+)
 
 
 def _text_decimals(text: str) -> int:
@@ -437,13 +915,25 @@ def _readme_column(header: str):
     if re.search(r"pre[- ]?quant", h):
         return f"pre-quant {metric}", lambda i: (i["pre_quant"] or {}).get(metric), False
     if "roundtrip" in h or re.search(r"post[- ]?quant", h):
-        return f"roundtrip {metric}", lambda i: (i["roundtrip"] or {}).get(metric), False
+        return f"roundtrip {metric}", lambda i: _logged_values(i, metric, "roundtrip"), False
     for kind in ("sliding", "ttt"):
         if kind in h:
-            return f"{kind} {metric}", lambda i, k=kind: (best_of_kind(i, k) or {}).get(metric), False
+            return f"{kind} {metric}", lambda i, k=kind: _logged_values(i, metric, k), False
     if "bpb" in h or "loss" in h or h == "score":
-        return f"score {metric}", lambda i: (i["score"] or {}).get(metric), False
+        return f"score {metric}", lambda i: _logged_values(i, metric, None), False
     return None
+
+
+def _logged_values(info: dict, metric: str, kind: str | None) -> set | None:
+    """Every value of ``metric`` the seed's logs give on score lines of one kind (``score_kind``; any kind but
+    pre-quantization when None): a README column is read as any of the evaluations its seed logged."""
+    values = set()
+    for final in info.get("all_final") or [info["final"]]:
+        for tag, entry in final.items():
+            k = score_kind({"tag": tag, **entry})
+            if k != "pre_quant" and (kind is None or k == kind):
+                values.add(entry[metric])
+    return values or None
 
 
 def _tables(text: str) -> list[list[list[str]]]:
@@ -466,17 +956,22 @@ def _number(cell: str) -> str | None:
     return cleaned if _CELL_NUMBER.fullmatch(cleaned) else None
 
 
-def check_readme(text: str, by_seed: dict[int, tuple[Path, dict]]) -> list[str]:
-    """Problems where README.md's headline val_bpb or its per-seed results tables disagree with the logs."""
+def check_readme(text: str, report: Report) -> list[str]:
+    """Where README.md's headline val_bpb or its per-seed results tables disagree with the logs (warnings).
+
+    Columns are read by meaning (``_readme_column``); columns of another reading (pre-TTT, post-EMA, "standard",
+    diagnostic, deltas, stds, baselines) are not checked.
+    """
     problems = []
-    scored = {s: i for s, (_, i) in by_seed.items() if i["score"] is not None}
+    scored = _seed_info(report)
+    by_seed = {s: (report.seeds[s]["log"], i) for s, i in scored.items()}
     if scored and (m := _HEADLINE.search(text)):
         shown = m.group("x")
         n = len(scored)
         options = [sum(i["score"]["val_bpb"] for i in scored.values()) / n]
         options += [i["score"]["val_bpb"] for i in scored.values()]
         if not any(_readme_close(shown, x, exact=False) for x in options):
-            seeds_txt = ", ".join(f"{s}: {i['score']['val_bpb']}" for s, i in scored.items())
+            seeds_txt = ", ".join(f"{_seed_name(s)}: {i['score']['val_bpb']}" for s, i in scored.items())
             problems.append(
                 f"README.md: headline val_bpb {shown} matches neither the mean over seeds ({options[0]:.8f}) nor any "
                 f"seed's logged value ({seeds_txt})"
@@ -493,10 +988,9 @@ def check_readme(text: str, by_seed: dict[int, tuple[Path, dict]]) -> list[str]:
                 continue
             key = re.sub(r"[*`\s]", "", row[seed_col])
             if re.fullmatch(r"\d+", key):
-                seed = int(key)
+                seed = report.aliases.get(int(key), int(key))
                 if seed not in by_seed:
-                    problems.append(f"README.md: the results table names seed {seed} but there is no log for it")
-                    continue
+                    continue  # claimed seeds without a log are reported once, as violations
                 info = by_seed[seed][1]
                 for j, (label, getter, integer) in columns.items():
                     cell = _number(row[j]) if j < len(row) else None
@@ -521,6 +1015,61 @@ def check_readme(text: str, by_seed: dict[int, tuple[Path, dict]]) -> list[str]:
                             f"README.md: mean {label} {cell} disagrees with the mean of the logged seeds ({expected})"
                         )
     return problems
+
+
+def format_report(report: Report, verbose: bool = False) -> str:
+    """A reviewer's reading of a report: the verdict, then violations, warnings (and notes when ``verbose``)."""
+    n = len(report.seeds)
+    head = f"{report.verdict}: {report.record_dir} ({report.track}; {n} seed(s) scored"
+    head += f", score from {report.score_kind} lines)" if report.score_kind else ")"
+    lines = [head]
+    for label, severity in (("violation", VIOLATION), ("warning", WARNING), ("note", NOTE)):
+        items = [f for f in report.findings if f.severity == severity]
+        if severity == NOTE and not verbose:
+            continue
+        for f in items:
+            lines.append(f"  {label}: {f.text}")
+            if f.evidence:
+                lines.append(f"      {f.evidence}")
+    return "\n".join(lines)
+
+
+def find_records(root: str | os.PathLike) -> list[Path]:
+    """Record folders under ``root``: folders holding a submission*.json, README.md or a log, whose parent does not
+    (``root`` itself when it is one)."""
+    root = Path(root)
+    if (
+        (root / "README.md").is_file()
+        and (submission_path(root) or find_logs(root))
+        and root.parent.name in TRACK_RULES
+    ):
+        return [root]
+    out = []
+    for track in sorted(p for p in root.iterdir() if p.is_dir()):
+        if track.name in TRACK_RULES or track.name.startswith("track_"):
+            out += sorted(p for p in track.iterdir() if p.is_dir() and not p.name.startswith("."))
+        elif track.name not in ("__pycache__",) and not track.name.startswith("."):
+            out.append(track)
+    return out
+
+
+def check_table(reports: list[Report], root: str | os.PathLike | None = None) -> str:
+    """One line per folder: folder, verdict, counts, the first violation (else the first warning)."""
+    rows = []
+    for r in reports:
+        folder = (
+            str(r.record_dir.relative_to(root)) if root and r.record_dir.is_relative_to(root) else str(r.record_dir)
+        )
+        first = r.violations[0] if r.violations else (r.warnings[0] if r.warnings else None)
+        why = "" if first is None else ("" if r.violations else "(warning) ") + first.text
+        rows.append((folder, r.verdict, f"{len(r.violations)}v/{len(r.warnings)}w", why))
+    width = max([len(f) for f, *_ in rows] + [6])
+    lines = [f"{'folder':<{width}}  verdict  found   first violation (else first warning)"]
+    for folder, verdict, counts, why in rows:
+        lines.append(f"{folder:<{width}}  {verdict:<7}  {counts:<6}  {why[:160]}")
+    passed = sum(1 for r in reports if not r.violations)
+    lines.append(f"{passed} of {len(reports)} folder(s) pass")
+    return "\n".join(lines)
 
 
 def describe(problems: list[str]) -> str:

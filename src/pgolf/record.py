@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from pgolf import ARTIFACT_CAP_BYTES, EVAL_BUDGET_S, TRAIN_BUDGET_S
-from pgolf.check import check_record, describe, seed_logs
+from pgolf.check import check_record, check_table, describe, find_records, format_report, inspect_record
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
 from pgolf.provenance import data_provenance, data_section, pinned_requirements
@@ -598,6 +598,7 @@ def build_record(
             train_budget_s=TRAIN_BUDGET_S,
             eval_budget_s=EVAL_BUDGET_S,
             enforce_time=bool(settings.get("enforce_time_limits", not is_non_record(settings))),
+            strict=True,  # a record the pipeline wrote must agree with its logs exactly: warnings fail it too
         )
         if problems:
             raise ValueError(f"record {out} fails its checks:\n{describe(problems)}")
@@ -646,19 +647,23 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    problems = check_record(
-        args.record_dir,
+    """``pgolf check DIR``: one folder, its findings; ``pgolf check --all DIR``: every record under DIR, one table."""
+    options = dict(
         min_seeds=args.min_seeds,
-        enforce_time=not args.no_time_limits,
+        enforce_time=False if args.no_time_limits else None,
         require_script=not args.no_script,
     )
-    for p in problems:
-        print(p)
-    if problems:
-        return 1
-    by_seed, _, _ = seed_logs(args.record_dir)
-    print(f"OK: {args.record_dir} ({sum(1 for _, i in by_seed.values() if i['score'] is not None)} seeds)")
-    return 0
+    if args.all:
+        root = Path(args.record_dir)
+        if not root.is_dir():
+            print(f"{root}: not a folder")
+            return 2
+        reports = [inspect_record(d, **options) for d in find_records(root)]
+        print(check_table(reports, root))
+        return 1 if any(r.violations for r in reports) else 0
+    report = inspect_record(args.record_dir, **options)
+    print(format_report(report, verbose=args.verbose))
+    return 1 if report.violations else 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -685,10 +690,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_record)
 
     p = subparsers.add_parser("check", help="check a record folder against the rules and its logs")
-    p.add_argument("record_dir")
-    p.add_argument("--min-seeds", type=int, default=3)
+    p.add_argument("record_dir", help="a record folder (or, with --all, a records/ tree)")
+    p.add_argument("--all", action="store_true", help="check every record folder under record_dir; print one table")
+    p.add_argument(
+        "--min-seeds", type=int, default=None, help="seeds required (default: the track's rule, 3 for a record, 1 else)"
+    )
     p.add_argument("--no-time-limits", action="store_true", help="do not enforce the train/eval time budgets")
     p.add_argument("--no-script", action="store_true", help="accept a folder without train_gpt.py")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the notes (which log backs which seed)")
     p.set_defaults(func=_cmd_check)
 
     p = subparsers.add_parser("compare", help="compare two record folders (A: candidate, B: reference)")

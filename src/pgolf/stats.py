@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from pgolf.check import read_submission, seed_logs
+from pgolf.check import UNKNOWN_SEED, inspect_record, read_submission
 
 README_RULE_NATS = 0.005  # the challenge README: beat the leader by >= 0.005 nats ...
 README_RULE_P = 0.01  # ... at p < 0.01
@@ -109,18 +109,23 @@ def welch_one_sided(a: list[float], b: list[float]) -> dict:
 
 
 def record_seed_scores(record_dir: str | os.PathLike) -> dict:
-    """Per-seed scores of a record folder: {seed: {"val_bpb", "val_loss"}} and where they came from.
+    """Per-seed scores of a record folder: {seed: {"val_bpb", "val_loss"}}, where they came from, which kind of score
+    line (``score_kind``: the one the record submitted, see ``pgolf.check``) and the tokenizer its logs name.
 
     From the seed logs; else submission.json ``seed_results``; else its top-level val_bpb/val_loss as one value.
     """
     record_dir = Path(record_dir)
-    by_seed, _, _ = seed_logs(record_dir)
+    report = inspect_record(record_dir, require_script=False)
     scores = {
-        seed: {"val_bpb": info["score"]["val_bpb"], "val_loss": info["score"]["val_loss"]}
-        for seed, (_, info) in by_seed.items()
-        if info["score"] is not None
+        ("?" if seed == UNKNOWN_SEED else seed): {"val_bpb": v["score"]["val_bpb"], "val_loss": v["score"]["val_loss"]}
+        for seed, v in report.seeds.items()
     }
-    source = "logs"
+    logs = [report.logs[v["log"]] for v in report.seeds.values()] + [
+        report.logs[v["train_log"]] for v in report.seeds.values()
+    ]
+    tokenizers = sorted({i["tokenizer"] for i in logs} - {None})
+    datasets = sorted({i["dataset"] for i in logs} - {None})
+    source = f"logs ({report.score_kind} lines)" if scores else ""
     sub = read_submission(record_dir)
     if not scores:
         for key, entry in (sub.get("seed_results") or {}).items():
@@ -132,7 +137,16 @@ def record_seed_scores(record_dir: str | os.PathLike) -> dict:
         source = "submission.json val_bpb/val_loss"
     if not scores:
         raise ValueError(f"{record_dir}: no scores in its logs or submission.json")
-    return {"dir": str(record_dir), "name": sub.get("name", record_dir.name), "source": source, "seeds": scores}
+    return {
+        "dir": str(record_dir),
+        "name": sub.get("name", record_dir.name),
+        "source": source,
+        "seeds": scores,
+        "score_kind": report.score_kind,
+        "score_eval": report.score_eval,
+        "tokenizer": ", ".join(tokenizers) or None,
+        "dataset": ", ".join(datasets) or None,
+    }
 
 
 def _side(record_dir: str | os.PathLike) -> dict:
@@ -169,7 +183,22 @@ def compare_records(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> dict:
     else:
         readme = None if p is None else p < README_RULE_P
     closing = None if p is None else p < CLOSING_RULE_P
+    warnings = []
+    single = all(side["dataset"] and "," not in side["dataset"] for side in (a, b))  # one data folder named each
+    if a["tokenizer"] != b["tokenizer"] or (single and a["dataset"] != b["dataset"]):
+        warnings.append(
+            f"different data or tokenizer: A's logs name {a['dataset'] or 'no data set'} / "
+            f"{a['tokenizer'] or 'no tokenizer'}, B's {b['dataset'] or 'no data set'} / "
+            f"{b['tokenizer'] or 'no tokenizer'}; val_bpb on other data or bytes is not the same measurement"
+        )
+    ka, kb = a.get("score_eval"), b.get("score_eval")
+    if ka and kb and ka != kb:
+        warnings.append(
+            f"different kinds of score: A's is {a['score_kind']} ({ka}), B's is {b['score_kind']} ({kb}); each is the "
+            "score its record submitted"
+        )
     return {
+        "warnings": warnings,
         "a": a,
         "b": b,
         "improvement_bpb": improvement_bpb,
@@ -194,7 +223,9 @@ def format_comparison(result: dict) -> str:
     for label in ("a", "b"):
         side = result[label]
         lines.append(f"{label.upper()}: {side['name']}")
-        lines.append(f"   {side['dir']}  (scores from {side['source']})")
+        lines.append(
+            f"   {side['dir']}  (scores from {side['source']}; tokenizer {side.get('tokenizer') or 'not logged'})"
+        )
         lines.append(f"   {'seed':>12}  {'val_bpb':>12}  {'val_loss':>12}")
         for seed, s in side["seeds"].items():
             lines.append(f"   {seed!s:>12}  {s['val_bpb']:12.8f}  {s['val_loss']:12.8f}")
@@ -223,4 +254,6 @@ def format_comparison(result: dict) -> str:
         f"README rule (>= {README_RULE_NATS} nats and p < {README_RULE_P}): {verdict(result['clears_readme_rule'])}"
     )
     lines.append(f"closing rule (p < {CLOSING_RULE_P}): {verdict(result['clears_closing_rule'])}")
+    for w in result.get("warnings", []):
+        lines.append(f"WARNING: {w}")
     return "\n".join(lines)
