@@ -401,8 +401,8 @@ def make_wheel(cfg: dict, env: dict, cache_dir: Path, build_log: Path, jobs: int
         raise Unavailable("no CUDA compiler (nvcc) on PATH to build it")
     jobs = jobs or cfg.get("max_jobs") or os.cpu_count() or 4
     wheel, cached = build_fa3_wheel(repo, commit, disable, arch, cache_dir, jobs, env["torch"], env["cuda"], build_log)
-    info = {"state": "built", "repo": repo, "commit": commit, "switches": switch_env(disable), "cache_key": None}
-    info["cache_key"] = wheel.parent.name
+    key = wheel.parent.name
+    info = {"state": "built", "repo": repo, "commit": commit, "switches": switch_env(disable), "cache_key": key}
     build_json = wheel.parent / "build.json"
     if build_json.is_file():
         info["build_seconds"] = fsio.read_json(build_json).get("seconds")
