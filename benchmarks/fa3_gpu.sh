@@ -5,8 +5,9 @@
 # fa3.required (the step fails) and once without (the fallback is recorded). A table of times and outcomes last.
 #
 # Usage (repository root as cwd):  bash benchmarks/fa3_gpu.sh PATH/TO/flash-attention-<commit>-hopper.bundle
-#   the bundle: ../shared/fa3/ (see its SOURCE.md), copied into an ignored folder of the checkout and carried, e.g.
-#   mkdir -p .fa3src && cp ../shared/fa3/*.bundle .fa3src/ && echo .fa3src/ >> .git/info/exclude
+#   the bundle: ../shared/fa3/ (see its SOURCE.md), copied into .fa3src/ (ignored by .gitignore) and carried:
+#   mkdir -p .fa3src && cp ../shared/fa3/*.bundle .fa3src/
+#   then on the GPU machine: bash benchmarks/fa3_gpu.sh .fa3src/flash-attention-0251105a-hopper.bundle
 # Needs only what the GPU machine has (python3 with torch, pip, setuptools, wheel, ninja, packaging; nvcc; git):
 # `python -m pgolf.fa3` runs from src/ on PYTHONPATH and imports neither Snakemake nor jsonschema, zstandard, brotli.
 # FA3 is installed into a throw-away venv (/tmp/fa3-venv, with the system's site-packages), not the system Python.
