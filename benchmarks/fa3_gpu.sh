@@ -29,6 +29,10 @@ export NCCL_NVLS_ENABLE=0
 JOBS=$(nproc)
 
 PY=python3
+rm -rf /tmp/fa3-venv  # a warm machine keeps /tmp: start from no FA3 installed
+if python3 -c 'import flash_attn_interface' 2>/dev/null; then
+  echo "note: the system Python already has flash_attn_interface: the step will report it as preinstalled" >&2
+fi
 if python3 -m venv --without-pip --system-site-packages /tmp/fa3-venv 2>"$DEST/venv.err"; then
   PY=/tmp/fa3-venv/bin/python
 else
