@@ -257,6 +257,35 @@ def test_the_prebuilt_wheel_is_fetched_once_checked_and_cached(local_wheel, tmp_
         fa3.fetch_fa3_wheel(local_wheel["url"], "0" * 64, tmp_path / "other")
 
 
+REAL_INSTALL = """
+import json, sys
+from pathlib import Path
+from pgolf import fa3
+wheel = Path(sys.argv[1])
+out = {"before": fa3.fa3_importable()}
+fa3.install_wheel(wheel)
+out.update(after=fa3.fa3_importable(), ours=fa3.installed_from() in fa3._uris(wheel), prefix=sys.prefix)
+fa3.uninstall_wheel()
+out["removed"] = not fa3.fa3_importable() and fa3.installed_from() is None
+print(json.dumps(out))
+"""
+
+
+def test_a_real_install_records_the_wheel_it_came_from(local_wheel, tmp_path):
+    """pip for real, in a throw-away venv: the install makes flash_attn_interface importable, direct_url.json names
+    the cached wheel (what tells a cache hit from an FA3 installed elsewhere), and the uninstall removes it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", REAL_INSTALL, str(local_wheel["path"])], capture_output=True, text=True,
+        env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"before": False, "after": True, "ours": True, "prefix": str(venv), "removed": True}
+
+
 def test_no_network_for_the_wheel_says_where_to_put_it(tmp_path):
     url = "http://127.0.0.1:9/whl/cu128/flash_attn_3-3.0.0-cp39-abi3-manylinux_2_28_x86_64.whl"  # port 9: closed
     with pytest.raises(fa3.Unavailable, match="no network: cannot download http://127.0.0.1:9/") as err:

@@ -409,10 +409,15 @@ def make_wheel(cfg: dict, env: dict, cache_dir: Path, build_log: Path, jobs: int
     return wheel, cached, info
 
 
+def _uris(path: str | os.PathLike) -> set[str]:
+    """A path's file:// URLs as pip may record them (pip writes the absolute path without resolving links)."""
+    return {Path(os.path.abspath(path)).as_uri(), Path(path).resolve().as_uri()}
+
+
 def _provide(cfg: dict, env: dict, cache_dir: Path, build_log: Path, jobs: int | None) -> dict:
-    cache_uri = Path(cache_dir).resolve().as_uri()
     origin = installed_from()
-    if fa3_importable() and not (origin or "").startswith(cache_uri):
+    ours = bool(origin) and any(origin.startswith(uri + "/") for uri in _uris(cache_dir))
+    if fa3_importable() and not ours:
         status = {"state": "preinstalled", "installed_from": origin, "image_fa3_source": env.get("image_fa3_source")}
         if not env["cuda_available"]:
             raise Unavailable("flash_attn_interface is installed but there is no CUDA device")
@@ -422,7 +427,7 @@ def _provide(cfg: dict, env: dict, cache_dir: Path, build_log: Path, jobs: int |
         wheel, cached, status = make_wheel(cfg, env, cache_dir, build_log, jobs)
         status.update(wheel=str(wheel), cached=cached)
         with cache_lock(cache_dir, "install"):
-            if fa3_importable() and origin == wheel.resolve().as_uri():
+            if fa3_importable() and origin in _uris(wheel):
                 status["installed"] = "already"
             else:
                 install_wheel(wheel)
