@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -169,6 +170,34 @@ def test_a_compiler_error_is_quoted_and_the_whole_output_kept(fake_repo):
     for line in ("(noise before the error)", "error: template argument 1", "RuntimeError: Error compiling", "[exit 1"):
         assert line in text, line
     assert not list(fake_repo["cache"].glob("*/*.whl")) and not list(fake_repo["cache"].glob(".*-*"))
+
+
+REAL_COMPILER_SETUP = """
+from setuptools import Extension, setup
+setup(name="flash_attn_3", version="3.0.0b1", ext_modules=[Extension("fa3_fake_C", ["flash_api_stable.c"])])
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+def test_a_real_compiler_error_is_quoted(tmp_path):
+    """The same with a real compiler behind pip (setuptools build_ext, cc): pip -v passes its diagnostics through,
+    and the quote is the compiler's own first error line."""
+    repo = tmp_path / "src"
+    (repo / "hopper").mkdir(parents=True)
+    (repo / "hopper" / "setup.py").write_text(REAL_COMPILER_SETUP)
+    (repo / "hopper" / "flash_api_stable.c").write_text(
+        "int ok(void) { return 0; }\nint broken(void) { return sinks_; }\n"
+    )
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "broken")
+    commit = git(repo, "rev-parse", "HEAD")
+    log = tmp_path / "fa3.build.log"
+    with pytest.raises(fa3.Unavailable) as err:
+        fa3.build_fa3_wheel(str(repo), commit, [], "9.0a", tmp_path / "cache", 1, TORCH, CUDA, log)
+    quoted = str(err.value).split("first error lines:\n", 1)[1].splitlines()[0].strip()
+    assert re.search(r"flash_api_stable\.c:2:\d+: error: .sinks_. undeclared", quoted), str(err.value)
+    assert quoted in log.read_text() and f"the whole build output is in {log}" in str(err.value)
 
 
 def test_first_errors_prefers_compiler_lines_and_falls_back_to_other_errors():
