@@ -547,6 +547,8 @@ def test_an_upstream_script_that_needs_fa3_stops_before_training(tmp_path, monke
         fa3.require_for_script(script, None)
     (folder / "helper.py").write_text("import torch  # flash_attn_interface only in a comment\n")
     assert fa3.require_for_script(script, status_path) is None
+    script.write_text("try:\n    from flash_attn_interface import flash_attn_func\nexcept ImportError:\n    pass\n")
+    assert fa3.require_for_script(script, status_path) is None  # it has its own fallback
     monkeypatch.setattr(fa3, "fa3_importable", lambda: True)
     (folder / "helper.py").write_text("import flash_attn_interface\n")
     assert fa3.require_for_script(script, status_path) is None

@@ -475,11 +475,11 @@ def load_status(path: str | os.PathLike | None) -> dict | None:
 
 
 def require_for_script(script: str | os.PathLike, status_path: str | os.PathLike | None) -> None:
-    """Stop before training when an upstream record's script (or a .py beside it) imports flash_attn_interface and it
-    is not importable here: such scripts have no fallback and would fail after start-up, or later."""
+    """Stop before training when an upstream record's script (or a .py beside it) imports flash_attn_interface at
+    module level (not inside a try block or a function: those may have a fallback) and it is not importable here."""
     folder = Path(script).resolve().parent
     files = [Path(script).resolve(), *sorted(p for p in folder.glob("*.py") if p.resolve() != Path(script).resolve())]
-    pattern = re.compile(r"^\s*(?:from|import)\s+flash_attn_interface\b", re.MULTILINE)
+    pattern = re.compile(r"^(?:from|import)\s+flash_attn_interface\b", re.MULTILINE)
     users = [p for p in files if p.is_file() and pattern.search(p.read_text(errors="replace"))]
     if not users or fa3_importable():
         return
