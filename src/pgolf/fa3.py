@@ -246,8 +246,10 @@ def build_fa3_wheel(
             }
             out = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
             print(f"fa3: building {repo}@{commit} hopper/ ({arch}, MAX_JOBS={jobs}); output: {log_path}", flush=True)
-            # -v: pip passes the compiler's output through (without it pip shows only its own summary)
-            cmd = [sys.executable, "-m", "pip", "wheel", "-v", "--no-build-isolation", "--no-deps", "-w", str(out), "."]
+            # -v: pip passes the compiler's output through (without it pip shows only its own summary); --no-index:
+            # nothing is fetched (no waiting on a network that is not there)
+            cmd = [sys.executable, "-m", "pip", "wheel", "-v", "--no-build-isolation", "--no-deps", "--no-index"]
+            cmd += ["-w", str(out), "."]
             t0 = time.perf_counter()
             code, lines = run_logged(cmd, hopper, env, log_path)
             seconds = time.perf_counter() - t0
