@@ -69,14 +69,16 @@ run() {
   t1=$(date +%s.%N)
   local secs outcome
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
-  outcome=$("$PY" - "$DEST/$name.status.json" "$rc" <<'PY'
+  outcome=$("$PY" - "$DEST/$name.status.json" "$rc" "$DEST/$name.log" <<'PY'
 import json, sys
 from pathlib import Path
-path, rc = Path(sys.argv[1]), int(sys.argv[2])
+path, rc, log = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 if rc == 124:
     print("TIMEOUT")
 elif not path.exists():
-    print(f"failed (exit {rc})")
+    lines = log.read_text(errors="replace").splitlines()
+    first = next((lines[i + 1].strip() for i, x in enumerate(lines[:-1]) if x.endswith("first error lines:")), None)
+    print(f"failed (exit {rc})" + (f", quotes: {first[:110]}" if first else ""))
 else:
     s = json.loads(path.read_text())
     if s.get("available"):
@@ -84,7 +86,7 @@ else:
         hit = "cache hit" if s.get("cached") else "no cache hit"
         print(f"{s['state']}, {hit}, installed {s.get('installed')}, vs SDPA {diff:.4f}")
     else:
-        print(f"unavailable, fallback {s.get('fallback')}")
+        print(f"unavailable, fallback {s.get('fallback')} recorded: {s.get('reason', '').splitlines()[0][:80]}")
 PY
 )
   ROWS+=("$(printf '%-22s %8s  %4s  %s' "$name" "$secs" "$rc" "$outcome")")
