@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The fa3 step for real on a GPU machine without network (issue 19): `pgolf fa3` builds FlashAttention 3 from a git
 # bundle, caches the wheel, installs it and checks it against PyTorch SDPA; a second run is a cache hit (timed); a
+# check of the training script's own attention with ATTN_BACKEND=fa3 against sdpa (benchmarks/attention.py); a
 # deliberately broken copy of the source fails, quoting the compiler error and naming the build log, once with
 # fa3.required (the step fails) and once without (the fallback is recorded). A table of times and outcomes last.
 #
@@ -102,7 +103,20 @@ if run build-from-bundle 330 --source build --repo "$BUNDLE" --commit "$COMMIT" 
 else
   ROWS+=("$(printf '%-22s %8s  %4s  %s' second-run - - "skipped (the build failed: $DEST/build-from-bundle.log)")")
 fi
-# 3. a broken copy of the source (an #error in hopper/flash.h, which every file includes): the step fails, quoting it
+# 3. the training script's own attention with ATTN_BACKEND=fa3 (its attention_backend and attend, forward+backward at
+#    the training shapes, error against fp32 math), beside sdpa: benchmarks/attention.py
+t0=$(date +%s.%N)
+if [ $((START + BUDGET_S - $(date +%s))) -gt 90 ]; then
+  timeout 120 "$PY" benchmarks/attention.py --backends sdpa,fa3 --iters 10 --out "$DEST/attention.json" \
+    >"$DEST/attention.log" 2>&1
+  rc=$?
+  secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+  outcome=$(grep -E "^ +(fa3|sdpa) +err" "$DEST/attention.log" | sed 's/  */ /g' | paste -sd';' -)
+  ROWS+=("$(printf '%-22s %8s  %4s  %s' attention-fa3-vs-sdpa "$secs" "$rc" "${outcome:-see attention.log}")")
+  echo "== attention through train_gpt.py: exit $rc in $secs s"
+  tail -n 3 "$DEST/attention.log"
+fi
+# 4. a broken copy of the source (an #error in hopper/flash.h, which every file includes): the step fails, quoting it
 BROKEN=$WORK/broken
 git clone -q "$BUNDLE" "$BROKEN"
 sed -i '0,/#pragma once/s//#pragma once\n#error "pgolf benchmarks\/fa3_gpu.sh: a deliberate compiler error"/' "$BROKEN/hopper/flash.h"
@@ -111,7 +125,7 @@ BROKEN_COMMIT=$(git -C "$BROKEN" rev-parse HEAD)
 run broken-required 120 --source build --repo "$BROKEN" --commit "$BROKEN_COMMIT" --required
 echo "-- the step's error message (broken-required.log):"
 grep -A 6 "error: fa3: FlashAttention 3 is required" "$DEST/broken-required.log" | head -n 8 | tee "$DEST/quoted.txt"
-# 4. the same broken source with fa3.required false: the reason and the fallback recorded, the step succeeds
+# 5. the same broken source with fa3.required false: the reason and the fallback recorded, the step succeeds
 run broken-not-required 120 --source build --repo "$BROKEN" --commit "$BROKEN_COMMIT" --no-required
 
 for f in "$DEST"/*.build.log; do  # the build logs can be large: keep the head and the tail of each
