@@ -224,6 +224,7 @@ def provenance(environment: dict) -> dict:
     status = environment.get("fa3_status") or {}
     out["fa3_state"] = status.get("state")
     out["fa3_reason"] = status.get("reason")
+    out["fa3_fallback"] = status.get("fallback")
     return out
 
 
@@ -260,7 +261,10 @@ def _backends_by_seed(sub: dict) -> str | None:
 def _fa3_step(status: dict | None) -> str | None:
     if not status or not status.get("state"):
         return None
-    return f"{status['state']} ({status['reason']})" if status.get("reason") else status["state"]
+    if status.get("reason"):
+        fallback = f"; fallback {status['fallback']}" if status.get("fallback") else ""
+        return f"{status['state']} ({status['reason']}{fallback})"
+    return status["state"]
 
 
 def _readme(

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from pgolf import EVAL_BUDGET_S, fsio, procs
+from pgolf import EVAL_BUDGET_S, fa3, fsio, procs
 from pgolf.data import verify_manifest
 from pgolf.logs import progress_line
 
@@ -266,6 +266,8 @@ def train_identity(train: dict, script: str | os.PathLike) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.fa3_status:  # how FA3 was provided, or why not and the fallback: in every seed's step log
+        print(fa3.summary(fa3.load_status(args.fa3_status)), flush=True)
     train = json.loads(args.train_json)
     env = {**train_env(train), **data_env(args.data_manifest), "SEED": str(args.seed), "RUN_ID": args.run_id}
     if args.env_json:
@@ -397,6 +399,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-json", required=True, help="the config's train section as JSON")
     p.add_argument("--env-json", help="extra environment for the script (JSON object)")
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--fa3-status", help="the fa3 step's status JSON (its summary opens the step's log)")
     stage_outputs(p, cmd_train)
 
     p = sub.add_parser("quantize", help="quantize + compress a checkpoint into the artifact")

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from pgolf import TRAIN_BUDGET_S, fsio
+from pgolf import TRAIN_BUDGET_S, fa3, fsio
 from pgolf.data import verify_manifest
 from pgolf.logs import best_of_kind, parse_log
 from pgolf.stages import THREAD_VARS, env_value, stream
@@ -149,9 +149,13 @@ def run_upstream(
     metrics_path: str | os.PathLike,
     device: str | None = None,
     budget_s: float | None = None,
+    fa3_status: str | os.PathLike | None = None,
 ) -> dict:
     """Run one seed of an upstream script in ``workdir``; write its log to ``logfile`` and ``metrics_path``."""
     workdir, logfile = Path(workdir), Path(logfile)
+    fa3.require_for_script(script, fa3_status)  # upstream scripts have no FA3 fallback: stop before training
+    if fa3_status:
+        print(fa3.summary(fa3.load_status(fa3_status)), flush=True)
     copy = prepare_workdir(script, workdir)
     for tool in missing_tools(workdir):
         print(
@@ -204,6 +208,7 @@ def _cmd_run_upstream(args: argparse.Namespace) -> int:
         args.metrics,
         device=args.device,
         budget_s=args.budget_s,
+        fa3_status=args.fa3_status,
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
@@ -230,4 +235,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", required=True, help="the per-seed working folder (recreated)")
     p.add_argument("--logfile", required=True, help="the script's output, as written (the record's train_seed<N>.log)")
     p.add_argument("--metrics", required=True)
+    p.add_argument("--fa3-status", help="the fa3 step's status JSON (quoted when the script needs FA3 and lacks it)")
     p.set_defaults(func=_cmd_run_upstream)

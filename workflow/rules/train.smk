@@ -25,7 +25,8 @@ if not UPSTREAM:
         shell:
             "pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run-id {params.run}_seed{wildcards.seed} --nproc {params.nproc} --train-json {params.train:q}"
-            " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog} > {log} 2>&1"
+            " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog}"
+            " --fa3-status {input.fa3} > {log} 2>&1"
             " && touch {output.done}"
 
 else:
@@ -58,5 +59,6 @@ else:
         shell:
             "pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run {params.run} --nproc {params.nproc} --env-json {params.env:q} --device {params.device}"
-            " --workdir {params.workdir} --logfile {output.trainlog} --metrics {output.metrics} > {log} 2>&1"
+            " --workdir {params.workdir} --logfile {output.trainlog} --metrics {output.metrics}"
+            " --fa3-status {input.fa3} > {log} 2>&1"
             " && touch {output.done}"
