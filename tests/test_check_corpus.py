@@ -12,7 +12,7 @@ from conftest import SHARED
 
 from pgolf import record
 from pgolf.check import check_record, inspect_record
-from pgolf.stats import compare_records
+from pgolf.compare import compare_records
 
 CORPUS = SHARED / "fixtures" / "upstream-corpus"
 TABLE = Path(__file__).parent / "data" / "corpus_verdicts.json"

@@ -546,8 +546,12 @@ def test_loss_curves_report_files_and_extra_files(run, tmp_path):
 
 
 def cli(argv: list[str]) -> int:
+    from pgolf import check, compare
+
     parser = argparse.ArgumentParser(prog="pgolf")
-    record.register(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (record, check, compare):
+        module.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

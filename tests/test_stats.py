@@ -7,7 +7,8 @@ import math
 import pytest
 from conftest import APRIL, MARCH, NAIVE, fixture
 
-from pgolf.stats import betainc, compare_records, format_comparison, mean, std, t_sf, welch_one_sided
+from pgolf.compare import compare_records, format_comparison
+from pgolf.stats import betainc, mean, std, t_sf, welch_one_sided
 
 
 def test_mean_std():

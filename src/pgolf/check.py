@@ -43,6 +43,7 @@ at most 1e-3), or within the resolution the log printed its value with (times); 
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import os
@@ -1075,3 +1076,37 @@ def check_table(reports: list[Report], root: str | os.PathLike | None = None) ->
 def describe(problems: list[str]) -> str:
     """Problems as an indented bullet list (for error messages)."""
     return "\n".join(f"  - {p}" for p in problems)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """``pgolf check DIR``: one folder, its findings; ``pgolf check --all DIR``: every record under DIR, one table."""
+    options = dict(
+        min_seeds=args.min_seeds,
+        enforce_time=False if args.no_time_limits else None,
+        require_script=not args.no_script,
+    )
+    if args.all:
+        root = Path(args.record_dir)
+        if not root.is_dir():
+            print(f"{root}: not a folder")
+            return 2
+        reports = [inspect_record(d, **options) for d in find_records(root)]
+        print(check_table(reports, root))
+        return 1 if any(r.violations for r in reports) else 0
+    report = inspect_record(args.record_dir, **options)
+    print(format_report(report, verbose=args.verbose))
+    return 1 if report.violations else 0
+
+
+def register(subparsers) -> None:
+    """Add the ``check`` subcommand."""
+    p = subparsers.add_parser("check", help="check a record folder against the rules and its logs")
+    p.add_argument("record_dir", help="a record folder (or, with --all, a records/ tree)")
+    p.add_argument("--all", action="store_true", help="check every record folder under record_dir; print one table")
+    p.add_argument(
+        "--min-seeds", type=int, default=None, help="seeds required (default: the track's rule, 3 for a record, 1 else)"
+    )
+    p.add_argument("--no-time-limits", action="store_true", help="do not enforce the train/eval time budgets")
+    p.add_argument("--no-script", action="store_true", help="accept a folder without train_gpt.py")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the notes (which log backs which seed)")
+    p.set_defaults(func=_cmd_check)

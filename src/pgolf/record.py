@@ -23,12 +23,13 @@ import uuid
 from pathlib import Path
 
 from pgolf import ARTIFACT_CAP_BYTES, EVAL_BUDGET_S, TRAIN_BUDGET_S
-from pgolf.check import check_record, check_table, describe, find_records, format_report, inspect_record
+from pgolf.check import check_record, describe
+from pgolf.compare import compare_records, format_comparison
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
 from pgolf.provenance import data_provenance, data_section, pinned_requirements
 from pgolf.stages import is_secret
-from pgolf.stats import compare_records, format_comparison, mean, std
+from pgolf.stats import mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
 NON_RECORD_TRACK = "track_non_record_16mb"
@@ -650,33 +651,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    """``pgolf check DIR``: one folder, its findings; ``pgolf check --all DIR``: every record under DIR, one table."""
-    options = dict(
-        min_seeds=args.min_seeds,
-        enforce_time=False if args.no_time_limits else None,
-        require_script=not args.no_script,
-    )
-    if args.all:
-        root = Path(args.record_dir)
-        if not root.is_dir():
-            print(f"{root}: not a folder")
-            return 2
-        reports = [inspect_record(d, **options) for d in find_records(root)]
-        print(check_table(reports, root))
-        return 1 if any(r.violations for r in reports) else 0
-    report = inspect_record(args.record_dir, **options)
-    print(format_report(report, verbose=args.verbose))
-    return 1 if report.violations else 0
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    print(format_comparison(compare_records(args.a, args.b)))
-    return 0
-
-
 def register(subparsers) -> None:
-    """Add the ``record``, ``check`` and ``compare`` subcommands."""
+    """Add the ``record`` subcommand."""
     p = subparsers.add_parser("record", help="assemble a record folder from per-seed results")
     p.add_argument("--run-dir", required=True, help="results/<run>, holding seed_<N>/ folders")
     p.add_argument("--seeds", required=True, nargs="+", type=int)
@@ -692,19 +668,3 @@ def register(subparsers) -> None:
     )
     p.add_argument("--data-manifest", help="the data set's manifest.json: its provenance goes into the record")
     p.set_defaults(func=_cmd_record)
-
-    p = subparsers.add_parser("check", help="check a record folder against the rules and its logs")
-    p.add_argument("record_dir", help="a record folder (or, with --all, a records/ tree)")
-    p.add_argument("--all", action="store_true", help="check every record folder under record_dir; print one table")
-    p.add_argument(
-        "--min-seeds", type=int, default=None, help="seeds required (default: the track's rule, 3 for a record, 1 else)"
-    )
-    p.add_argument("--no-time-limits", action="store_true", help="do not enforce the train/eval time budgets")
-    p.add_argument("--no-script", action="store_true", help="accept a folder without train_gpt.py")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print the notes (which log backs which seed)")
-    p.set_defaults(func=_cmd_check)
-
-    p = subparsers.add_parser("compare", help="compare two record folders (A: candidate, B: reference)")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.set_defaults(func=_cmd_compare)
