@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import json
 import lzma
+import os
 import re
 import shutil
 import socket
@@ -892,7 +893,8 @@ def test_data_rule_command_follows_the_config(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf data hub" in x)
     assert "--repo-id willdepueoai/parameter-golf --revision " in line and "--variant sp1024" in line
-    assert f"--lock {REPO / 'config' / 'data.lock.json'}" in line and "--train-shards 80" in line
+    lock = os.path.relpath(REPO / "config" / "data.lock.json", tmp_path)  # rule paths: relative to the working folder
+    assert f"--lock {lock}" in line and "--train-shards 80" in line
 
     proc = _dry_run(tmp_path, {"data": {"name": "fineweb10B_sp8192", "hub": {"variant": "sp8192"}}})
     line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf data hub" in x)

@@ -92,12 +92,13 @@ def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp
         "attention_backend": "sdpa",
         "device": "cpu",
     }
-    (tmp_path / "t.json").write_text(json.dumps(train_summary))
-    (tmp_path / "q.json").write_text(
-        json.dumps(
-            {"stage": "quantize", "artifact_bytes": 1, "code_bytes": 1, "bytes_total": 2, "quant_tag": "int6_zstd"}
-        )
-    )
+    from pgolf.stages import measure
+
+    ckpt = {"checkpoint": measure(artifact / "c.pt")}  # what evaluate checks: the files the summaries describe
+    (tmp_path / "t.json").write_text(json.dumps({**train_summary, "files": ckpt}))
+    quantized = {"stage": "quantize", "quant_tag": "int6_zstd"}
+    files = {**ckpt, "artifact": measure(artifact / "m.ptz"), "code_file": {"path": str(SCRIPT), **measure(SCRIPT)}}
+    (tmp_path / "q.json").write_text(json.dumps({**quantized, "files": files}))
     common = [
         "evaluate",
         "--script",

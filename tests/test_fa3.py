@@ -501,9 +501,11 @@ def test_the_status_opens_every_seed_train_log_and_reaches_the_record(tmp_path, 
     status_path.write_text(json.dumps(UNAVAILABLE))
     monkeypatch.setattr(stages, "run_stage", lambda *a, **k: None)
     monkeypatch.setattr(stages, "data_env", lambda path: {})
+    script = tmp_path / "t.py"
+    script.write_text("# a training script\n")
     args = argparse.Namespace(
         fa3_status=str(status_path), train_json="{}", data_manifest="m.json", seed=1, run_id="r", env_json=None,
-        checkpoint="c", summary="s", logfile="l", script="t.py", nproc=1,
+        checkpoint="c", summary="s", logfile="l", script=str(script), nproc=1,
     )  # fmt: skip
     assert stages.cmd_train(args) == 0
     assert "fa3: not available (no network: cannot download x); training falls back to fa4" in capsys.readouterr().out

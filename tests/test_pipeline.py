@@ -48,7 +48,8 @@ def test_packed_script_ships_and_is_what_quantize_counts(tmp_path):
     assert counts["ship_script"] == 1 and counts["quantize"] == 3
     out = proc.stdout + proc.stderr
     shipped = "results/sp1024_11L_xsa4_ema/ship/train_gpt.py"
-    assert f"pgolf pack --script {REPO / 'src' / 'pgolf' / 'train_gpt.py'} --out {shipped}" in out
+    script = os.path.relpath(REPO / "src" / "pgolf" / "train_gpt.py", tmp_path)  # relative to the working folder
+    assert f"pgolf pack --script {script} --out {shipped}" in out
     assert out.count(f"--code-file {shipped}") == 3  # every seed's cap check counts the packed bytes
     assert f"--script {shipped}" in out  # and the record ships it
 

@@ -124,7 +124,7 @@ def test_val_bpb_from_the_sidecar_equals_val_bpb_from_the_pieces(sidecar_data, d
     mod = train_script
     env = stages.data_env(sidecar_data / "manifest.json")
     limit = 1200  # VAL_TOKENS_LIMIT: the sidecar is cut with the tokens
-    args = small_args(mod, vocab_size=1024, val_files=env["VAL_FILES"], bigram_buckets=64, val_tokens_limit=limit)
+    args = small_args(mod, vocab_size=1024, val_files=env["VAL_FILES"], bigram_vocab_size=64, val_tokens_limit=limit)
     tokens = mod.load_val_tokens(args)
     monkeypatch.setenv("VAL_BYTES_FILES", env["VAL_BYTES_FILES"])
     sidecar = mod.load_val_bytes(tokens, args)
