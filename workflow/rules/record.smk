@@ -12,6 +12,10 @@ rule record:
         ),
         environment=rules.fa3.output.environment,
         script=SHIPPED,
+        # the readable source beside a packed train_gpt.py (train_gpt_human.py)
+        human=SCRIPT if PACK_SCRIPT else [],
+        # staged mode: the data set, whose paths go into the README's reproducing command
+        data=[] if UPSTREAM else DATA_MANIFEST,
         extra=RECORD_SETTINGS.get("extra_files") or [],
     output:
         # the folder's files, not directory(): Snakemake would leave its .snakemake_timestamp in the record
@@ -39,10 +43,11 @@ rule record:
         hparams=as_json(TRAIN_ENV),
         seeds=" ".join(str(s) for s in SEEDS),
         nproc=NPROC,
+        staged=lambda wildcards, input: record_staged_args(input),
         run_dir=lambda wildcards, input: str(Path(input.environment).parents[1]),
         report_dir=lambda wildcards, output: str(Path(output.curves).parent),
         record_dir=lambda wildcards, output: str(Path(output.submission).parent),
     shell:
         "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
         " --environment {input.environment} --settings-json {params.settings:q} --hparams-json {params.hparams:q}"
-        " --nproc {params.nproc} --out {params.record_dir} --report-dir {params.report_dir} > {log} 2>&1"
+        " --nproc {params.nproc} {params.staged} --out {params.record_dir} --report-dir {params.report_dir} > {log} 2>&1"
