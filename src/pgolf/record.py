@@ -389,10 +389,11 @@ def _readme(
         "## Files",
         "",
         (
-            f"- `train_gpt.py`: the training, quantization and evaluation script that ran, packed (minified and"
-            f" compressed, self-extracting): its {_cell(sub['bytes_code'], ',')} bytes are the code bytes counted"
+            f"- `train_gpt.py`: the training, quantization and evaluation script, packed (minified and compressed,"
+            f" self-extracting): its {_cell(sub['bytes_code'], ',')} bytes are the code bytes counted"
             f"\n- `{HUMAN_NAME}`: its readable source (with docstrings and comments), not counted and not needed to"
-            " run: `train_gpt.py` is this file without docstrings and comments, as `pgolf pack` writes it"
+            " run: `train_gpt.py` is this file without docstrings and comments, as `pgolf pack` writes it, and runs"
+            " the same (same losses, same artifact); the pipeline ran this source, one stage at a time"
             if human
             else "- `train_gpt.py`: the training, quantization and evaluation script, exactly as run"
         ),
