@@ -348,3 +348,23 @@ def test_upstream_triton_scripts_import_under_triton_once_packed(tmp_path):
     for line in lines:
         ok, count, read = line.split()[:3]
         assert ok == "OK" and int(count) >= 1 and read == "True", line
+
+
+def test_gpu_comparison_benchmark_runs_on_cpu(tiny_data, tmp_path):
+    """benchmarks/pack_gpu.py (the GPU proof the lead runs) on CPU: its table, and its verdict for identical runs."""
+    bench = SCRIPT.parents[2] / "benchmarks" / "pack_gpu.py"
+    tiny = {k: v for k, v in TINY_MODEL_ENV.items() if k != "TRAIN_LOG_EVERY"} | {"VAL_TOKENS_LIMIT": "20000"}
+    cmd = [sys.executable, str(bench), "--train-files", tiny_data["train_glob"], "--val-files", tiny_data["val_glob"]]
+    cmd += ["--tokenizer", tiny_data["tokenizer_path"], "--out", str(tmp_path / "out"), "--nproc", "1", "--no-control"]
+    cmd += ["--stage-timeout", "300", *(f"{k}={v}" for k, v in tiny.items())]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "RESULT: the packed script matches the source exactly" in out
+    lines = [line for line in out.splitlines() if line.startswith(("step ", "val_bpb", "weights", "artifact sha"))]
+    rows = {line.split("  ")[0]: line.split()[-2:] for line in lines}
+    assert "step 8 train_loss" in rows and "weights sha256" in rows and all(a == b for a, b in rows.values())
+    packed_bytes = len(pack.ship(SCRIPT.read_text())[0].encode())
+    assert re.search(rf"^code bytes counted\s+{packed_bytes}\s+{packed_bytes}\s*$", out, re.M)
+    assert "the packed run's code ran from: " + str(tmp_path / "out" / "packed" / "tmp" / "pgolf_") in out
