@@ -11,7 +11,8 @@ use atomics), so the second source run is the noise floor the packed run is judg
         --val-files 'DIR/fineweb_val_*.bin' --tokenizer DIR/fineweb_1024_bpe.model --out /tmp/pack_gpu
 
 Needs torch (with Triton), numpy and sentencepiece; not snakemake. Extra KEY=VALUE arguments override the small
-configuration (they are the script's environment variables). Every stage runs under a timeout (--stage-timeout).
+configuration (they are the script's environment variables). Every stage runs under a timeout (--stage-timeout); a run
+already finished in --out with the same script and settings is read back, so a call cut short resumes.
 Exits 0 when the packed run matches the source run exactly (losses, trained weights, artifact bytes, val_bpb); 1 when
 it differs but so do the two source runs (GPU nondeterminism: compare the columns); 2 when it differs and the source
 runs agree.
@@ -24,6 +25,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,24 +64,42 @@ KERNELS = re.compile(r"^(qk_prep\w*|relu2_mm\w*)\.(cubin|hsaco|json)$")
 
 
 def run(cmd: list[str], env: dict, log: Path, timeout: float) -> None:
+    """Run one stage in its own process group, so that a timeout also ends torchrun's workers."""
     print("+ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, start_new_session=True
+        )
         try:
-            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, cwd=log.parent)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise SystemExit(f"{cmd[-1]}: timed out after {timeout:.0f} s; see {log}") from None
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise SystemExit(f"{' '.join(cmd[-8:])}: timed out after {timeout:.0f} s; see {log}") from None
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"failed ({proc.returncode}), see {log}:\n{tail}")
     print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
 
 
-def stages(script: Path, code_file: Path, folder: Path, env: dict, nproc: int, timeout: float) -> dict:
-    """train (torchrun) -> quantize -> eval (torchrun) of one script in `folder`; the results."""
+def stages(script: Path, code_file: Path, folder: Path, settings: dict, nproc: int, timeout: float) -> dict:
+    """train (torchrun) -> quantize -> eval (torchrun) of one script in `folder`; the results. A run already done with
+    the same script, code file and settings is read back from its result.json (a second call resumes)."""
     folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(
+        json.dumps([script.read_bytes().hex(), code_file.read_bytes().hex(), sorted(settings.items()), nproc]).encode()
+    ).hexdigest()
+    done = folder / "result.json"
+    if done.is_file() and json.loads(done.read_text()).get("key") == key:
+        print(f"  done before: {done}", flush=True)
+        return json.loads(done.read_text())
+    for stale in ("triton", "inductor", "tmp"):
+        shutil.rmtree(folder / stale, ignore_errors=True)
     env = {
-        **env,
+        **os.environ,
+        **settings,
+        "PYTHONUNBUFFERED": "1",
         # each run compiles its own kernels (and the packed file's are compiled from the packed file's code)
         "TRITON_CACHE_DIR": str(folder / "triton"),
         "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"),
@@ -102,7 +123,8 @@ def stages(script: Path, code_file: Path, folder: Path, env: dict, nproc: int, t
     log = (folder / "train.log").read_text()
     kernels = sorted({m.group(1) for p in (folder / "triton").rglob("*") if (m := KERNELS.match(p.name))})
     unpacked = sorted(str(p) for p in (folder / "tmp").rglob("*.py"))
-    return {
+    result = {
+        "key": key,
         "weights": weights_sha256(ckpt),
         "steps": {int(s): loss for s, loss in STEP.findall(log)},
         "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
@@ -114,6 +136,8 @@ def stages(script: Path, code_file: Path, folder: Path, env: dict, nproc: int, t
         "unpacked": unpacked,
         "code_bytes": out["quantize"]["code_bytes"],
     }
+    done.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
 
 
 def weights_sha256(ckpt: Path) -> str:
@@ -159,7 +183,7 @@ def main() -> int:
     p.add_argument("--out", default="pack_gpu_out", help="working folder (checkpoints, logs, artifacts)")
     p.add_argument("--nproc", type=int, default=0, help="ranks (0: every visible GPU, 1 without CUDA)")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--stage-timeout", type=float, default=900, help="seconds per stage")
+    p.add_argument("--stage-timeout", type=float, default=500, help="seconds per stage")
     p.add_argument("--no-control", action="store_true", help="skip the second source run (the noise floor)")
     p.add_argument("env", nargs="*", help="KEY=VALUE overrides of the small configuration")
     a = p.parse_args()
@@ -185,9 +209,11 @@ def main() -> int:
     packed.write_bytes(text.encode("utf-8"))
     print(f"{SCRIPT} ({SCRIPT.stat().st_size} bytes) -> {packed} ({packed.stat().st_size} bytes, {how})")
     overrides = dict(kv.split("=", 1) for kv in a.env)
-    env = {**os.environ, **SMALL, **overrides, "SEED": str(a.seed), "PYTHONUNBUFFERED": "1"}
-    env.update(TRAIN_FILES=a.train_files, VAL_FILES=a.val_files, TOKENIZER_PATH=a.tokenizer)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    settings = {**SMALL, **overrides, "SEED": str(a.seed)}
+    settings.update(TRAIN_FILES=a.train_files, VAL_FILES=a.val_files, TOKENIZER_PATH=a.tokenizer)
+    settings.setdefault(
+        "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
+    )
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"device: {nproc}x {device}; torch {torch.__version__}; triton {triton_version}; seed {a.seed}")
 
@@ -195,7 +221,7 @@ def main() -> int:
     runs = {}
     for name, script in plan:
         print(f"== {name}: {script}", flush=True)
-        runs[name] = stages(script, packed, out / name.replace(" ", "_"), env, nproc, a.stage_timeout)
+        runs[name] = stages(script, packed, out / name.replace(" ", "_"), settings, nproc, a.stage_timeout)
     print()
     print(table(runs, {n: s.stat().st_size for n, s in plan}))
     print(f"the packed run's code ran from: {', '.join(runs['packed']['unpacked']) or 'no unpacked file (?)'}")
