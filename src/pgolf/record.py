@@ -384,7 +384,13 @@ def _readme(
         " `final_model.ptz`, reloads it from disk and scores it, as the challenge runs the script; every setting that"
         " differs from the script's defaults is set above (training, data and tokenizer paths, quantization,"
         " evaluation). The pipeline ran the same script one stage at a time (train, quantize, evaluate) with these"
-        " settings, which gives the same artifact and score.",
+        " settings, which gives the same artifact and score"
+        + (
+            "; training stops on the wall clock (`MAX_WALLCLOCK_SECONDS`), so the steps reached, and the numbers"
+            " after them, depend on the hardware's speed."
+            if float(hparams.get("MAX_WALLCLOCK_SECONDS") or 0) > 0
+            else "."
+        ),
         "",
         "## Files",
         "",
