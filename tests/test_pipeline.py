@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, job_counts, snakemake
+from conftest import REPO, env_with_venv, job_counts, snakemake
+
+from pgolf.logs import parse_log
+from pgolf.pack import ship
 
 TEST_CONFIG = REPO / ".test" / "config.yaml"
 FULL_CHAIN = {"train": 2, "quantize": 2, "evaluate": 2, "record": 1, "all": 1}
+SCRIPT_CHAIN = {"ship_script": 1, **FULL_CHAIN}  # a script edit also re-packs the shipped script
 
 
 def overlay(tmp: Path, name: str, obj: dict) -> Path:
@@ -29,6 +33,7 @@ def test_production_config_dry_run_lists_the_submission(tmp_path):
     assert job_counts(proc) == {
         "data": 1,
         "fa3": 1,
+        "ship_script": 1,
         "train": 3,
         "quantize": 3,
         "evaluate": 3,
@@ -42,8 +47,7 @@ def test_production_config_dry_run_lists_the_submission(tmp_path):
 
 
 def test_packed_script_ships_and_is_what_quantize_counts(tmp_path):
-    packed = overlay(tmp_path, "pack", {"record": {"pack_script": True}})
-    proc = snakemake(tmp_path, "-n", "-p", configs=[REPO / "config" / "config.yaml", packed])
+    proc = snakemake(tmp_path, "-n", "-p")  # the production config: packing is the default
     counts = job_counts(proc)
     assert counts["ship_script"] == 1 and counts["quantize"] == 3
     out = proc.stdout + proc.stderr
@@ -51,7 +55,12 @@ def test_packed_script_ships_and_is_what_quantize_counts(tmp_path):
     script = os.path.relpath(REPO / "src" / "pgolf" / "train_gpt.py", tmp_path)  # relative to the working folder
     assert f"pgolf pack --script {script} --out {shipped}" in out
     assert out.count(f"--code-file {shipped}") == 3  # every seed's cap check counts the packed bytes
-    assert f"--script {shipped}" in out  # and the record ships it
+    assert f"--script {shipped}" in out  # and the record ships it, with the readable source beside it
+    assert f"--human-script {REPO / 'src' / 'pgolf' / 'train_gpt.py'}" in out
+    unpacked = overlay(tmp_path, "unpacked", {"record": {"pack_script": False}})
+    out = snakemake(tmp_path, "-n", "-p", configs=[REPO / "config" / "config.yaml", unpacked]).stdout
+    assert "pgolf pack" not in out and "--human-script" not in out
+    assert out.count(f"--code-file {REPO / 'src' / 'pgolf' / 'train_gpt.py'}") == 3
 
 
 def test_pod_profile_dry_run(tmp_path):
@@ -76,7 +85,7 @@ def pipeline(tmp_path_factory):
     t0 = time.perf_counter()
     proc = snakemake(wd, configs=base)
     first_run_s = time.perf_counter() - t0
-    assert job_counts(proc) == {"data": 1, "fa3": 1, **FULL_CHAIN}
+    assert job_counts(proc) == {"data": 1, "fa3": 1, **SCRIPT_CHAIN}
     return {"wd": wd, "base": base, "script": script, "first_run_s": first_run_s}
 
 
@@ -91,12 +100,18 @@ def test_pipeline_products(pipeline):
         assert m["artifact_bytes"] == (wd / f"results/test/seed_{seed}/final_model.ptz").stat().st_size
     record = wd / "records/track_non_record_16mb/2026-01-01_pgolf_test"
     names = {p.name for p in record.iterdir()}
-    assert {"README.md", "submission.json", "train_gpt.py", "requirements.txt"} <= names
+    assert {"README.md", "submission.json", "train_gpt.py", "train_gpt_human.py", "requirements.txt"} <= names
     assert {"train_seed1.log", "train_seed2.log"} <= names
     assert not any(n.startswith(".") for n in names), names  # nothing but the record's own files
-    assert (record / "train_gpt.py").read_bytes() == pipeline["script"].read_bytes()
+    # the packed script ships, its bytes counted everywhere; the readable source beside it
+    shipped = (record / "train_gpt.py").read_bytes()
+    assert shipped == ship(pipeline["script"].read_text())[0].encode() and len(shipped) <= 30_000
+    assert (record / "train_gpt_human.py").read_bytes() == pipeline["script"].read_bytes()
     sub = json.loads((record / "submission.json").read_text())
     assert sorted(int(s) for s in sub["seeds"]) == [1, 2]
+    assert sub["bytes_code"] == len(shipped)
+    for seed in (1, 2):
+        assert f"Code size: {len(shipped)} bytes" in (record / f"train_seed{seed}.log").read_text()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     # no options: the seed rule comes from the record's track (one seed for a non-record; this record has two)
     check = subprocess.run(["pgolf", "check", str(record)], capture_output=True, text=True, env=env)
@@ -138,12 +153,37 @@ def test_script_edit_retrains_but_a_checkout_touch_does_not_on_the_pod(pipeline)
         assert job_counts(snakemake(wd, "-n", configs=base)) == {}
         # an edit re-trains, with the pod's triggers and the default ones
         script.write_bytes(original + b"\n# an edit\n")
-        assert job_counts(snakemake(wd, "-n", "--rerun-triggers", *triggers, configs=base)) == FULL_CHAIN
-        assert job_counts(snakemake(wd, "-n", configs=base)) == FULL_CHAIN
+        assert job_counts(snakemake(wd, "-n", "--rerun-triggers", *triggers, configs=base)) == SCRIPT_CHAIN
+        assert job_counts(snakemake(wd, "-n", configs=base)) == SCRIPT_CHAIN
     finally:
         script.write_bytes(original)
         os.utime(script, (st.st_atime, st.st_mtime))
     assert job_counts(snakemake(wd, "-n", configs=base)) == {}
+
+
+def test_readme_command_reproduces_the_record(pipeline):
+    """The README's reproducing command, run as written from (a copy of) the record folder: the challenge's single run
+    of the packed train_gpt.py writes the pipeline's artifact, byte for byte, and gets its score."""
+    wd = pipeline["wd"]
+    record = wd / "records/track_non_record_16mb/2026-01-01_pgolf_test"
+    copy = record.parent / "reproduce"  # at the same depth: the relative data paths hold
+    shutil.copytree(record, copy)
+    try:
+        readme = (copy / "README.md").read_text()
+        block = readme.split("## Reproducing", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+        command = block.replace("pip install -r requirements.txt\n", "")
+        assert "TRAIN_FILES=" in command and "TOKENIZER_PATH=" in command and "QUANT_KEEP_FLOAT_NUMEL=1024" in command
+        assert "EVAL_STRIDE=64" in command and "SEED=1 \\" in command
+        env = {**env_with_venv(), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(["bash", "-c", command], cwd=copy, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        seed = wd / "results/test/seed_1"
+        assert (copy / "final_model.ptz").read_bytes() == (seed / "final_model.ptz").read_bytes()
+        metrics = json.loads((seed / "metrics.json").read_text())
+        score = parse_log(proc.stdout)["score"]
+        assert score["val_bpb"] == pytest.approx(metrics["val_bpb"], abs=1e-8), (score, metrics["val_bpb"])
+    finally:
+        shutil.rmtree(copy)
 
 
 def test_stride_change_reruns_only_evaluation(pipeline, tmp_path):

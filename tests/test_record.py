@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 from pathlib import Path
@@ -605,3 +606,99 @@ def test_record_carries_the_provenance(run):
     readme = (run["out"] / "README.md").read_text()
     for text in (ENVIRONMENT["image_digest"], "FA3 step: preinstalled", "Attention backend: fa3", "NVIDIA-SMI 580"):
         assert text in readme, text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A packed train_gpt.py with its readable source; the reproducing command
+
+
+@pytest.fixture
+def packed_run(tmp_path) -> dict:
+    """Seed results whose logs count the packed form of the repository's training script."""
+    from conftest import SCRIPT as SOURCE
+
+    from pgolf.pack import ship
+
+    packed = tmp_path / "ship" / "train_gpt.py"
+    packed.parent.mkdir()
+    packed.write_bytes(ship(SOURCE.read_text())[0].encode())
+    run_dir = tmp_path / "results" / "run1"
+    dirs = [make_seed(run_dir, s, bpb, loss, packed.stat().st_size) for s, (bpb, loss) in SEEDS.items()]
+    return {"script": packed, "source": SOURCE, "dirs": dirs, "out": tmp_path / "records" / "2026-05-01_Test"}
+
+
+def test_packed_record_ships_the_readable_source_uncounted(packed_run, tmp_path):
+    run = packed_run
+    sub = build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8,
+                       human_script=run["source"])  # fmt: skip
+    out = run["out"]
+    assert (out / "train_gpt.py").read_bytes() == run["script"].read_bytes()
+    assert (out / "train_gpt_human.py").read_bytes() == run["source"].read_bytes()
+    assert sub["bytes_code"] == run["script"].stat().st_size < 30_000  # the packed bytes, not the readable ones
+    assert check_record(out, min_seeds=3) == []
+    readme = (out / "README.md").read_text()
+    assert f"its {sub['bytes_code']:,} bytes are the code bytes counted" in readme
+    assert "`train_gpt_human.py`: its readable source (with docstrings and comments), not counted" in readme
+
+    other = tmp_path / "other.py"  # a readable copy that is not the source of the packed script is refused
+    other.write_text(run["source"].read_text() + "\nX = 1\n")
+    with pytest.raises(ValueError, match="is not what `pgolf pack` makes of"):
+        build_record(tmp_path / "r2", run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8,
+                     human_script=other)  # fmt: skip
+    assert not (tmp_path / "r2").exists()
+
+
+def test_unpacked_script_gets_no_second_copy(run):
+    """A script that ships as it is (packing off, or nothing to gain) is its own readable copy."""
+    build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8, human_script=run["script"])
+    assert not (run["out"] / "train_gpt_human.py").exists()
+    assert "exactly as run" in (run["out"] / "README.md").read_text()
+
+
+def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
+    out = tmp_path / "records" / "track" / "2026-05-01_Test"
+    env = record.reproduce_env(
+        {"NUM_LAYERS": 2, "EMA_ENABLED": True},
+        out,
+        tiny_data["manifest_path"],
+        {"bits_matrix": 5, "keep_float_numel": 1024},
+        {"stride": 32, "seq_len": 128, "time_budget_s": 600},
+    )
+    assert env["NUM_LAYERS"] == "2" and env["EMA_ENABLED"] == "1"
+    assert env["QUANT_BITS_MATRIX"] == "5" and env["QUANT_KEEP_FLOAT_NUMEL"] == "1024"
+    assert env["EVAL_STRIDE"] == "32" and env["EVAL_SEQ_LEN"] == "128" and "time_budget_s" not in str(env)
+    assert env["VOCAB_SIZE"] == "1024"
+    for key, absolute in (
+        ("TRAIN_FILES", "train_glob"),
+        ("VAL_FILES", "val_glob"),
+        ("TOKENIZER_PATH", "tokenizer_path"),
+    ):
+        assert not os.path.isabs(env[key])  # relative to the record folder, where the command runs
+        assert os.path.normpath(out.resolve() / env[key]) == os.path.normpath(tiny_data[absolute])
+    cmd = record.reproduce_command(env, 2, 7)
+    assert (
+        "QUANT_BITS_MATRIX=5 \\" in cmd
+        and "SEED=7 \\" in cmd
+        and f"TRAIN_FILES={shlex.quote(env['TRAIN_FILES'])} \\" in cmd
+    )  # the shell must not expand the glob
+    with pytest.raises(ValueError, match="eval sets EVAL_STRIDE=32 but the training settings set EVAL_STRIDE=64"):
+        record.reproduce_env({"EVAL_STRIDE": 64}, out, None, None, {"stride": 32})
+
+
+def test_cli_record_with_a_packed_script_and_the_reproducing_settings(packed_run, tiny_data, tmp_path):
+    env_path = tmp_path / "environment.json"
+    env_path.write_text(json.dumps(ENVIRONMENT))
+    run = packed_run
+    argv = ["record", "--run-dir", str(run["dirs"][0].parent), "--seeds", "42", "1337", "2025"]
+    argv += ["--script", str(run["script"]), "--human-script", str(run["source"]), "--environment", str(env_path)]
+    argv += ["--settings-json", json.dumps(SETTINGS), "--hparams-json", json.dumps({"NUM_LAYERS": 11}), "--nproc", "8"]
+    argv += ["--data-manifest", tiny_data["manifest_path"], "--quantize-json", json.dumps({"bits_embed": 7})]
+    argv += ["--eval-json", json.dumps({"stride": 64, "time_budget_s": 600}), "--out", str(run["out"])]
+    assert cli(argv) == 0
+    readme = (run["out"] / "README.md").read_text()
+    block = readme.split("## Reproducing", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    assert "QUANT_BITS_EMBED=7 \\" in block and "EVAL_STRIDE=64 \\" in block and "NUM_LAYERS=11 \\" in block
+    assert "TOKENIZER_PATH=../../" in block and block.rstrip().endswith(
+        "torchrun --standalone --nproc_per_node=8 train_gpt.py"
+    )
+    assert (run["out"] / "train_gpt_human.py").is_file()

@@ -1,9 +1,20 @@
 """Pack the training script into the smaller form that ships: docstrings and comments stripped (through the AST),
 then compressed into a self-extracting script. The cap counts code bytes, so every byte saved here is a byte of model.
 
-The packed file is a valid Python program that runs the same code: it decompresses the source and executes it in its
-own module namespace, so ``__name__``, ``__file__`` (the packed file: its size is what the script reports as code
-bytes) and ``__doc__`` (the original module docstring's first line, used by the script's --help) behave as before.
+The packed file is a valid Python program that runs the same code in its own module namespace, so ``__name__``,
+``__file__`` (the packed file: its size is what the script reports as code bytes) and ``__doc__`` (the original module
+docstring's first line, used by the script's --help) behave as before. Code exec'd from a string has no source that
+``inspect`` can read, and Triton's ``@triton.jit`` (like torch.compile's tracing and error messages) reads its kernels'
+source through ``inspect``: so the packed file gives its code a real file. It writes the code to
+``<temp dir>/pgolf_<sha256 of the code>/<its own name>`` (atomically: torchrun's ranks may race; content-addressed:
+the same for every rank and every run, so Triton's and Inductor's caches stay warm), registers the same text in
+``linecache`` under that name (so ``inspect`` works even where the file cannot be written, and is never misled by a
+file someone else left there), and compiles the code under that file name. Inductor clears ``linecache`` in its
+compile workers; the real file is what ``inspect`` falls back to then.
+
+``pgolf pack`` never makes a script larger: a script that is already packed (by pgolf) or wrapped (an upstream
+record's ``exec(lzma.decompress(base64.b85decode(...)))``) is unwrapped first and packed again, and whenever the
+result would not be smaller than the input the input ships unchanged.
 """
 
 from __future__ import annotations
@@ -11,38 +22,267 @@ from __future__ import annotations
 import argparse
 import ast
 import base64
+import bz2
+import gzip
 import lzma
 import os
+import zlib
 from pathlib import Path
 
-STUB = '"""{doc}"""\nimport base64,lzma\nexec(compile(lzma.decompress(base64.b85decode("{blob}")),__file__,"exec"))\n'
+HUMAN_NAME = "train_gpt_human.py"  # the readable copy that ships beside a packed train_gpt.py in a record
+NOTE = (
+    "Packed by pgolf (pgolf pack): the code below is the readable source without its docstrings and comments,\n"
+    "lzma-compressed. In a pgolf record the readable source ships beside this file as {human} (not counted:\n"
+    "the cap counts this file's bytes). When run, this file writes the code it runs to\n"
+    "<temp dir>/pgolf_<sha256[:16] of the code>/<this file's name> and runs it from there (Triton reads source)."
+)
+STUB = (
+    "import base64,hashlib,linecache,lzma,os,tempfile\n"
+    '_c=lzma.decompress(base64.b85decode("{blob}"))\n'
+    "_f=os.path.join(tempfile.gettempdir(),'pgolf_'+hashlib.sha256(_c).hexdigest()[:16],"
+    "os.path.basename(globals().get('__file__','train_gpt.py')))\n"
+    "try:\n"
+    " with open(_f,'rb') as _h:_o=_h.read()\n"
+    "except OSError:_o=None\n"
+    "if _o!=_c:\n"
+    " try:\n"
+    "  os.makedirs(os.path.dirname(_f),exist_ok=True);_t=f'{{_f}}.{{os.getpid()}}.tmp'\n"
+    "  with open(_t,'wb') as _h:_h.write(_c)\n"
+    "  os.replace(_t,_f)\n"
+    " except OSError:pass\n"
+    "_c=_c.decode();linecache.cache[_f]=(len(_c),None,_c.splitlines(True),_f)\n"
+    "exec(compile(_c,_f,'exec'))\n"
+)
+# LZMA1 in the .lzma container: the smallest header lzma.decompress still detects by itself; pb=0 suits text.
+FILTERS = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "pb": 0}]
+
+
+def _is_str(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def _strip_strings(tree: ast.AST) -> ast.AST:
+    """Drop every statement that is a bare string constant: docstrings, and the no-op strings some scripts use as
+    comments (a string left first in a body would be written back as a multi-line docstring)."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            kept = [s for s in body if not (isinstance(s, ast.Expr) and _is_str(s.value))]
+            if len(kept) != len(body):
+                setattr(node, field, kept or [ast.Pass()])
+    return tree
+
+
+def _reindent(code: str) -> str:
+    """ast.unparse indents by 4 spaces per level and writes each statement on one line: one space per level."""
+    out = []
+    for line in code.splitlines(keepends=True):
+        n = len(line) - len(line.lstrip(" "))
+        out.append(" " * (n // 4) + line[n:])
+    return "".join(out)
 
 
 def minify(source: str) -> tuple[str, str]:
-    """(source without docstrings or comments, the module docstring's first line)."""
+    """(source without docstrings, no-op strings or comments, one space per indent level; the module docstring's
+    first line). The result is checked to parse to the same syntax tree as the source less those strings."""
     tree = ast.parse(source)
     doc = (ast.get_docstring(tree) or "").splitlines()[:1]
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree) + "\n", (doc[0] if doc else "")
+    expected = ast.dump(_strip_strings(tree))
+    code = ast.unparse(tree) + "\n"
+    short = _reindent(code)
+    if ast.dump(ast.parse(short)) != expected:  # never seen; the 4-space form is the fallback
+        short = code
+        if ast.dump(ast.parse(short)) != expected:
+            raise ValueError("ast.unparse did not round-trip this source")
+    return short, (doc[0] if doc else "")
 
 
-def pack(source: str) -> str:
-    code, doc = minify(source)
-    if '"""' in doc or "\\" in doc:
-        raise ValueError("the module docstring's first line cannot go into the packed stub (quotes or backslash)")
-    blob = base64.b85encode(lzma.compress(code.encode(), preset=9 | lzma.PRESET_EXTREME)).decode()
-    packed = STUB.format(doc=doc, blob=blob)
+_DECODERS = {
+    ("lzma", "decompress"): lzma.decompress,
+    ("zlib", "decompress"): zlib.decompress,
+    ("bz2", "decompress"): bz2.decompress,
+    ("gzip", "decompress"): gzip.decompress,
+    **{("base64", n): getattr(base64, n) for n in ("b85decode", "a85decode", "b64decode", "b32decode", "b16decode")},
+}
+
+
+class _NotConstant(Exception):
+    pass
+
+
+def _evaluate(node: ast.expr, modules: dict[str, str], names: dict[str, object]):
+    """The value of a wrapper's decoding expression: constants, the decoders above called through their modules'
+    import names, module constants (``lzma.FORMAT_RAW``), ``.decode()``, ``compile(x, ...)`` (x). Anything else (a
+    file read, a name bound to something else) raises _NotConstant."""
+
+    def ev(n):
+        return _evaluate(n, modules, names)
+
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [ev(e) for e in node.elts]
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {ev(k): ev(v) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+        if node.attr.isupper() and modules[node.value.id] == "lzma":
+            return getattr(lzma, node.attr)
+    if isinstance(node, ast.Call):
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "compile" and node.args:  # compile(source, filename, mode)
+            source = ev(node.args[0])
+            if isinstance(source, (str, bytes)):
+                return source
+            raise _NotConstant
+        args = [ev(a) for a in node.args]
+        kwargs = {k.arg: ev(k.value) for k in node.keywords if k.arg is not None}
+        if len(kwargs) != len(node.keywords):
+            raise _NotConstant
+        if isinstance(f, ast.Name) and f.id in modules and "." in modules[f.id]:  # from lzma import decompress
+            fn = _DECODERS.get(tuple(modules[f.id].split(".", 1)))
+            if fn is not None:
+                return fn(*args, **kwargs)
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in modules:
+            fn = _DECODERS.get((modules[f.value.id], f.attr))
+            if fn is not None:
+                return fn(*args, **kwargs)
+        if isinstance(f, ast.Attribute) and f.attr == "decode":
+            value = ev(f.value)
+            if isinstance(value, bytes):
+                return value.decode(*args, **kwargs)
+    raise _NotConstant
+
+
+_DECODE_ERRORS = (_NotConstant, ValueError, TypeError, lzma.LZMAError, zlib.error, OSError, EOFError)
+
+
+def _unpack_pgolf(body: list[ast.stmt]) -> str | None:
+    """The code of pgolf's own packed form (``STUB``, any blob), else None."""
+    try:
+        blob = body[1].value.args[0].args[0].value
+    except (AttributeError, IndexError):
+        return None
+    if not isinstance(blob, str) or '"' in blob or "\\" in blob:
+        return None
+    if ast.dump(ast.Module(body=body, type_ignores=[])) != ast.dump(ast.parse(STUB.format(blob=blob))):
+        return None
+    try:
+        return lzma.decompress(base64.b85decode(blob)).decode("utf-8")
+    except (ValueError, lzma.LZMAError, UnicodeDecodeError):
+        return None
+
+
+def unwrap(source: str) -> str | None:
+    """The source a self-extracting wrapper runs (pgolf's packed form, or an upstream record's
+    ``exec(lzma.decompress(base64.b85decode("...")))``), or None when ``source`` is not such a wrapper.
+
+    Besides pgolf's own form, a wrapper is a module of imports and assignments ending in one ``exec(...)`` of an
+    expression that decodes a constant. It is not unwrapped when the code it runs reads a name the wrapper binds (e.g.
+    an upstream ``__wrapper_size__``): unwrapped, that code would change."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    body = list(tree.body)
+    if ast.get_docstring(tree) is not None:
+        body = body[1:]
+    ours = _unpack_pgolf(body)
+    if ours is not None:
+        return ours
+    if not body or not isinstance(body[-1], ast.Expr):
+        return None
+    call = body[-1].value
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "exec"):
+        return None
+    if len(call.args) != 1 or call.keywords:
+        return None
+    modules: dict[str, str] = {}
+    names: dict[str, object] = {}
+    bound: set[str] = set()
+    for stmt in body[:-1]:
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
+                name = a.asname or a.name.split(".")[0]
+                modules[name] = a.name if a.asname else name
+                bound.add(name)
+        elif isinstance(stmt, ast.ImportFrom) and stmt.module and not stmt.level:
+            for a in stmt.names:
+                modules[a.asname or a.name] = f"{stmt.module}.{a.name}"
+                bound.add(a.asname or a.name)
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            name = stmt.targets[0].id
+            bound.add(name)
+            modules.pop(name, None)
+            try:
+                names[name] = _evaluate(stmt.value, modules, names)
+            except _DECODE_ERRORS:
+                names.pop(name, None)
+        else:
+            return None
+    try:
+        inner = _evaluate(call.args[0], modules, names)
+    except _DECODE_ERRORS:
+        return None
+    if isinstance(inner, bytes):
+        try:
+            inner = inner.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(inner, str):
+        return None
+    try:
+        inner_tree = ast.parse(inner)
+    except SyntaxError:
+        return None
+    used = {n.id for n in ast.walk(inner_tree) if isinstance(n, ast.Name)}
+    used |= {n.value for n in ast.walk(inner_tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    if (bound - set(modules)) & used:
+        return None
+    return inner
+
+
+def _first_doc_line(source: str) -> str:
+    lines = (ast.get_docstring(ast.parse(source)) or "").splitlines()
+    return lines[0] if lines else ""
+
+
+def _docstring(text: str) -> str:
+    if '"""' in text or "\\" in text or text.endswith('"'):
+        return repr(text)
+    return f'"""{text}"""'
+
+
+def pack(source: str, human: str = HUMAN_NAME) -> str:
+    """The packed form of ``source`` (itself unwrapped first when it is a wrapper: ``unwrap``). Raises SyntaxError
+    when the source is not valid Python."""
+    docs = [_first_doc_line(source)]
+    for _ in range(8):  # wrappers of wrappers
+        inner = unwrap(source)
+        if inner is None:
+            break
+        source = inner
+        docs.append(_first_doc_line(source))
+    code, _ = minify(source)
+    doc = next((d for d in docs if d), "")  # a wrapper's docstring (pgolf's keeps the source's first line) first
+    blob = base64.b85encode(lzma.compress(code.encode("utf-8"), format=lzma.FORMAT_ALONE, filters=FILTERS)).decode()
+    packed = _docstring(f"{doc}\n\n{NOTE.format(human=human)}\n") + "\n" + STUB.format(blob=blob)
     compile(packed, "<packed>", "exec")  # the stub itself must be valid Python
+    if unwrap(packed) != code:
+        raise AssertionError("the packed stub does not decode to the code it packs")
     return packed
+
+
+def ship(source: str, human: str = HUMAN_NAME) -> tuple[str, str]:
+    """(the text that ships, how): the packed form, or the source itself when packing would not make it smaller
+    (already packed, a small launcher, ...)."""
+    packed = pack(source, human)
+    if len(packed.encode()) < len(source.encode()):
+        return packed, "packed"
+    return source, "kept as is (packing would not make it smaller)"
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -51,15 +291,17 @@ def cmd_pack(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{src}: file not found")
     text = src.read_text(encoding="utf-8")
     try:
-        out_text = pack(text) if args.pack else text
+        out_text, how = ship(text, args.human_name) if args.pack else (text, "copied (--no-pack)")
     except SyntaxError as e:
         raise ValueError(f"{src}: not valid Python ({e.msg}, line {e.lineno})") from None
+    except ValueError as e:
+        raise ValueError(f"{src}: {e}") from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    tmp.write_text(out_text, encoding="utf-8")
+    tmp.write_bytes(out_text.encode("utf-8"))
     os.replace(tmp, out)
-    print(f"pack: {src} ({len(text.encode())} bytes) -> {out} ({len(out_text.encode())} bytes, packed={args.pack})")
+    print(f"pack: {src} ({len(text.encode())} bytes) -> {out} ({len(out_text.encode())} bytes, {how})")
     return 0
 
 
@@ -68,4 +310,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--script", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--human-name", default=HUMAN_NAME, help="the readable copy's name, for the packed docstring")
     p.set_defaults(func=cmd_pack)

@@ -1,5 +1,6 @@
 """Assemble a record folder (README.md, submission.json, train_gpt.py, per-seed logs, requirements.txt, the loss-curve
-plot ``loss_curves.png`` and any extra file the script needs).
+plot ``loss_curves.png``, the readable ``train_gpt_human.py`` beside a packed ``train_gpt.py``, and any extra file the
+script needs).
 
 The folder is built in a temporary folder beside the target, checked with ``pgolf.check.check_record``, and only then
 renamed into place; an older record folder is replaced only once the new one is complete and has passed the checks.
@@ -27,8 +28,9 @@ from pgolf.check import check_record, describe
 from pgolf.compare import compare_records, format_comparison
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
+from pgolf.pack import HUMAN_NAME, ship
 from pgolf.provenance import data_provenance, data_section, pinned_requirements
-from pgolf.stages import is_secret
+from pgolf.stages import EVAL_ENV, QUANTIZE_ENV, data_env, is_secret, section_env
 from pgolf.stats import mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
@@ -36,7 +38,7 @@ NON_RECORD_TRACK = "track_non_record_16mb"
 PLOT_NAME = "loss_curves.png"
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
 _GENERATED = re.compile(
-    r"^(README\.md|submission\.json|train_gpt\.py|requirements\.txt|loss_curves\.png|train_seed\d+\.log)$"
+    r"^(README\.md|submission\.json|train_gpt\.py|train_gpt_human\.py|requirements\.txt|loss_curves\.png|train_seed\d+\.log)$"
 )
 
 # The per-seed results table (README, report): header, metrics.json key, format.
@@ -253,6 +255,43 @@ def reproduce_command(hparams: dict, nproc: int, seed: int | None) -> str:
     return "\n".join(lines)
 
 
+def reproduce_env(
+    hparams: dict,
+    out_dir: str | os.PathLike,
+    data_manifest: str | os.PathLike | None = None,
+    quantize: dict | None = None,
+    evaluate: dict | None = None,
+) -> dict[str, str]:
+    """Every setting of the challenge's single run (train, export, reload, score) that the pipeline gave the script:
+    the training hyperparameters, the data and tokenizer paths of ``data_manifest`` (relative to the record folder
+    ``out_dir``, where the command runs), and the quantize and eval sections as the script's variables. Raises
+    ValueError when two sections set one variable to different values (one command could not reproduce both)."""
+    env = {k: _env_value(v) for k, v in hparams.items()}
+    parts = []
+    if data_manifest is not None:
+        data = data_env(data_manifest)
+        for key in ("TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH"):
+            try:
+                data[key] = os.path.relpath(data[key], Path(out_dir).resolve())
+            except ValueError:  # another drive: the absolute path
+                pass
+        parts.append(("data manifest", data))
+    if quantize:
+        parts.append(("quantize", section_env(quantize, QUANTIZE_ENV, "quantize")))
+    if evaluate:
+        section = {k: v for k, v in evaluate.items() if k != "time_budget_s"}  # the pipeline's check, not the script's
+        parts.append(("eval", section_env(section, EVAL_ENV, "eval")))
+    for what, extra in parts:
+        for key, value in extra.items():
+            if key in env and env[key] != value:
+                raise ValueError(
+                    f"{what} sets {key}={value} but the training settings set {key}={env[key]}: one reproducing"
+                    " command cannot give both"
+                )
+            env[key] = value
+    return env
+
+
 def _backends_by_seed(sub: dict) -> str | None:
     """The seeds' attention backends when they differ (e.g. FA3 on some, the SDPA fallback on others)."""
     pairs = [(seed, r.get("attention_backend")) for seed, r in sub["seed_results"].items()]
@@ -277,6 +316,7 @@ def _readme(
     nproc: int,
     comparison: dict | None,
     extra_names: list[str],
+    human: bool = False,
 ) -> str:
     """README.md text; every number comes from the metrics, settings, environment or hyperparameters."""
     n = len(seeds)
@@ -381,16 +421,36 @@ def _readme(
         "",
         "## Reproducing",
         "",
+        "From inside this folder (the data and tokenizer paths are relative to it):",
+        "",
         "```bash",
         "pip install -r requirements.txt",
         reproduce_command(hparams, nproc, seeds[0]["seed"]),
         "```",
         "",
-        f"Run it once per seed, with `SEED` set to each of: {seeds_txt}.",
+        f"Run it once per seed, with `SEED` set to each of: {seeds_txt}. It trains, writes the artifact"
+        " `final_model.ptz`, reloads it from disk and scores it, as the challenge runs the script; every setting that"
+        " differs from the script's defaults is set above (training, data and tokenizer paths, quantization,"
+        " evaluation). The pipeline ran the same script one stage at a time (train, quantize, evaluate) with these"
+        " settings, which gives the same artifact and score"
+        + (
+            "; training stops on the wall clock (`MAX_WALLCLOCK_SECONDS`), so the steps reached, and the numbers"
+            " after them, depend on the hardware's speed."
+            if float(hparams.get("MAX_WALLCLOCK_SECONDS") or 0) > 0
+            else "."
+        ),
         "",
         "## Files",
         "",
-        "- `train_gpt.py`: the training, quantization and evaluation script, exactly as run",
+        (
+            f"- `train_gpt.py`: the training, quantization and evaluation script, packed (minified and compressed,"
+            f" self-extracting): its {_cell(sub['bytes_code'], ',')} bytes are the code bytes counted"
+            f"\n- `{HUMAN_NAME}`: its readable source (with docstrings and comments), not counted and not needed to"
+            " run: `train_gpt.py` is this file without docstrings and comments, as `pgolf pack` writes it, and runs"
+            " the same (same losses, same artifact); the pipeline ran this source, one stage at a time"
+            if human
+            else "- `train_gpt.py`: the training, quantization and evaluation script, exactly as run"
+        ),
         "- "
         + ", ".join(f"`train_seed{s['seed']}.log`" for s in seeds)
         + (
@@ -524,8 +584,14 @@ def build_record(
     report_dir: str | os.PathLike | None = None,
     expected_configs: dict | None = None,
     data_manifest: str | os.PathLike | None = None,
+    human_script: str | os.PathLike | None = None,
 ) -> dict:
     """Write the record folder ``out_dir`` from per-seed result folders; returns the submission.json contents.
+
+    ``hparams`` are the settings of the README's reproducing command (``reproduce_env``). With ``human_script`` (the
+    readable source of a packed ``script``), the folder also gets it as ``train_gpt_human.py``; ``script`` must then be
+    exactly what ``pgolf pack`` makes of it, or ValueError. When the two are the same bytes (packing would not shrink
+    the script) no copy is added.
 
     ``settings["extra_files"]`` (paths) are copied into the folder under their own names (files or folders the script
     needs). With ``report_dir``, the loss-curve plot and the per-seed table (``seed_results.html``/``.csv``) are also
@@ -543,6 +609,14 @@ def build_record(
     script = Path(script)
     if not script.is_file():
         raise FileNotFoundError(f"{script}: file not found")
+    human = Path(human_script) if human_script is not None else None
+    if human is not None:
+        if not human.is_file():
+            raise FileNotFoundError(f"{human}: file not found")
+        if human.read_bytes() == script.read_bytes():
+            human = None
+        elif ship(human.read_text(encoding="utf-8"))[0].encode("utf-8") != script.read_bytes():
+            raise ValueError(f"{script} is not what `pgolf pack` makes of {human}: the readable copy would not match")
     verify_seed_files(seeds, script, expected_configs)
     environment = dict(environment or {})
     hparams = {k: v for k, v in (hparams or {}).items() if not is_secret(k)}  # never publish credentials
@@ -564,6 +638,8 @@ def build_record(
         shutil.copyfile(script, tmp / "train_gpt.py")
         if sha256_file(tmp / "train_gpt.py") != sha256_file(script):
             raise RuntimeError(f"copy of {script} differs from the original")
+        if human is not None:
+            shutil.copyfile(human, tmp / HUMAN_NAME)
         for s in seeds:
             write_bytes(tmp / f"train_seed{s['seed']}.log", s["log"])
         for path in extras:
@@ -593,7 +669,8 @@ def build_record(
             }
             sub["p_value"] = comparison["p_value"]
         write_json(tmp / "submission.json", sub)
-        readme = _readme(sub, settings, environment, seeds, hparams, nproc, comparison, [p.name for p in extras])
+        extra_names = [p.name for p in extras]
+        readme = _readme(sub, settings, environment, seeds, hparams, nproc, comparison, extra_names, human is not None)
         write_text(tmp / "README.md", readme)
 
         problems = check_record(
@@ -635,17 +712,26 @@ def _json_arg(value: str) -> dict:
 
 def _cmd_record(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
+    hparams = reproduce_env(
+        _json_arg(args.hparams_json),
+        args.out,
+        # the staged script reads these paths; an upstream script reads DATA_PATH (run-upstream's links)
+        args.data_manifest if (args.quantize_json or args.eval_json) else None,
+        _json_arg(args.quantize_json) if args.quantize_json else None,
+        _json_arg(args.eval_json) if args.eval_json else None,
+    )
     sub = build_record(
         args.out,
         [run_dir / f"seed_{s}" for s in args.seeds],
         Path(args.script),
         read_json(args.environment),
         _json_arg(args.settings_json),
-        _json_arg(args.hparams_json),
+        hparams,
         args.nproc,
         report_dir=args.report_dir,
         expected_configs=_json_arg(args.expect_configs) if args.expect_configs else None,
         data_manifest=args.data_manifest,
+        human_script=args.human_script,
     )
     print(f"wrote {args.out}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']}, bytes_total {sub['bytes_total']}")
     return 0
@@ -657,14 +743,21 @@ def register(subparsers) -> None:
     p.add_argument("--run-dir", required=True, help="results/<run>, holding seed_<N>/ folders")
     p.add_argument("--seeds", required=True, nargs="+", type=int)
     p.add_argument("--script", required=True, help="the training script (becomes train_gpt.py)")
+    p.add_argument("--human-script", help=f"the readable source of a packed --script (shipped as {HUMAN_NAME})")
     p.add_argument("--environment", required=True, help="environment JSON file")
     p.add_argument("--settings-json", required=True, help="record settings: a JSON object or a JSON file")
     p.add_argument("--hparams-json", required=True, help="hyperparameters (env var -> value): JSON object or file")
     p.add_argument("--nproc", required=True, type=int, help="processes per node the training ran with")
+    p.add_argument("--quantize-json", help="the config's quantize section (JSON): into the reproducing command")
+    p.add_argument("--eval-json", help="the config's eval section (JSON): into the reproducing command")
     p.add_argument("--out", required=True, help="the record folder to write")
     p.add_argument("--report-dir", help="also write the loss-curve plot and the per-seed table (HTML, CSV) here")
     p.add_argument(
         "--expect-configs", help="JSON {section: digest}: every seed must have run under these (stages.config_digest)"
     )
-    p.add_argument("--data-manifest", help="the data set's manifest.json: its provenance goes into the record")
+    p.add_argument(
+        "--data-manifest",
+        help="the data set's manifest.json: its provenance goes into the record (and, staged, its paths into the README's"
+        " reproducing command)",
+    )
     p.set_defaults(func=_cmd_record)

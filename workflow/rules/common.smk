@@ -48,7 +48,7 @@ if _PROBLEMS:
 TRAIN_MODE = config["train"].get("mode", "staged")
 UPSTREAM = TRAIN_MODE == "upstream"
 # the script that ships in the record and whose bytes count toward the cap: packed when record.pack_script is on
-PACK_SCRIPT = bool(config["record"].get("pack_script", False)) and not UPSTREAM
+PACK_SCRIPT = bool(config["record"].get("pack_script", True)) and not UPSTREAM
 SHIPPED = f"{OUT}/ship/train_gpt.py" if PACK_SCRIPT else SCRIPT
 TRAIN_SECTION = {k: v for k, v in config["train"].items() if k != "mode"}
 # The per-seed logs that make up a record's train_seed<N>.log, in order.
@@ -98,6 +98,21 @@ if RECORD_SETTINGS.get("extra_files"):
 TRAIN_ENV = train_env(
     {"env": config["train"].get("env")} if UPSTREAM else TRAIN_SECTION
 )
+
+
+def record_staged_args(input):
+    """The record rule's options beyond the upstream mode's: the readable source of a packed script, and what the
+    README's reproducing command needs from the data, quantize and eval sections (staged mode only).
+    """
+    import shlex
+
+    args = []
+    if input.human:
+        args += ["--human-script", input.human]
+    if not UPSTREAM:
+        args += ["--quantize-json", as_json(config["quantize"])]
+        args += ["--eval-json", as_json(config["eval"])]
+    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def data_command():

@@ -24,6 +24,8 @@ rule record:
         environment=rules.fa3.output.environment,
         data=DATA_MANIFEST,
         script=SHIPPED,
+        # the readable source beside a packed train_gpt.py (train_gpt_human.py)
+        human=SCRIPT if PACK_SCRIPT else [],
         extra=RECORD_SETTINGS.get("extra_files") or [],
     output:
         # the folder's files, not directory(): Snakemake would leave its .snakemake_timestamp in the record
@@ -53,11 +55,12 @@ rule record:
         configs=as_json(EXPECTED_CONFIGS),
         seeds=" ".join(str(s) for s in SEEDS),
         nproc=NPROC,
+        staged=lambda wildcards, input: record_staged_args(input),
         run_dir=lambda wildcards, input: str(Path(input.environment).parents[1]),
         report_dir=lambda wildcards, output: str(Path(output.curves).parent),
         record_dir=lambda wildcards, output: str(Path(output.submission).parent),
     shell:
         "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
         " --environment {input.environment} --data-manifest {input.data} --settings-json {params.settings:q}"
-        " --hparams-json {params.hparams:q} --nproc {params.nproc} --out {params.record_dir}"
+        " --hparams-json {params.hparams:q} --nproc {params.nproc} {params.staged} --out {params.record_dir}"
         " --report-dir {params.report_dir} --expect-configs {params.configs:q} > {log} 2>&1 && touch {output.done}"
