@@ -757,7 +757,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--data-manifest",
-        help="the data set's manifest.json: its provenance goes into the record (and, staged, its paths into the README's"
-        " reproducing command)",
+        help="the data set's manifest.json: its provenance goes into the record (and, staged, its paths into the"
+        " README's reproducing command)",
     )
     p.set_defaults(func=_cmd_record)
