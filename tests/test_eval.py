@@ -124,7 +124,7 @@ def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp
         "--metrics",
         str(tmp_path / "m.json"),
     ]
-    env = {"stride": 64, "seq_len": 128}
+    env = {"eval_stride": 64, "eval_seq_len": 128}
     assert pgolf([*common, "--eval-json", json.dumps({**env, "time_budget_s": 0.001})]) == 2
     assert "over the 0 s budget" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()

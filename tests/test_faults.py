@@ -124,20 +124,20 @@ def quantize(repo: Path, seed: int, section: dict, out: Path, code_file: Path | 
 # every key of the quantize section: (settings for both runs, the change); level acts on zstd only, gptq_block (the
 # lazy-batch width of GPTQ, the same rounding in exact arithmetic) only on speed, so its effect is the summary's record
 QUANTIZE_CHANGES = {
-    "bits_matrix": ({}, 5),
-    "bits_mlp": ({}, 4),
-    "bits_embed": ({}, 7),
-    "keep_float_numel": ({}, 4096),
-    "clip_search": ({}, False),
+    "quant_bits_matrix": ({}, 5),
+    "quant_bits_mlp": ({}, 4),
+    "quant_bits_embed": ({}, 7),
+    "quant_keep_float_numel": ({}, 4096),
+    "quant_clip_search": ({}, False),
     "gptq": ({}, False),
     "gptq_damp": ({}, 0.5),
     "compressor": ({}, "xz"),
-    "layout": ({}, "packed"),
-    "level": ({"compressor": "zstd"}, 3),
-    "chunk": ({}, 4096),
+    "quant_layout": ({}, "packed"),
+    "compress_level": ({"compressor": "zstd"}, 3),
+    "compress_chunk": ({}, 4096),
 }
 SETTINGS_ONLY = {"gptq_block": 16}
-OVER_CAP = ("fit_mlp_bits", "prune_max_frac", "enforce_cap")  # act only over the cap: below
+OVER_CAP = ("quant_fit_mlp_bits", "prune_max_frac", "enforce_cap")  # act only over the cap: below
 
 
 def test_every_quantize_key_changes_the_artifact(base, tmp_path):
@@ -159,27 +159,27 @@ def test_every_quantize_key_changes_the_artifact(base, tmp_path):
         proc, got, got_sha = run(key, {**cfg, **context, key: value})
         assert proc.returncode == 0, (key, proc.stdout[-2000:] + proc.stderr)
         assert got_sha != ref_sha, f"quantize.{key}={value!r} did not change the artifact"
-        if key == "bits_matrix":
+        if key == "quant_bits_matrix":
             assert ref["quant_tag"].startswith("int6_") and got["quant_tag"].startswith("int5_")
     for key, value in SETTINGS_ONLY.items():
         proc, got, _ = run(key, {**cfg, key: value})
-        assert proc.returncode == 0 and got["knobs"][QUANTIZE_ENV[key].lower()] == value
+        assert proc.returncode == 0 and got["knobs"][key] == value
 
     # over the cap (a code file that leaves the model 3 kB too few): the MLP first drops to fit_mlp_bits, then pruning
-    over = {**cfg, "compressor": "xz", "layout": "plain", "enforce_cap": True, "prune_max_frac": 0.5}
+    over = {**cfg, "compressor": "xz", "quant_layout": "plain", "enforce_cap": True, "prune_max_frac": 0.5}
     proc, plain, _ = run("plain", over)
     code = tmp_path / "code.py"
     code.write_bytes(b"#" * (16_000_000 - plain["artifact_bytes"] + 3_000))
     proc, fit, _ = run("fit", over, code)
     assert proc.returncode == 0 and fit["groups"]["mlp"]["bits"] == 5 and fit["prune_frac"] == 0.0
-    proc, pruned, _ = run("fit_mlp_bits", {**over, "fit_mlp_bits": 0}, code)  # no int5 fit: pruning instead
+    proc, pruned, _ = run("quant_fit_mlp_bits", {**over, "quant_fit_mlp_bits": 0}, code)  # no int5 fit: pruning instead
     assert proc.returncode == 0 and pruned["groups"]["mlp"]["bits"] == 6 and pruned["prune_frac"] > 0
-    proc, _, _ = run("prune_max_frac", {**over, "fit_mlp_bits": 0, "prune_max_frac": 0.0001}, code)
+    proc, _, _ = run("prune_max_frac", {**over, "quant_fit_mlp_bits": 0, "prune_max_frac": 0.0001}, code)
     assert proc.returncode != 0 and "PRUNE_MAX_FRAC=0.0001" in proc.stdout + proc.stderr  # too little allowed
-    proc, _, _ = run("enforced", {**over, "fit_mlp_bits": 0, "prune_max_frac": 0.0}, code)
+    proc, _, _ = run("enforced", {**over, "quant_fit_mlp_bits": 0, "prune_max_frac": 0.0}, code)
     assert proc.returncode != 0 and "artifact over the cap" in proc.stdout + proc.stderr
     proc, unenforced, _ = run(
-        "enforce_cap", {**over, "fit_mlp_bits": 0, "prune_max_frac": 0.0, "enforce_cap": False}, code
+        "enforce_cap", {**over, "quant_fit_mlp_bits": 0, "prune_max_frac": 0.0, "enforce_cap": False}, code
     )
     assert proc.returncode == 0 and unenforced["bytes_total"] > 16_000_000  # written, and flagged in the log
     assert "WARNING: artifact over the cap" in (tmp_path / "enforce_cap" / "q.log").read_text()
@@ -202,7 +202,7 @@ def test_every_eval_key_changes_what_evaluate_produces(base, tmp_path):
     from pgolf.stages import EVAL_ENV
 
     section = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())["eval"]
-    changes = {"stride": 32, "seq_len": 64, "batch_seqs": 3, "val_tokens_limit": 4000}
+    changes = {"eval_stride": 32, "eval_seq_len": 64, "eval_batch_seqs": 3, "val_tokens_limit": 4000}
     assert set(changes) == set(EVAL_ENV)
     (tmp_path / "ref").mkdir()
     proc, ref = evaluate(base, 1, section, tmp_path / "ref")
@@ -211,7 +211,7 @@ def test_every_eval_key_changes_what_evaluate_produces(base, tmp_path):
         (tmp_path / key).mkdir()
         proc, got = evaluate(base, 1, {**section, key: value}, tmp_path / key)
         assert proc.returncode == 0, (key, proc.stderr[-2000:])
-        if key == "batch_seqs":  # how many windows go through the model at once: the score stays, the summary says
+        if key == "eval_batch_seqs":  # how many windows go through the model at once: the score stays, the summary says
             assert got["eval_batch_seqs"] == 3 and abs(got["val_bpb"] - ref["val_bpb"]) < 1e-6
         else:
             assert got["val_bpb"] != ref["val_bpb"], f"eval.{key}={value!r} did not change the score"
@@ -221,14 +221,14 @@ def test_every_eval_key_changes_what_evaluate_produces(base, tmp_path):
     assert proc.returncode != 0 and "over the" in proc.stderr and got is None
     # a window longer than the validation split: refused, naming the key
     (tmp_path / "long").mkdir()
-    proc, _ = evaluate(base, 1, {**section, "seq_len": 4096, "val_tokens_limit": 1000}, tmp_path / "long")
+    proc, _ = evaluate(base, 1, {**section, "eval_seq_len": 4096, "val_tokens_limit": 1000}, tmp_path / "long")
     assert proc.returncode != 0 and "EVAL_SEQ_LEN=4096 is longer than the validation split" in proc.stdout
 
 
 def test_bits_matrix_changes_the_staged_pipeline_s_record(repo, tmp_path):
     before = json.loads((repo / RECORD / "submission.json").read_text())
     assert before["quant_tag"].startswith("int6_")
-    q = overlay(tmp_path, "q", {"quantize": {"bits_matrix": 4}})
+    q = overlay(tmp_path, "q", {"quantize": {"quant_bits_matrix": 4}})
     proc = snake(repo, configs=[q])
     assert job_counts(proc) == {"quantize": 2, "evaluate": 2, "record": 1, "all": 1}
     after = json.loads((repo / RECORD / "submission.json").read_text())
@@ -323,7 +323,7 @@ def test_a_checkpoint_of_an_earlier_config_is_never_quantized(repo, tmp_path):
     assert proc.returncode != 0
     log = (repo / "logs/test/seed_1/quantize.log").read_text()
     assert "made with another train configuration" in log and "iterations: 12 -> 13" in log
-    e = overlay(tmp_path, "e", {"eval": {"stride": 32}})
+    e = overlay(tmp_path, "e", {"eval": {"eval_stride": 32}})
     proc = snake(repo, "--rerun-triggers", "mtime", "--forcerun", "record", configs=[e], check=False)
     assert proc.returncode != 0
     assert "ran under another eval configuration" in (repo / "logs/test/record.log").read_text()
@@ -347,6 +347,12 @@ def test_secrets_in_train_env_are_never_published(base, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = "".join(p.read_text(errors="replace") for p in out.iterdir() if p.suffix in (".md", ".json", ".log"))
     assert "NUM_LAYERS" in text and "hf_s3cr3t" not in text and "k3y" not in text
+    from pgolf.stages import is_secret
+
+    assert [n for n in ("TOKENIZER_PATH", "VAL_TOKENS_LIMIT", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY") if is_secret(n)] == [
+        "HF_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------

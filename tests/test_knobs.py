@@ -41,8 +41,9 @@ def test_the_train_section_is_the_train_and_runtime_knobs(H):
 @pytest.mark.parametrize(("section", "mapping"), [("quantize", QUANTIZE_ENV), ("eval", EVAL_ENV)])
 def test_the_quantize_and_eval_sections_reach_exactly_their_stage_s_knobs(H, section, mapping):
     assert {v.lower() for v in mapping.values()} == set(H.knobs(section))
+    assert all(v == k.upper() for k, v in mapping.items())  # the config key is the script's name
     schema = set(SCHEMA[section]["properties"]) - {"time_budget_s"}
-    assert schema == set(mapping)
+    assert schema == set(mapping) == set(H.knobs(section))
 
 
 def test_schema_defaults_and_types_agree_with_the_script(H):

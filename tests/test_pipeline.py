@@ -69,7 +69,7 @@ def test_pod_profile_dry_run(tmp_path):
 
 
 def test_bad_config_is_rejected_with_the_key(tmp_path):
-    bad = overlay(tmp_path, "bad", {"eval": {"stride": "sixty-four"}})
+    bad = overlay(tmp_path, "bad", {"eval": {"eval_stride": "sixty-four"}})
     proc = snakemake(tmp_path, "-n", configs=[bad], check=False)
     assert proc.returncode != 0
     assert "stride" in proc.stdout + proc.stderr and "sixty-four" in proc.stdout + proc.stderr
@@ -123,7 +123,7 @@ def test_same_command_again_does_nothing(pipeline):
 
 
 def test_quantization_change_never_retrains(pipeline, tmp_path):
-    q = overlay(tmp_path, "q", {"quantize": {"bits_matrix": 5}})
+    q = overlay(tmp_path, "q", {"quantize": {"quant_bits_matrix": 5}})
     counts = job_counts(snakemake(pipeline["wd"], "-n", configs=[*pipeline["base"], q]))
     assert counts == {"quantize": 2, "evaluate": 2, "record": 1, "all": 1}
 
@@ -188,7 +188,7 @@ def test_readme_command_reproduces_the_record(pipeline):
 
 def test_stride_change_reruns_only_evaluation(pipeline, tmp_path):
     """Runs for real (last in this module: it changes the results)."""
-    s = overlay(tmp_path, "s", {"eval": {"stride": 32}})
+    s = overlay(tmp_path, "s", {"eval": {"eval_stride": 32}})
     configs = [*pipeline["base"], s]
     assert job_counts(snakemake(pipeline["wd"], "-n", configs=configs)) == {"evaluate": 2, "record": 1, "all": 1}
     proc = snakemake(pipeline["wd"], configs=configs)

@@ -661,8 +661,8 @@ def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
         {"NUM_LAYERS": 2, "EMA_ENABLED": True},
         out,
         tiny_data["manifest_path"],
-        {"bits_matrix": 5, "keep_float_numel": 1024},
-        {"stride": 32, "seq_len": 128, "time_budget_s": 600},
+        {"quant_bits_matrix": 5, "quant_keep_float_numel": 1024},
+        {"eval_stride": 32, "eval_seq_len": 128, "time_budget_s": 600},
     )
     assert env["NUM_LAYERS"] == "2" and env["EMA_ENABLED"] == "1"
     assert env["QUANT_BITS_MATRIX"] == "5" and env["QUANT_KEEP_FLOAT_NUMEL"] == "1024"
@@ -682,7 +682,7 @@ def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
         and f"TRAIN_FILES={shlex.quote(env['TRAIN_FILES'])} \\" in cmd
     )  # the shell must not expand the glob
     with pytest.raises(ValueError, match="eval sets EVAL_STRIDE=32 but the training settings set EVAL_STRIDE=64"):
-        record.reproduce_env({"EVAL_STRIDE": 64}, out, None, None, {"stride": 32})
+        record.reproduce_env({"EVAL_STRIDE": 64}, out, None, None, {"eval_stride": 32})
 
 
 def test_cli_record_with_a_packed_script_and_the_reproducing_settings(packed_run, tiny_data, tmp_path):
@@ -692,8 +692,8 @@ def test_cli_record_with_a_packed_script_and_the_reproducing_settings(packed_run
     argv = ["record", "--run-dir", str(run["dirs"][0].parent), "--seeds", "42", "1337", "2025"]
     argv += ["--script", str(run["script"]), "--human-script", str(run["source"]), "--environment", str(env_path)]
     argv += ["--settings-json", json.dumps(SETTINGS), "--hparams-json", json.dumps({"NUM_LAYERS": 11}), "--nproc", "8"]
-    argv += ["--data-manifest", tiny_data["manifest_path"], "--quantize-json", json.dumps({"bits_embed": 7})]
-    argv += ["--eval-json", json.dumps({"stride": 64, "time_budget_s": 600}), "--out", str(run["out"])]
+    argv += ["--data-manifest", tiny_data["manifest_path"], "--quantize-json", json.dumps({"quant_bits_embed": 7})]
+    argv += ["--eval-json", json.dumps({"eval_stride": 64, "time_budget_s": 600}), "--out", str(run["out"])]
     assert cli(argv) == 0
     readme = (run["out"] / "README.md").read_text()
     block = readme.split("## Reproducing", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]

@@ -16,30 +16,28 @@ from pgolf import EVAL_BUDGET_S, fa3, fsio, procs
 from pgolf.data import verify_manifest
 from pgolf.logs import progress_line
 
-# config key (pipeline) -> environment variable (training script), for the quantize and eval sections
-QUANTIZE_ENV = {
-    "bits_matrix": "QUANT_BITS_MATRIX",
-    "bits_embed": "QUANT_BITS_EMBED",
-    "keep_float_numel": "QUANT_KEEP_FLOAT_NUMEL",
-    "bits_mlp": "QUANT_BITS_MLP",
-    "clip_search": "QUANT_CLIP_SEARCH",
-    "gptq": "GPTQ",
-    "gptq_block": "GPTQ_BLOCK",
-    "gptq_damp": "GPTQ_DAMP",
-    "compressor": "COMPRESSOR",
-    "layout": "QUANT_LAYOUT",
-    "level": "COMPRESS_LEVEL",
-    "chunk": "COMPRESS_CHUNK",
-    "fit_mlp_bits": "QUANT_FIT_MLP_BITS",
-    "prune_max_frac": "PRUNE_MAX_FRAC",
-    "enforce_cap": "ENFORCE_CAP",
-}
-EVAL_ENV = {
-    "stride": "EVAL_STRIDE",
-    "seq_len": "EVAL_SEQ_LEN",
-    "batch_seqs": "EVAL_BATCH_SEQS",
-    "val_tokens_limit": "VAL_TOKENS_LIMIT",
-}
+# The quantize and eval sections: each key is one of the script's knobs of that stage, its environment variable the
+# key upper-cased (tests/test_knobs.py checks both against the script's Hyperparameters table).
+QUANTIZE_KEYS = (
+    "quant_bits_matrix",
+    "quant_bits_mlp",
+    "quant_bits_embed",
+    "quant_keep_float_numel",
+    "quant_clip_search",
+    "gptq",
+    "gptq_block",
+    "gptq_damp",
+    "compressor",
+    "quant_layout",
+    "compress_level",
+    "compress_chunk",
+    "quant_fit_mlp_bits",
+    "prune_max_frac",
+    "enforce_cap",
+)
+EVAL_KEYS = ("eval_stride", "eval_seq_len", "eval_batch_seqs", "val_tokens_limit")
+QUANTIZE_ENV = {k: k.upper() for k in QUANTIZE_KEYS}
+EVAL_ENV = {k: k.upper() for k in EVAL_KEYS}
 
 
 # Snakemake sets each of these to the job's thread count; the ranks of a job must share them.
@@ -53,14 +51,13 @@ THREAD_VARS = (
 )
 
 
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+SECRET_WORDS = {"TOKEN", "KEY", "APIKEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIALS", "AUTH"}
 
 
 def is_secret(name: str) -> bool:
-    """Whether an environment variable's name looks like a credential (HF_TOKEN, WANDB_API_KEY, ...): such values
-    are never written to a log or a record."""
-    upper = name.upper()
-    return any(word in upper for word in SECRET_WORDS)
+    """Whether an environment variable's name looks like a credential (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY,
+    ...): such values are never written to a log or a record. Whole words only: TOKENIZER_PATH is not one."""
+    return bool(SECRET_WORDS & set(name.upper().replace("-", "_").split("_")))
 
 
 def env_value(value) -> str:
