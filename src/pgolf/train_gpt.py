@@ -475,69 +475,9 @@ def target_bytes(tokens: np.ndarray, luts) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Model
-
-
-def fake_quant_rows(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-row quantize-dequantize (the export's rounding), used for QAT."""
-    qmax = 2 ** (bits - 1) - 1
-    scale = w.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
-    return (w / scale).round().clamp(-qmax, qmax) * scale
-
-
-class CastedLinear(nn.Linear):
-    """Linear layer kept in fp32, cast to the activation dtype; with QAT on, the forward sees the quantized weight
-    (straight-through). The switch is a buffer, so torch.compile cannot constant-fold it away."""
-
-    def __init__(self, fan_in: int, fan_out: int, qat_bits: int = 0):
-        super().__init__(fan_in, fan_out, bias=False)
-        self.qat_bits = qat_bits
-        self.register_buffer("qat_on", torch.zeros(()), persistent=False)
-
-    def effective_weight(self) -> torch.Tensor:
-        w = self.weight
-        if self.qat_bits:
-            w = w + self.qat_on * (fake_quant_rows(w, self.qat_bits) - w).detach()
-        return w
-
-    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.effective_weight()
-        if out_scale is not None:  # diag(s) W x == s * (W x), but s's gradient is a weight-sized, not a token, sum
-            w = w * out_scale[:, None]
-        return F.linear(x, w.to(x.dtype))
-
-
-class Rotary(nn.Module):
-    """RoPE on the first `dims` of each head; NTK-aware base scaling when run beyond the training length."""
-
-    def __init__(self, dims: int, base: float, train_seq_len: int):
-        super().__init__()
-        self.dims, self.base, self.train_seq_len = dims, base, train_seq_len
-        cos, sin = self.table(train_seq_len, "cpu")  # up to the training length the table is computed once
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-
-    def table(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        base = self.base
-        if seq_len > self.train_seq_len and self.dims > 2:
-            base = base * (seq_len / self.train_seq_len) ** (self.dims / (self.dims - 2))
-        inv = 1.0 / base ** (torch.arange(0, self.dims, 2, dtype=torch.float32, device=device) / self.dims)
-        f = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv)
-        return f.cos()[None, :, None, :], f.sin()[None, :, None, :]
-
-    def forward(self, seq_len: int, device, dtype):
-        if seq_len > self.train_seq_len:
-            cos, sin = self.table(seq_len, device)
-        else:
-            cos, sin = self.cos[:, :seq_len], self.sin[:, :seq_len]
-        return cos.to(dtype), sin.to(dtype)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: int) -> torch.Tensor:
-    rot, rest = x[..., :dims], x[..., dims:]
-    a, b = rot[..., : dims // 2], rot[..., dims // 2 :]
-    rot = torch.cat((a * cos + b * sin, b * cos - a * sin), dim=-1)
-    return torch.cat((rot, rest), dim=-1)
+# Kernels: the fused Triton passes and the FlashAttention 4 entry points, as torch custom ops (opaque to
+# torch.compile, with fake shapes and their own backward). Off CUDA, or without Triton, the model runs the plain
+# torch code beside each (qk_prep_plain, the unfused MLP); tests check each op against it.
 
 
 # q/k preparation as one pass (CUDA, Triton): the fused q|k|v projection output -> RMS-normed, RoPE'd q (times
@@ -736,9 +676,6 @@ def _qk_prep_backward(ctx, dq, dk, dv):
 qk_prep.register_autograd(_qk_prep_backward, setup_context=_qk_prep_setup)
 
 
-SDPA_ONLY = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "sdpa_efficient": "mem_efficient"}
-
-
 # FA4's own autograd.Function is not traceable by torch.compile; as custom ops (forward and backward, causal,
 # contiguous (B, T, H, D) bf16, GQA native) it is opaque to the compiler, whose fake implementations give the shapes.
 @torch.library.custom_op("pgolf::fa4_fwd", mutates_args=())
@@ -777,94 +714,6 @@ def _fa4_backward(ctx, dout, dlse):
 
 
 fa4_fwd.register_autograd(_fa4_backward, setup_context=_fa4_setup)
-
-
-def fa4_usable(rt: Runtime) -> bool:
-    return fa4_fwd_kernel is not None and rt.cuda and torch.cuda.get_device_capability(rt.device)[0] >= 9
-
-
-def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
-    """auto: fa3 when importable on CUDA, else fa4 when importable on a Hopper or newer GPU, else PyTorch SDPA.
-    `sdpa` lets PyTorch pick its kernel (GQA native); sdpa_flash / sdpa_cudnn / sdpa_efficient allow only that
-    kernel (plus the math fallback) on expanded KV heads. FA4 is ahead of SDPA on the H100 (benchmarks/NOTES.md)."""
-    if args.attn_backend == "fa3" or (args.attn_backend == "auto" and rt.cuda and fa3_attn is not None):
-        if fa3_attn is None or not rt.cuda:
-            raise SystemExit("ATTN_BACKEND=fa3 but flash_attn_interface is not importable on a CUDA device")
-        return "fa3"
-    if args.attn_backend == "fa4" or (args.attn_backend == "auto" and fa4_usable(rt)):
-        if not fa4_usable(rt):
-            raise SystemExit(
-                "ATTN_BACKEND=fa4 but flash_attn.cute (flash-attn-4) is not importable on a CUDA device "
-                "of compute capability 9.0 or newer"
-            )
-        return "fa4"
-    if args.attn_backend in SDPA_ONLY:
-        for kernel in SDPA_ONLY.values():
-            getattr(torch.backends.cuda, f"enable_{kernel}_sdp")(kernel == SDPA_ONLY[args.attn_backend])
-        return args.attn_backend
-    if args.attn_backend not in ("auto", "sdpa"):
-        raise SystemExit(
-            f"ATTN_BACKEND={args.attn_backend!r}: expected auto, fa3, fa4, sdpa or one of {sorted(SDPA_ONLY)}"
-        )
-    return "sdpa"
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
-    """Causal attention of (B, T, H, D) queries over (B, T, KV, D) keys and values (H a multiple of KV), by backend."""
-    if backend == "fa3":
-        y = fa3_attn(q, k, v, causal=True)
-        return y[0] if isinstance(y, tuple) else y
-    if backend == "fa4":
-        return fa4_fwd(q.contiguous(), k.contiguous(), v.contiguous())[0]
-    q = q.transpose(1, 2)
-    if backend == "sdpa":
-        gqa = k.shape[2] != q.shape[1]
-        return F.scaled_dot_product_attention(
-            q, k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=gqa
-        ).transpose(1, 2)
-    rep = q.shape[1] // k.shape[2]
-    k, v = (t.repeat_interleave(rep, dim=2).transpose(1, 2) for t in (k, v))
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
-
-
-class Attention(nn.Module):
-    def __init__(self, args: Hyperparameters, xsa: bool, backend: str):
-        super().__init__()
-        d, h, kv = args.model_dim, args.num_heads, args.num_kv_heads
-        if d % h or h % kv:
-            raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: heads must divide dim and kv heads")
-        self.h, self.kv, self.hd = h, kv, d // h
-        qb = args.qat_bits if args.late_qat else 0
-        self.c_q, self.c_k, self.c_v = (
-            CastedLinear(d, d, qb),
-            CastedLinear(d, kv * self.hd, qb),
-            CastedLinear(d, kv * self.hd, qb),
-        )
-        self.proj = CastedLinear(d, d, qb)
-        self.proj.out_proj = True
-        self.q_gain = nn.Parameter(torch.full((h,), args.qk_gain_init))
-        self.rope_dims = min(args.rope_dims, self.hd)
-        self.rotary = Rotary(self.rope_dims, args.rope_base, args.train_seq_len)
-        self.xsa, self.backend = xsa, backend
-        self.fused = args.fused_qk and qk_prep_fusable(h, kv, self.hd, self.rope_dims)
-
-    def qkv(self, x: torch.Tensor) -> torch.Tensor:
-        """[c_q(x) | c_k(x) | c_v(x)] as one matmul over the concatenated weights: x is read once, and the backward's
-        dx is one product instead of three summed (the three stay separate parameters, for Muon and the export)."""
-        w = torch.cat([m.effective_weight() for m in (self.c_q, self.c_k, self.c_v)])
-        return F.linear(x, w.to(x.dtype))
-
-    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
-        B, T, _ = x.shape
-        qkv = self.qkv(x)
-        cos, sin = (t[0, :, 0] for t in self.rotary(T, x.device, qkv.dtype))  # (T, rope_dims / 2)
-        prep = qk_prep if self.fused and x.is_cuda else qk_prep_plain  # one Triton pass each way, or torch ops
-        q, k, v = prep(qkv, cos, sin, self.q_gain, self.h, self.kv)
-        y = attend(q, k, v, self.backend)
-        if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
-            vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
-            y = y - (y * vn).sum(-1, keepdim=True) * vn
-        return self.proj(y.reshape(B, T, -1), out_scale)
 
 
 if triton is not None:
@@ -1076,6 +925,163 @@ def _relu2_mlp_backward(ctx, dy, _da):
 
 
 relu2_mlp.register_autograd(_relu2_mlp_backward, setup_context=_relu2_mlp_setup)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model
+
+
+def fake_quant_rows(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-row quantize-dequantize (the export's rounding), used for QAT."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = w.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
+    return (w / scale).round().clamp(-qmax, qmax) * scale
+
+
+class CastedLinear(nn.Linear):
+    """Linear layer kept in fp32, cast to the activation dtype; with QAT on, the forward sees the quantized weight
+    (straight-through). The switch is a buffer, so torch.compile cannot constant-fold it away."""
+
+    def __init__(self, fan_in: int, fan_out: int, qat_bits: int = 0):
+        super().__init__(fan_in, fan_out, bias=False)
+        self.qat_bits = qat_bits
+        self.register_buffer("qat_on", torch.zeros(()), persistent=False)
+
+    def effective_weight(self) -> torch.Tensor:
+        w = self.weight
+        if self.qat_bits:
+            w = w + self.qat_on * (fake_quant_rows(w, self.qat_bits) - w).detach()
+        return w
+
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.effective_weight()
+        if out_scale is not None:  # diag(s) W x == s * (W x), but s's gradient is a weight-sized, not a token, sum
+            w = w * out_scale[:, None]
+        return F.linear(x, w.to(x.dtype))
+
+
+class Rotary(nn.Module):
+    """RoPE on the first `dims` of each head; NTK-aware base scaling when run beyond the training length."""
+
+    def __init__(self, dims: int, base: float, train_seq_len: int):
+        super().__init__()
+        self.dims, self.base, self.train_seq_len = dims, base, train_seq_len
+        cos, sin = self.table(train_seq_len, "cpu")  # up to the training length the table is computed once
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def table(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        base = self.base
+        if seq_len > self.train_seq_len and self.dims > 2:
+            base = base * (seq_len / self.train_seq_len) ** (self.dims / (self.dims - 2))
+        inv = 1.0 / base ** (torch.arange(0, self.dims, 2, dtype=torch.float32, device=device) / self.dims)
+        f = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv)
+        return f.cos()[None, :, None, :], f.sin()[None, :, None, :]
+
+    def forward(self, seq_len: int, device, dtype):
+        if seq_len > self.train_seq_len:
+            cos, sin = self.table(seq_len, device)
+        else:
+            cos, sin = self.cos[:, :seq_len], self.sin[:, :seq_len]
+        return cos.to(dtype), sin.to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: int) -> torch.Tensor:
+    rot, rest = x[..., :dims], x[..., dims:]
+    a, b = rot[..., : dims // 2], rot[..., dims // 2 :]
+    rot = torch.cat((a * cos + b * sin, b * cos - a * sin), dim=-1)
+    return torch.cat((rot, rest), dim=-1)
+
+
+SDPA_ONLY = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "sdpa_efficient": "mem_efficient"}
+
+
+def fa4_usable(rt: Runtime) -> bool:
+    return fa4_fwd_kernel is not None and rt.cuda and torch.cuda.get_device_capability(rt.device)[0] >= 9
+
+
+def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
+    """auto: fa3 when importable on CUDA, else fa4 when importable on a Hopper or newer GPU, else PyTorch SDPA.
+    `sdpa` lets PyTorch pick its kernel (GQA native); sdpa_flash / sdpa_cudnn / sdpa_efficient allow only that
+    kernel (plus the math fallback) on expanded KV heads. FA4 is ahead of SDPA on the H100 (benchmarks/NOTES.md)."""
+    if args.attn_backend == "fa3" or (args.attn_backend == "auto" and rt.cuda and fa3_attn is not None):
+        if fa3_attn is None or not rt.cuda:
+            raise SystemExit("ATTN_BACKEND=fa3 but flash_attn_interface is not importable on a CUDA device")
+        return "fa3"
+    if args.attn_backend == "fa4" or (args.attn_backend == "auto" and fa4_usable(rt)):
+        if not fa4_usable(rt):
+            raise SystemExit(
+                "ATTN_BACKEND=fa4 but flash_attn.cute (flash-attn-4) is not importable on a CUDA device "
+                "of compute capability 9.0 or newer"
+            )
+        return "fa4"
+    if args.attn_backend in SDPA_ONLY:
+        for kernel in SDPA_ONLY.values():
+            getattr(torch.backends.cuda, f"enable_{kernel}_sdp")(kernel == SDPA_ONLY[args.attn_backend])
+        return args.attn_backend
+    if args.attn_backend not in ("auto", "sdpa"):
+        raise SystemExit(
+            f"ATTN_BACKEND={args.attn_backend!r}: expected auto, fa3, fa4, sdpa or one of {sorted(SDPA_ONLY)}"
+        )
+    return "sdpa"
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
+    """Causal attention of (B, T, H, D) queries over (B, T, KV, D) keys and values (H a multiple of KV), by backend."""
+    if backend == "fa3":
+        y = fa3_attn(q, k, v, causal=True)
+        return y[0] if isinstance(y, tuple) else y
+    if backend == "fa4":
+        return fa4_fwd(q.contiguous(), k.contiguous(), v.contiguous())[0]
+    q = q.transpose(1, 2)
+    if backend == "sdpa":
+        gqa = k.shape[2] != q.shape[1]
+        return F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=gqa
+        ).transpose(1, 2)
+    rep = q.shape[1] // k.shape[2]
+    k, v = (t.repeat_interleave(rep, dim=2).transpose(1, 2) for t in (k, v))
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: Hyperparameters, xsa: bool, backend: str):
+        super().__init__()
+        d, h, kv = args.model_dim, args.num_heads, args.num_kv_heads
+        if d % h or h % kv:
+            raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: heads must divide dim and kv heads")
+        self.h, self.kv, self.hd = h, kv, d // h
+        qb = args.qat_bits if args.late_qat else 0
+        self.c_q, self.c_k, self.c_v = (
+            CastedLinear(d, d, qb),
+            CastedLinear(d, kv * self.hd, qb),
+            CastedLinear(d, kv * self.hd, qb),
+        )
+        self.proj = CastedLinear(d, d, qb)
+        self.proj.out_proj = True
+        self.q_gain = nn.Parameter(torch.full((h,), args.qk_gain_init))
+        self.rope_dims = min(args.rope_dims, self.hd)
+        self.rotary = Rotary(self.rope_dims, args.rope_base, args.train_seq_len)
+        self.xsa, self.backend = xsa, backend
+        self.fused = args.fused_qk and qk_prep_fusable(h, kv, self.hd, self.rope_dims)
+
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """[c_q(x) | c_k(x) | c_v(x)] as one matmul over the concatenated weights: x is read once, and the backward's
+        dx is one product instead of three summed (the three stay separate parameters, for Muon and the export)."""
+        w = torch.cat([m.effective_weight() for m in (self.c_q, self.c_k, self.c_v)])
+        return F.linear(x, w.to(x.dtype))
+
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        qkv = self.qkv(x)
+        cos, sin = (t[0, :, 0] for t in self.rotary(T, x.device, qkv.dtype))  # (T, rope_dims / 2)
+        prep = qk_prep if self.fused and x.is_cuda else qk_prep_plain  # one Triton pass each way, or torch ops
+        q, k, v = prep(qkv, cos, sin, self.q_gain, self.h, self.kv)
+        y = attend(q, k, v, self.backend)
+        if self.xsa:  # exclusive self-attention: remove the component along the token's own value vector
+            vn = F.normalize(v.repeat_interleave(self.h // self.kv, dim=2), dim=-1)
+            y = y - (y * vn).sum(-1, keepdim=True) * vn
+        return self.proj(y.reshape(B, T, -1), out_scale)
 
 
 class MLP(nn.Module):
@@ -2052,6 +2058,20 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
 # Stages
 
 
+def stage_quantize(checkpoint: str, artifact: str, code_file: str | None, args: Hyperparameters, rt: Runtime) -> dict:
+    """Quantize a `--stage train` checkpoint into the artifact: the architecture from the checkpoint, every other
+    setting (bit widths, GPTQ, encodings, the cap) from this stage's own knobs."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    args = args.with_model(ckpt["model"], checkpoint)
+    rt.log("model (from the checkpoint): " + json.dumps(args.model(), sort_keys=True))
+    return {
+        "stage": "quantize",
+        "seed": args.seed,
+        "knobs": args.as_dict(args.knobs("quantize")),
+        **export_artifact(ckpt["state_dict"], args, artifact, rt, ckpt.get("hessians"), code_file),
+    }
+
+
 def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     """Score the model reloaded from the artifact file: a plain roundtrip pass and the sliding-window pass."""
     t0 = time.perf_counter()
@@ -2171,17 +2191,7 @@ def main(argv: list[str] | None = None) -> None:
         elif cli.stage == "quantize":
             if not (cli.checkpoint and cli.artifact):
                 raise SystemExit("--stage quantize needs --checkpoint and --artifact")
-            ckpt = torch.load(cli.checkpoint, map_location="cpu", weights_only=True)
-            args = args.with_model(ckpt["model"], cli.checkpoint)
-            rt.log("model (from the checkpoint): " + json.dumps(args.model(), sort_keys=True))
-            hs = ckpt.get("hessians")
-            summary = {
-                "stage": "quantize",
-                "seed": args.seed,
-                "knobs": args.as_dict(args.knobs("quantize")),
-                **export_artifact(ckpt["state_dict"], args, cli.artifact, rt, hs, cli.code_file),
-            }
-            write_summary(cli.summary, summary, rt)
+            write_summary(cli.summary, stage_quantize(cli.checkpoint, cli.artifact, cli.code_file, args, rt), rt)
         elif cli.stage == "eval":
             if not cli.artifact:
                 raise SystemExit("--stage eval needs --artifact")
