@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import json
 import lzma
+import os
 import re
 import shutil
 import socket
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import yaml
+from conftest import data_rule_arguments
 
 from pgolf import data
 from pgolf.data import (
@@ -35,6 +37,8 @@ from pgolf.data import (
     bounded_map,
     docs_to_shards,
     download_from_hub,
+    encode,
+    hubclient,
     load_manifest,
     read_lock,
     read_shard,
@@ -43,6 +47,7 @@ from pgolf.data import (
     write_manifest,
     write_shard,
 )
+from pgolf.data import tokenizer as tokenizer_module
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -219,13 +224,13 @@ def test_tokenizer_follows_the_sp1024_spec(tokenizer):
     assert sp.decode(sp.encode("漢")) == "漢"  # rare characters fall back to bytes
     assert tokenizer.with_suffix(".vocab").read_text(encoding="utf-8").count("\n") == 1024
 
-    spec = {f: raw for f, raw, _ in data._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
+    spec = {f: raw for f, raw, _ in tokenizer_module._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
     assert 1 not in spec and 2 not in spec and 16 not in spec  # no input/temp path/thread count recorded
     assert b"nmt_nfkc" in tokenizer.read_bytes()
 
 
 def _trainer_spec(model: bytes) -> bytes:
-    return next(payload for f, _, payload in data._pb_fields(model) if f == 2)
+    return next(payload for f, _, payload in tokenizer_module._pb_fields(model) if f == 2)
 
 
 def test_tokenizer_spec_matches_official_sp1024(tokenizer):
@@ -233,8 +238,8 @@ def test_tokenizer_spec_matches_official_sp1024(tokenizer):
     official = OFFICIAL / "fineweb_1024_bpe.model"
     if not official.is_file():
         pytest.skip(f"{official} not present (../shared is absent)")
-    theirs = {f: raw for f, raw, _ in data._pb_fields(_trainer_spec(official.read_bytes())) if f != 2}
-    ours = {f: raw for f, raw, _ in data._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
+    theirs = {f: raw for f, raw, _ in tokenizer_module._pb_fields(_trainer_spec(official.read_bytes())) if f != 2}
+    ours = {f: raw for f, raw, _ in tokenizer_module._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
     assert {f: ours.get(f) for f in theirs} == theirs
     sp = spm.SentencePieceProcessor(model_file=str(official))
     mine = spm.SentencePieceProcessor(model_file=str(tokenizer))
@@ -305,7 +310,7 @@ def test_docs_to_shards_same_with_1_and_2_workers(tmp_path, docs_file, tokenizer
             ahead.append(pulled - done)
             yield result
 
-    monkeypatch.setattr(data, "bounded_map", spy)
+    monkeypatch.setattr(encode, "bounded_map", spy)
     a, b = tmp_path / "a", tmp_path / "b"
     b.mkdir()
     write_shard(b / "demo_train_000099.bin", np.array([1, 2, 3]))  # stale leftover of an older, larger run
@@ -820,7 +825,7 @@ def test_offline_from_the_hugging_face_cache(tmp_path, fake_hub, monkeypatch):
     result, lines = _download(out, fake_hub, lock_path=lock, endpoint="http://127.0.0.1:9")
     assert fake_hub.requests == []  # no network at all
     assert result["from_cache"] == sorted(FILES) and result["downloaded"] == []
-    blob = Path(data._cached_file(REPO_ID, f"{SHARD_DIR}/fineweb_train_000000.bin", "main", fake_hub.cache_dir))
+    blob = Path(hubclient.cached_file(REPO_ID, f"{SHARD_DIR}/fineweb_train_000000.bin", "main", fake_hub.cache_dir))
     assert (out / "fineweb_train_000000.bin").stat().st_ino == blob.resolve().stat().st_ino  # linked, not copied
     assert load_manifest(out)["train_tokens"] == 2000 + 2001 + 2002
     assert load_manifest(out)["source"]["commit"] == fake_hub.COMMIT  # the branch, resolved by the cache's snapshot
@@ -890,13 +895,15 @@ def _dry_run(tmp_path: Path, overlay: dict | None = None) -> subprocess.Complete
 def test_data_rule_command_follows_the_config(tmp_path):
     proc = _dry_run(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf data hub" in x)
-    assert "--repo-id willdepueoai/parameter-golf --revision " in line and "--variant sp1024" in line
-    assert f"--lock {REPO / 'config' / 'data.lock.json'}" in line and "--train-shards 80" in line
+    args = data_rule_arguments(proc.stdout + proc.stderr)
+    assert args["repo_id"] == "willdepueoai/parameter-golf" and args["revision"] and args["variant"] == "sp1024"
+    # the lock's path, relative to the repository in the config, as seen from the working folder
+    assert os.path.normpath(tmp_path.resolve() / args["lock_path"]) == str(REPO / "config" / "data.lock.json")
+    assert args["train_shards"] == 80
 
     proc = _dry_run(tmp_path, {"data": {"name": "fineweb10B_sp8192", "hub": {"variant": "sp8192"}}})
-    line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf data hub" in x)
-    assert "--repo-id kevclark/parameter-golf" in line and "--variant sp8192" in line
+    args = data_rule_arguments(proc.stdout + proc.stderr)
+    assert args["repo_id"] == "kevclark/parameter-golf" and args["variant"] == "sp8192"
 
     proc = _dry_run(tmp_path, {"data": {"hub": {"variant": "sp2048"}}})
     assert proc.returncode != 0
