@@ -450,6 +450,90 @@ def test_cli_documents(tmp_path, docs_file, capsys):
     assert len(m["train_files"]) > 1 and Path(m["val_files"][0]).name == "wiki_val_000000.bin"
 
 
+def _data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgolf")
+    data.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_data_json_builds_what_the_documents_subcommand_builds(tmp_path, docs_file, capsys):
+    """`pgolf data --data-json` (the data rule): the section's relative documents path starts at --root; the data set
+    is the one `pgolf data documents` with the same settings as flags builds, file for file."""
+    section = {
+        "source": "documents",
+        "name": "wiki",
+        "documents": {"path": docs_file.name, "vocab_size": 1024, "val_docs": 25, "shard_tokens": 40000},
+    }
+    section["documents"] |= {"max_docs": None, "tokenizer_max_docs": 250}
+    argv = ["data", "--data-json", json.dumps(section), "--root", str(docs_file.parent), "--out", str(tmp_path / "a")]
+    args = _data_parser().parse_args(argv + ["--threads", "2"])
+    assert args.func(args) == 0
+    assert "tokens/s" in capsys.readouterr().out
+    argv = ["data", "documents", "--docs", str(docs_file), "--out", str(tmp_path / "b"), "--name", "wiki"]
+    argv += ["--vocab-size", "1024", "--val-docs", "25", "--shard-tokens", "40000", "--tokenizer-max-docs", "250"]
+    args = _data_parser().parse_args(argv + ["--threads", "2"])
+    assert args.func(args) == 0
+    a, b = load_manifest(tmp_path / "a"), load_manifest(tmp_path / "b")
+    assert a["source"]["docs"] == str(docs_file) and a["source"] == b["source"]
+    assert a["tokenizer"] == b["tokenizer"] and a["train"] == b["train"] and a["val"] == b["val"]
+
+
+def test_cli_data_json_errors_name_the_key(tmp_path):
+    parser = _data_parser()
+    hub = {"variant": "sp2048", "repos": {"sp1024": {"repo_id": "a/b", "revision": "main"}}}
+    args = parser.parse_args(["data", "--data-json", json.dumps({"source": "hub", "name": "x", "hub": hub})])
+    args.out = str(tmp_path / "x")
+    with pytest.raises(
+        ValueError, match=r"data.hub.repos has no entry for data.hub.variant 'sp2048' \(it has: sp1024\)"
+    ):
+        args.func(args)
+    args = parser.parse_args(["data", "--data-json", "{not json", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="--data-json is not valid JSON"):
+        args.func(args)
+    section = {"source": "documents", "name": "x", "documents": {"path": "d.jsonl", "vocab_size": "big", "val_docs": 1}}
+    args = parser.parse_args(["data", "--data-json", json.dumps(section), "--out", str(tmp_path / "x")])
+    with pytest.raises(
+        ValueError, match="config data.documents.vocab_size must be an integer of at least 1, got 'big'"
+    ):
+        args.func(args)
+    args = parser.parse_args(["data", "--data-json", "{}"])
+    with pytest.raises(SystemExit):  # --out missing
+        args.func(args)
+    args = parser.parse_args(["data", "--data-json", "{}", "hub", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="--data-json goes without a subcommand"):
+        args.func(args)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_data_section_is_narrowed_to_what_its_source_uses():
+    from pgolf.data import documents_arguments, hub_arguments, used_section
+
+    repos = {
+        "sp1024": {"repo_id": "a/one", "revision": "0" * 40, "train_shards": 80, "verified": True},
+        "sp8192": {"repo_id": "b/two", "revision": "main", "train_shards": 128, "remote_root": "x"},
+    }
+    hub = {"variant": "sp8192", "train_shards": None, "repos": repos, "lock": "config/l.json", "timeout_s": 30}
+    docs = {"path": "/abs/docs.jsonl", "vocab_size": 1024, "val_docs": 5}
+    section = {"source": "hub", "name": "n", "hub": hub, "documents": docs}
+    used = used_section(section)
+    assert used == {"source": "hub", "name": "n", "hub": {**hub, "repos": {"sp8192": repos["sp8192"]}}}
+    args = hub_arguments(used, "../repo")
+    assert (args["repo_id"], args["revision"], args["train_shards"], args["remote_root"]) == ("b/two", "main", 128, "x")
+    assert args["lock_path"] == "../repo/config/l.json" and args["endpoint"] is None and args["update_lock"] is False
+    assert hub_arguments({**section, "hub": {**hub, "lock": None}})["lock_path"] is None
+    assert hub_arguments({**section, "hub": {**hub, "train_shards": 2}})["train_shards"] == 2
+    used = used_section({**section, "source": "documents"})
+    assert used == {"source": "documents", "name": "n", "documents": docs}
+    assert documents_arguments(used, "../repo")["docs"] == "/abs/docs.jsonl"  # absolute paths stay
+    assert documents_arguments({**used, "documents": {**docs, "path": "d/docs.jsonl"}}, ".")["docs"] == "d/docs.jsonl"
+    with pytest.raises(ValueError, match="data.hub.repos.sp8192: verified is true but revision 'main' is not a 40-hex"):
+        used_section({**section, "hub": {**hub, "repos": {"sp8192": {**repos["sp8192"], "verified": True}}}})
+    with pytest.raises(ValueError, match="data.hub.train_shards is null and data.hub.repos.sp8192 has no train_shards"):
+        used_section({**section, "hub": {**hub, "repos": {"sp8192": {"repo_id": "b/two", "revision": "main"}}}})
+    with pytest.raises(ValueError, match="config data.source must be hub or documents, got 'ftp'"):
+        used_section({**section, "source": "ftp"})
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Hub download against a fake hub on 127.0.0.1
 
@@ -841,6 +925,23 @@ def test_offline_from_the_hugging_face_cache(tmp_path, fake_hub, monkeypatch):
     with pytest.raises(HubError, match=r"offline \(HF_HUB_OFFLINE\): 1 files .* cache .*/fineweb_train_000002\.bin$"):
         _download(tmp_path / "other", fake_hub)
     assert not (tmp_path / "other").exists()
+
+
+def test_cli_data_json_downloads_from_the_hub(tmp_path, fake_hub, capsys):
+    """The hub section as the data rule passes it: the variant's repo, its train shards, the lock under --root."""
+    repos = {"sp1024": {"repo_id": REPO_ID, "revision": "main", "remote_root": "datasets", "train_shards": 2}}
+    hub = {"variant": "sp1024", "train_shards": None, "repos": repos, "lock": "config/lock.json", "update_lock": False}
+    hub |= {"endpoint": fake_hub.endpoint, "max_workers": 2, "timeout_s": 5, "retries": 1}
+    section = json.dumps({"source": "hub", "name": "tiny", "hub": hub})
+    out = tmp_path / "json_hub"
+    args = _data_parser().parse_args(["data", "--data-json", section, "--root", str(tmp_path), "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 train shards" in printed and "fetched fineweb_val_000000.bin" in printed
+    m = load_manifest(out)
+    assert m["name"] == "tiny" and m["source"]["lock"] == str(tmp_path / "config" / "lock.json")
+    assert len(m["train_files"]) == 2 and m["source"]["endpoint"] == fake_hub.endpoint
+    assert read_lock(tmp_path / "config" / "lock.json")["datasets"][f"{REPO_ID}@main/sp1024"]["commit"]
 
 
 def test_cli_hub(tmp_path, fake_hub, capsys):

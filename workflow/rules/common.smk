@@ -19,8 +19,7 @@ NPROC = int(config["nproc_per_node"])
 OUT = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 GPUS = NPROC if config["device"] == "cuda" else 0
-DATA_DIR = f"data/{config['data']['name']}"
-DATA_MANIFEST = f"{DATA_DIR}/manifest.json"
+DATA_MANIFEST = f"data/{config['data']['name']}/manifest.json"
 # Every rule runs the pgolf package; with --software-deployment-method conda this is its environment.
 CONDA_ENV = str(Path(workflow.basedir) / "environment.yml")
 
@@ -102,9 +101,9 @@ TRAIN_ENV = train_env(
 
 
 def data_section():
-    """The data section as the data rule passes it (`pgolf data --data-json`): only what its source
-    uses (for the hub, only the variant's repo), so that no other change re-runs the step; checked
-    before any job."""
+    """The data section that the data step gets (`pgolf data --data-json`), narrowed to what its
+    source uses (for the hub, only the variant's repo) so that no other change re-runs the step;
+    checked here, before any job."""
     try:
         return used_section(config["data"])
     except ValueError as e:

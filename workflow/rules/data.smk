@@ -16,7 +16,7 @@ rule data:
     params:
         data=as_json(data_section()),
         root=repo_path("."),
-        out=DATA_DIR,
+        out=lambda wildcards, output: os.path.dirname(output.manifest),
     shell:
         "pgolf data --data-json {params.data:q} --root {params.root:q} --out {params.out:q} --threads {threads}"
         " > {log} 2>&1"
