@@ -38,8 +38,8 @@ def _string(value: Any, key: str) -> str:
 
 
 def repo_relative(root: str | os.PathLike, path: str) -> str:
-    """``path`` of the config (relative to the repository unless absolute) as a path from where ``root`` (the
-    repository, as seen from the working folder) is seen: ``repo_path`` of workflow/rules/common.smk."""
+    """``path`` from the config (relative to the repository unless absolute) as seen from the working folder, where
+    ``root`` is the repository as seen from there: what ``repo_path`` of workflow/rules/common.smk gives."""
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
 
 
