@@ -493,8 +493,22 @@ def download_from_hub(
         raise ValueError(f"train_shards must be at least 1, got {train_shards}")
     if timeout <= 0 or retries < 0 or max_workers < 1:
         raise ValueError(f"need timeout > 0, retries >= 0, max_workers >= 1; got {timeout}, {retries}, {max_workers}")
-    hub = HubClient(repo_id, revision, endpoint, timeout, retries, log)
-    offline = hub_offline() if offline is None else offline
-    threads = threads or cpu_count()
-    args = (repo_id, revision, variant, train_shards, remote_root, endpoint, max_workers, name, cache_dir, lock_path)
-    return _Download(Path(out_dir), hub, *args, update_lock, offline, threads, log, progress_interval).run()
+    return _Download(
+        out_dir=Path(out_dir),
+        hub=HubClient(repo_id, revision, endpoint, timeout, retries, log),
+        repo_id=repo_id,
+        revision=revision,
+        variant=variant,
+        train_shards=train_shards,
+        remote_root=remote_root,
+        endpoint=endpoint,
+        max_workers=max_workers,
+        name=name,
+        cache_dir=cache_dir,
+        lock_path=lock_path,
+        update_lock=update_lock,
+        offline=hub_offline() if offline is None else offline,
+        threads=threads or cpu_count(),
+        log=log,
+        progress_interval=progress_interval,
+    ).run()
