@@ -129,3 +129,22 @@ def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
         counts[m.group(1)] = int(m.group(2))
     counts.pop("total", None)
     return counts
+
+
+DATA_COMMAND = "pgolf data --data-json "
+
+
+def data_rule_arguments(output: str) -> dict:
+    """The data rule's command in a dry run's printed shell commands (``pgolf data --data-json ... --root ...``),
+    resolved as the command resolves it: the arguments of the hub download (or documents build) it runs."""
+    import json
+    import shlex
+
+    from pgolf.data import documents_arguments, hub_arguments
+
+    line = next(x for x in output.splitlines() if DATA_COMMAND in x)
+    words = shlex.split(line[line.index(DATA_COMMAND) :])
+    section = json.loads(words[words.index("--data-json") + 1])
+    root = words[words.index("--root") + 1]
+    resolve = hub_arguments if section["source"] == "hub" else documents_arguments
+    return resolve(section, root)

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import yaml
+from conftest import data_rule_arguments
 
 from pgolf import data
 from pgolf.data import (
@@ -36,6 +37,8 @@ from pgolf.data import (
     bounded_map,
     docs_to_shards,
     download_from_hub,
+    encode,
+    hubclient,
     load_manifest,
     read_lock,
     read_shard,
@@ -44,6 +47,7 @@ from pgolf.data import (
     write_manifest,
     write_shard,
 )
+from pgolf.data import tokenizer as tokenizer_module
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -220,13 +224,13 @@ def test_tokenizer_follows_the_sp1024_spec(tokenizer):
     assert sp.decode(sp.encode("漢")) == "漢"  # rare characters fall back to bytes
     assert tokenizer.with_suffix(".vocab").read_text(encoding="utf-8").count("\n") == 1024
 
-    spec = {f: raw for f, raw, _ in data._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
+    spec = {f: raw for f, raw, _ in tokenizer_module._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
     assert 1 not in spec and 2 not in spec and 16 not in spec  # no input/temp path/thread count recorded
     assert b"nmt_nfkc" in tokenizer.read_bytes()
 
 
 def _trainer_spec(model: bytes) -> bytes:
-    return next(payload for f, _, payload in data._pb_fields(model) if f == 2)
+    return next(payload for f, _, payload in tokenizer_module._pb_fields(model) if f == 2)
 
 
 def test_tokenizer_spec_matches_official_sp1024(tokenizer):
@@ -234,8 +238,8 @@ def test_tokenizer_spec_matches_official_sp1024(tokenizer):
     official = OFFICIAL / "fineweb_1024_bpe.model"
     if not official.is_file():
         pytest.skip(f"{official} not present (../shared is absent)")
-    theirs = {f: raw for f, raw, _ in data._pb_fields(_trainer_spec(official.read_bytes())) if f != 2}
-    ours = {f: raw for f, raw, _ in data._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
+    theirs = {f: raw for f, raw, _ in tokenizer_module._pb_fields(_trainer_spec(official.read_bytes())) if f != 2}
+    ours = {f: raw for f, raw, _ in tokenizer_module._pb_fields(_trainer_spec(tokenizer.read_bytes()))}
     assert {f: ours.get(f) for f in theirs} == theirs
     sp = spm.SentencePieceProcessor(model_file=str(official))
     mine = spm.SentencePieceProcessor(model_file=str(tokenizer))
@@ -306,7 +310,7 @@ def test_docs_to_shards_same_with_1_and_2_workers(tmp_path, docs_file, tokenizer
             ahead.append(pulled - done)
             yield result
 
-    monkeypatch.setattr(data, "bounded_map", spy)
+    monkeypatch.setattr(encode, "bounded_map", spy)
     a, b = tmp_path / "a", tmp_path / "b"
     b.mkdir()
     write_shard(b / "demo_train_000099.bin", np.array([1, 2, 3]))  # stale leftover of an older, larger run
@@ -444,6 +448,90 @@ def test_cli_documents(tmp_path, docs_file, capsys):
     assert Path(m["tokenizer_path"]).name == "tokenizer_sp1024.model"
     assert m["source"]["kind"] == "documents" and m["source"]["tokenizer_max_docs"] == 250
     assert len(m["train_files"]) > 1 and Path(m["val_files"][0]).name == "wiki_val_000000.bin"
+
+
+def _data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgolf")
+    data.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_data_json_builds_what_the_documents_subcommand_builds(tmp_path, docs_file, capsys):
+    """`pgolf data --data-json` (the data rule): the section's relative documents path starts at --root; the data set
+    is the one `pgolf data documents` with the same settings as flags builds, file for file."""
+    section = {
+        "source": "documents",
+        "name": "wiki",
+        "documents": {"path": docs_file.name, "vocab_size": 1024, "val_docs": 25, "shard_tokens": 40000},
+    }
+    section["documents"] |= {"max_docs": None, "tokenizer_max_docs": 250}
+    argv = ["data", "--data-json", json.dumps(section), "--root", str(docs_file.parent), "--out", str(tmp_path / "a")]
+    args = _data_parser().parse_args(argv + ["--threads", "2"])
+    assert args.func(args) == 0
+    assert "tokens/s" in capsys.readouterr().out
+    argv = ["data", "documents", "--docs", str(docs_file), "--out", str(tmp_path / "b"), "--name", "wiki"]
+    argv += ["--vocab-size", "1024", "--val-docs", "25", "--shard-tokens", "40000", "--tokenizer-max-docs", "250"]
+    args = _data_parser().parse_args(argv + ["--threads", "2"])
+    assert args.func(args) == 0
+    a, b = load_manifest(tmp_path / "a"), load_manifest(tmp_path / "b")
+    assert a["source"]["docs"] == str(docs_file) and a["source"] == b["source"]
+    assert a["tokenizer"] == b["tokenizer"] and a["train"] == b["train"] and a["val"] == b["val"]
+
+
+def test_cli_data_json_errors_name_the_key(tmp_path):
+    parser = _data_parser()
+    hub = {"variant": "sp2048", "repos": {"sp1024": {"repo_id": "a/b", "revision": "main"}}}
+    args = parser.parse_args(["data", "--data-json", json.dumps({"source": "hub", "name": "x", "hub": hub})])
+    args.out = str(tmp_path / "x")
+    with pytest.raises(
+        ValueError, match=r"data.hub.repos has no entry for data.hub.variant 'sp2048' \(it has: sp1024\)"
+    ):
+        args.func(args)
+    args = parser.parse_args(["data", "--data-json", "{not json", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="--data-json is not valid JSON"):
+        args.func(args)
+    section = {"source": "documents", "name": "x", "documents": {"path": "d.jsonl", "vocab_size": "big", "val_docs": 1}}
+    args = parser.parse_args(["data", "--data-json", json.dumps(section), "--out", str(tmp_path / "x")])
+    with pytest.raises(
+        ValueError, match="config data.documents.vocab_size must be an integer of at least 1, got 'big'"
+    ):
+        args.func(args)
+    args = parser.parse_args(["data", "--data-json", "{}"])
+    with pytest.raises(SystemExit):  # --out missing
+        args.func(args)
+    args = parser.parse_args(["data", "--data-json", "{}", "hub", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="--data-json goes without a subcommand"):
+        args.func(args)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_data_section_is_narrowed_to_what_its_source_uses():
+    from pgolf.data import documents_arguments, hub_arguments, used_section
+
+    repos = {
+        "sp1024": {"repo_id": "a/one", "revision": "0" * 40, "train_shards": 80, "verified": True},
+        "sp8192": {"repo_id": "b/two", "revision": "main", "train_shards": 128, "remote_root": "x"},
+    }
+    hub = {"variant": "sp8192", "train_shards": None, "repos": repos, "lock": "config/l.json", "timeout_s": 30}
+    docs = {"path": "/abs/docs.jsonl", "vocab_size": 1024, "val_docs": 5}
+    section = {"source": "hub", "name": "n", "hub": hub, "documents": docs}
+    used = used_section(section)
+    assert used == {"source": "hub", "name": "n", "hub": {**hub, "repos": {"sp8192": repos["sp8192"]}}}
+    args = hub_arguments(used, "../repo")
+    assert (args["repo_id"], args["revision"], args["train_shards"], args["remote_root"]) == ("b/two", "main", 128, "x")
+    assert args["lock_path"] == "../repo/config/l.json" and args["endpoint"] is None and args["update_lock"] is False
+    assert hub_arguments({**section, "hub": {**hub, "lock": None}})["lock_path"] is None
+    assert hub_arguments({**section, "hub": {**hub, "train_shards": 2}})["train_shards"] == 2
+    used = used_section({**section, "source": "documents"})
+    assert used == {"source": "documents", "name": "n", "documents": docs}
+    assert documents_arguments(used, "../repo")["docs"] == "/abs/docs.jsonl"  # absolute paths stay
+    assert documents_arguments({**used, "documents": {**docs, "path": "d/docs.jsonl"}}, ".")["docs"] == "d/docs.jsonl"
+    with pytest.raises(ValueError, match="data.hub.repos.sp8192: verified is true but revision 'main' is not a 40-hex"):
+        used_section({**section, "hub": {**hub, "repos": {"sp8192": {**repos["sp8192"], "verified": True}}}})
+    with pytest.raises(ValueError, match="data.hub.train_shards is null and data.hub.repos.sp8192 has no train_shards"):
+        used_section({**section, "hub": {**hub, "repos": {"sp8192": {"repo_id": "b/two", "revision": "main"}}}})
+    with pytest.raises(ValueError, match="config data.source must be hub or documents, got 'ftp'"):
+        used_section({**section, "source": "ftp"})
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -821,7 +909,7 @@ def test_offline_from_the_hugging_face_cache(tmp_path, fake_hub, monkeypatch):
     result, lines = _download(out, fake_hub, lock_path=lock, endpoint="http://127.0.0.1:9")
     assert fake_hub.requests == []  # no network at all
     assert result["from_cache"] == sorted(FILES) and result["downloaded"] == []
-    blob = Path(data._cached_file(REPO_ID, f"{SHARD_DIR}/fineweb_train_000000.bin", "main", fake_hub.cache_dir))
+    blob = Path(hubclient.cached_file(REPO_ID, f"{SHARD_DIR}/fineweb_train_000000.bin", "main", fake_hub.cache_dir))
     assert (out / "fineweb_train_000000.bin").stat().st_ino == blob.resolve().stat().st_ino  # linked, not copied
     assert load_manifest(out)["train_tokens"] == 2000 + 2001 + 2002
     assert load_manifest(out)["source"]["commit"] == fake_hub.COMMIT  # the branch, resolved by the cache's snapshot
@@ -837,6 +925,23 @@ def test_offline_from_the_hugging_face_cache(tmp_path, fake_hub, monkeypatch):
     with pytest.raises(HubError, match=r"offline \(HF_HUB_OFFLINE\): 1 files .* cache .*/fineweb_train_000002\.bin$"):
         _download(tmp_path / "other", fake_hub)
     assert not (tmp_path / "other").exists()
+
+
+def test_cli_data_json_downloads_from_the_hub(tmp_path, fake_hub, capsys):
+    """The hub section as the data rule passes it: the variant's repo, its train shards, the lock under --root."""
+    repos = {"sp1024": {"repo_id": REPO_ID, "revision": "main", "remote_root": "datasets", "train_shards": 2}}
+    hub = {"variant": "sp1024", "train_shards": None, "repos": repos, "lock": "config/lock.json", "update_lock": False}
+    hub |= {"endpoint": fake_hub.endpoint, "max_workers": 2, "timeout_s": 5, "retries": 1}
+    section = json.dumps({"source": "hub", "name": "tiny", "hub": hub})
+    out = tmp_path / "json_hub"
+    args = _data_parser().parse_args(["data", "--data-json", section, "--root", str(tmp_path), "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 train shards" in printed and "fetched fineweb_val_000000.bin" in printed
+    m = load_manifest(out)
+    assert m["name"] == "tiny" and m["source"]["lock"] == str(tmp_path / "config" / "lock.json")
+    assert len(m["train_files"]) == 2 and m["source"]["endpoint"] == fake_hub.endpoint
+    assert read_lock(tmp_path / "config" / "lock.json")["datasets"][f"{REPO_ID}@main/sp1024"]["commit"]
 
 
 def test_cli_hub(tmp_path, fake_hub, capsys):
@@ -891,14 +996,15 @@ def _dry_run(tmp_path: Path, overlay: dict | None = None) -> subprocess.Complete
 def test_data_rule_command_follows_the_config(tmp_path):
     proc = _dry_run(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf data hub" in x)
-    assert "--repo-id willdepueoai/parameter-golf --revision " in line and "--variant sp1024" in line
-    lock = os.path.relpath(REPO / "config" / "data.lock.json", tmp_path)  # rule paths: relative to the working folder
-    assert f"--lock {lock}" in line and "--train-shards 80" in line
+    args = data_rule_arguments(proc.stdout + proc.stderr)
+    assert args["repo_id"] == "willdepueoai/parameter-golf" and args["revision"] and args["variant"] == "sp1024"
+    # the lock's path, relative to the repository in the config, as seen from the working folder
+    assert os.path.normpath(tmp_path.resolve() / args["lock_path"]) == str(REPO / "config" / "data.lock.json")
+    assert args["train_shards"] == 80
 
     proc = _dry_run(tmp_path, {"data": {"name": "fineweb10B_sp8192", "hub": {"variant": "sp8192"}}})
-    line = next(x for x in (proc.stdout + proc.stderr).splitlines() if "pgolf data hub" in x)
-    assert "--repo-id kevclark/parameter-golf" in line and "--variant sp8192" in line
+    args = data_rule_arguments(proc.stdout + proc.stderr)
+    assert args["repo_id"] == "kevclark/parameter-golf" and args["variant"] == "sp8192"
 
     proc = _dry_run(tmp_path, {"data": {"hub": {"variant": "sp2048"}}})
     assert proc.returncode != 0

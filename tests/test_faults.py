@@ -268,7 +268,7 @@ def test_demo_profile_with_a_configfile_keeps_the_demo(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "results/demo/seed_7/checkpoint.pt" in out  # the demo's run, with the overlay's seed
-    assert "pgolf data documents" in out or "data/demo_wiki_sp1024/manifest.json" in out
+    assert "pgolf data --data-json" in out or "data/demo_wiki_sp1024/manifest.json" in out
     assert "results/demo/seed_1337" not in out and "sp1024_11L" not in out and "--nproc 8" not in out
 
 

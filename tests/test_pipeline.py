@@ -41,7 +41,7 @@ def test_production_config_dry_run_lists_the_submission(tmp_path):
         "all": 1,
     }
     out = proc.stdout + proc.stderr
-    assert "pgolf data hub" in out or "rule data" in out
+    assert "pgolf data --data-json" in out or "rule data" in out
     for seed in (42, 1337, 2025):
         assert f"results/sp1024_11L_xsa4_ema/seed_{seed}/checkpoint.pt" in out
 

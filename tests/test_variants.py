@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import data_rule_arguments
 from test_data import _FakeHub
 
 from pgolf import stages
@@ -228,13 +229,21 @@ def test_production_config_names_each_variant(tmp_path):
         proc = subprocess.run([*cmd, "--until", "data", "--configfile", str(path)], capture_output=True, text=True)
         return proc.stdout + proc.stderr
 
-    text = plan({"data": {"name": f"fineweb10B_{CASEOPS}", "hub": {"variant": CASEOPS}}})
-    line = next(x for x in text.splitlines() if "pgolf data hub" in x)
-    assert f"--variant {CASEOPS} --train-shards 80 --repo-id romeerp/parameter-golf-caseops-v1" in line
-    text = plan({"data": {"name": "fineweb10B_sp8192", "hub": {"variant": "sp8192"}}})
-    assert "--variant sp8192 --train-shards 128 --repo-id kevclark/parameter-golf --revision main" in text
-    text = plan({"data": {"name": "x", "hub": {"variant": "sp8192", "train_shards": 2}}})
-    assert "--train-shards 2 " in text
+    args = data_rule_arguments(plan({"data": {"name": f"fineweb10B_{CASEOPS}", "hub": {"variant": CASEOPS}}}))
+    assert (args["variant"], args["train_shards"], args["repo_id"]) == (
+        CASEOPS,
+        80,
+        "romeerp/parameter-golf-caseops-v1",
+    )
+    args = data_rule_arguments(plan({"data": {"name": "fineweb10B_sp8192", "hub": {"variant": "sp8192"}}}))
+    assert (args["variant"], args["train_shards"], args["repo_id"], args["revision"]) == (
+        "sp8192",
+        128,
+        "kevclark/parameter-golf",
+        "main",
+    )
+    args = data_rule_arguments(plan({"data": {"name": "x", "hub": {"variant": "sp8192", "train_shards": 2}}}))
+    assert args["train_shards"] == 2
     text = plan({"data": {"name": "x", "hub": {"variant": "sp8192", "repos": {"sp8192": {"verified": True}}}}})
     assert "verified is true but revision 'main' is not a 40-hex commit" in text
 
@@ -274,8 +283,12 @@ def test_example_config_reproducing_the_1_0611_record_dry_run(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     lines = out.splitlines()
-    data = next(x for x in lines if "pgolf data hub" in x)
-    assert f"--variant {CASEOPS} --train-shards 80 --repo-id romeerp/parameter-golf-caseops-v1" in data
+    data = data_rule_arguments(out)
+    assert (data["variant"], data["train_shards"], data["repo_id"]) == (
+        CASEOPS,
+        80,
+        "romeerp/parameter-golf-caseops-v1",
+    )
     runs = [x for x in lines if "pgolf run-upstream" in x]
     assert len(runs) == 3 and all(f"--script {upstream / 'train_gpt.py'}" in x for x in runs)
     assert all('"CASEOPS_ENABLED":1' in x and '"COMPRESSOR":"pergroup"' in x for x in runs)

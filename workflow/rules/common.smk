@@ -1,9 +1,9 @@
 import datetime
 import json
 import os
-import re
 from pathlib import Path
 
+from pgolf.data import used_section
 from pgolf.fsio import sha256_file
 from pgolf.preflight import model_problems, path_problems, script_defaults
 from pgolf.stages import config_digest, train_env
@@ -115,59 +115,14 @@ def record_staged_args(input):
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def data_command():
-    """The `pgolf data hub|documents` command of the data rule (the rule adds --threads)."""
-    import shlex
-
-    d = config["data"]
-    out = str(Path(DATA_MANIFEST).parent)
-    if d["source"] == "hub":
-        h = d["hub"]
-        variant = h["variant"]
-        repos = h.get("repos") or {}
-        if variant not in repos:
-            raise WorkflowError(
-                f"config data.hub.repos has no entry for data.hub.variant {variant!r}"
-                f" (it has: {', '.join(sorted(repos)) or 'none'});"
-                f" add {variant}: {{repo_id: ..., revision: ...}}"
-            )
-        repo = repos[variant]
-        root = repo.get("remote_root", h.get("remote_root", "datasets"))
-        shards = h.get("train_shards") or repo.get("train_shards")
-        if not shards:
-            raise WorkflowError(
-                f"config data.hub.train_shards is null and data.hub.repos.{variant} has no train_shards"
-            )
-        if repo.get("verified") and not re.fullmatch(
-            r"[0-9a-f]{40}", str(repo["revision"])
-        ):
-            raise WorkflowError(
-                f"config data.hub.repos.{variant}: verified is true but revision {repo['revision']!r} is not a"
-                " 40-hex commit (a branch can move: pin the commit the data log printed)"
-            )
-        cmd = ["pgolf", "data", "hub", "--out", out, "--name", d["name"]]
-        cmd += ["--variant", variant, "--train-shards", str(shards)]
-        cmd += ["--repo-id", repo["repo_id"], "--revision", str(repo["revision"])]
-        cmd += ["--remote-root", root, "--max-workers", str(h.get("max_workers", 8))]
-        cmd += ["--timeout", str(h.get("timeout_s", 30))]
-        cmd += ["--retries", str(h.get("retries", 5))]
-        if h.get("endpoint"):
-            cmd += ["--endpoint", h["endpoint"]]
-        lock = h.get("lock", "config/data.lock.json")
-        if lock:
-            cmd += ["--lock", repo_path(lock)]
-        if h.get("update_lock"):
-            cmd += ["--update-lock"]
-    else:
-        doc = d["documents"]
-        cmd = ["pgolf", "data", "documents", "--docs", repo_path(doc["path"])]
-        cmd += ["--out", out, "--name", d["name"]]
-        cmd += ["--vocab-size", str(doc["vocab_size"])]
-        cmd += ["--val-docs", str(doc["val_docs"])]
-        for key in ("shard_tokens", "max_docs", "tokenizer_max_docs"):
-            if doc.get(key):
-                cmd += [f"--{key.replace('_', '-')}", str(doc[key])]
-    return " ".join(shlex.quote(c) for c in cmd)
+def data_section():
+    """The data section that the data step gets (`pgolf data --data-json`), narrowed to what its
+    source uses (for the hub, only the variant's repo) so that no other change re-runs the step;
+    checked here, before any job."""
+    try:
+        return used_section(config["data"])
+    except ValueError as e:
+        raise WorkflowError(str(e)) from None
 
 
 def data_inputs(wildcards):
