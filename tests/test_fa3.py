@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pgolf import fa3, record, stages, upstream
+from pgolf import fa3, readme, record, stages, upstream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SRC = REPO_ROOT / "src"
@@ -515,7 +515,7 @@ def test_the_status_opens_every_seed_train_log_and_reaches_the_record(tmp_path, 
     assert parsed.fa3_status == "f.json"
     env = {"fa3_status": UNAVAILABLE}
     assert record.provenance(env)["fa3_fallback"] == "fa4"
-    assert record._fa3_step(UNAVAILABLE) == "unavailable (no network: cannot download x; fallback fa4)"
+    assert readme._fa3_step(UNAVAILABLE) == "unavailable (no network: cannot download x; fallback fa4)"
 
 
 def stages_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import APRIL, MARCH, NAIVE, fixture
 
-from pgolf import record
+from pgolf import readme, record
 from pgolf.check import check_record, close, seed_logs, tolerance
 from pgolf.logs import parse_log
 from pgolf.record import build_record
@@ -657,7 +657,7 @@ def test_unpacked_script_gets_no_second_copy(run):
 
 def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
     out = tmp_path / "records" / "track" / "2026-05-01_Test"
-    env = record.reproduce_env(
+    env = readme.reproduce_env(
         {"NUM_LAYERS": 2, "EMA_ENABLED": True},
         out,
         tiny_data["manifest_path"],
@@ -675,14 +675,14 @@ def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
     ):
         assert not os.path.isabs(env[key])  # relative to the record folder, where the command runs
         assert os.path.normpath(out.resolve() / env[key]) == os.path.normpath(tiny_data[absolute])
-    cmd = record.reproduce_command(env, 2, 7)
+    cmd = readme.reproduce_command(env, 2, 7)
     assert (
         "QUANT_BITS_MATRIX=5 \\" in cmd
         and "SEED=7 \\" in cmd
         and f"TRAIN_FILES={shlex.quote(env['TRAIN_FILES'])} \\" in cmd
     )  # the shell must not expand the glob
     with pytest.raises(ValueError, match="eval sets EVAL_STRIDE=32 but the training settings set EVAL_STRIDE=64"):
-        record.reproduce_env({"EVAL_STRIDE": 64}, out, None, None, {"eval_stride": 32})
+        readme.reproduce_env({"EVAL_STRIDE": 64}, out, None, None, {"eval_stride": 32})
 
 
 def test_cli_record_with_a_packed_script_and_the_reproducing_settings(packed_run, tiny_data, tmp_path):

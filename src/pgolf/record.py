@@ -11,13 +11,9 @@ On request the loss-curve plot and the per-seed table (HTML and CSV) are also wr
 from __future__ import annotations
 
 import argparse
-import csv
-import html
-import io
 import json
 import os
 import re
-import shlex
 import shutil
 import tempfile
 import uuid
@@ -25,47 +21,59 @@ from pathlib import Path
 
 from pgolf import ARTIFACT_CAP_BYTES, EVAL_BUDGET_S, TRAIN_BUDGET_S
 from pgolf.check import check_record, describe
-from pgolf.compare import compare_records, format_comparison
+from pgolf.compare import compare_records
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
 from pgolf.pack import HUMAN_NAME, ship
-from pgolf.provenance import data_provenance, data_section, pinned_requirements
-from pgolf.stages import EVAL_ENV, QUANTIZE_ENV, data_env, is_secret, section_env
+from pgolf.provenance import data_provenance, pinned_requirements
+from pgolf.readme import _readme, is_non_record, reproduce_env
+from pgolf.report import PLOT_NAME, loss_curve_png, seed_table_csv, seed_table_html
+from pgolf.stages import is_secret
 from pgolf.stats import mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
-NON_RECORD_TRACK = "track_non_record_16mb"
-PLOT_NAME = "loss_curves.png"
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
 _GENERATED = re.compile(
     r"^(README\.md|submission\.json|train_gpt\.py|train_gpt_human\.py|requirements\.txt|loss_curves\.png|train_seed\d+\.log)$"
 )
 
-# The per-seed results table (README, report): header, metrics.json key, format.
-SEED_COLUMNS = (
-    ("Steps", "steps", ","),
-    ("Step avg (ms)", "step_avg_ms", ".2f"),
-    ("Train time (s)", "train_time_s", ".1f"),
-    ("Pre-quant val_bpb", "pre_quant_val_bpb", ".8f"),
-    ("Roundtrip val_bpb", "roundtrip_val_bpb", ".8f"),
-    ("Sliding val_bpb", "sliding_val_bpb", ".8f"),
-    ("Score val_bpb", "val_bpb", ".8f"),
-    ("Artifact bytes", "artifact_bytes", ","),
-    ("Total bytes", "bytes_total", ","),
-    ("Eval time (s)", "eval_time_s", ".1f"),
-)
+
+def seed_inputs(metrics: list[str], logs: list[str], artifacts: list[str] | None = None) -> list[dict]:
+    """The record's inputs as the rule declares them, one entry per seed: its metrics.json, its logs (in the order
+    given: the seed's train_seed<N>.log is their concatenation) and its artifact, each seed's files being those in the
+    folder of its metrics.json. A log or artifact that belongs to no seed is an error naming it."""
+    seeds = [{"dir": Path(m).parent, "metrics": Path(m), "logs": [], "artifact": None} for m in metrics]
+    by_dir = {s["dir"].resolve(): s for s in seeds}
+    if len(by_dir) != len(seeds):
+        raise ValueError(f"two metrics.json in one folder: {metrics}")
+    for path in logs:
+        owner = by_dir.get(Path(path).parent.resolve())
+        if owner is None:
+            raise ValueError(f"{path}: a log beside no seed's metrics.json")
+        owner["logs"].append(Path(path))
+    for path in artifacts or []:
+        owner = by_dir.get(Path(path).parent.resolve())
+        if owner is None:
+            raise ValueError(f"{path}: an artifact beside no seed's metrics.json")
+        owner["artifact"] = Path(path)
+    return seeds
 
 
-def _load_seed(seed_dir: Path) -> dict:
-    """metrics.json and the concatenated logs of one seed folder: the stage logs ``LOG_PARTS``, or the files listed in
-    metrics.json's ``logs`` (an upstream script's single log)."""
-    metrics = read_json(seed_dir / "metrics.json")
-    names = metrics.get("logs") or LOG_PARTS
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and "/" not in n for n in names):
-        raise ValueError(f"{seed_dir / 'metrics.json'}: 'logs' must be a list of file names")
+def _load_seed(seed: Path | dict) -> dict:
+    """metrics.json and the concatenated logs of one seed: the declared inputs of ``seed_inputs``, or (a folder) the
+    stage logs ``LOG_PARTS`` or the files listed in metrics.json's ``logs`` (an upstream script's single log)."""
+    declared = seed if isinstance(seed, dict) else {"dir": Path(seed), "metrics": Path(seed) / "metrics.json"}
+    seed_dir = declared["dir"]
+    metrics = read_json(declared["metrics"])
+    if declared.get("logs"):
+        paths = declared["logs"]
+    else:
+        names = metrics.get("logs") or LOG_PARTS
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and "/" not in n for n in names):
+            raise ValueError(f"{declared['metrics']}: 'logs' must be a list of file names")
+        paths = [seed_dir / name for name in names]
     parts = []
-    for name in names:
-        path = seed_dir / name
+    for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: file not found")
         parts.append(path.read_bytes())
@@ -84,7 +92,8 @@ def _load_seed(seed_dir: Path) -> dict:
     for key in ("val_bpb", "val_loss", "bytes_total"):
         if not isinstance(metrics.get(key), (int, float)):
             raise ValueError(f"{seed_dir / 'metrics.json'}: {key} missing or not a number")
-    return {"seed": seed, "dir": seed_dir, "metrics": metrics, "log": log}
+    artifact = declared.get("artifact") or seed_dir / ARTIFACT_NAME
+    return {"seed": seed, "dir": seed_dir, "metrics": metrics, "log": log, "artifact": artifact}
 
 
 ARTIFACT_NAME = "final_model.ptz"
@@ -99,7 +108,7 @@ def verify_seed_files(seeds: list[dict], script: Path, expected_configs: dict | 
     for s in seeds:
         m, where = s["metrics"], s["dir"] / "metrics.json"
         if "artifact_sha256" in m:  # staged mode (an upstream script's log states its own sizes)
-            artifact = s["dir"] / ARTIFACT_NAME
+            artifact = s["artifact"]
             if not artifact.is_file():
                 raise FileNotFoundError(f"{artifact}: the artifact {where} describes is missing")
             got = {"bytes": artifact.stat().st_size, "sha256": sha256_file(artifact)}
@@ -141,11 +150,6 @@ def _round(x: float | None, nd: int = 8) -> float | None:
 def _mean_of(seeds: list[dict], key: str) -> float | None:
     values = [s["metrics"].get(key) for s in seeds]
     return mean([float(v) for v in values]) if values and all(isinstance(v, (int, float)) for v in values) else None
-
-
-def is_non_record(settings: dict) -> bool:
-    """Whether the settings describe a non-record (or demo) run."""
-    return bool(settings.get("non_record")) or settings.get("track") == NON_RECORD_TRACK
 
 
 def _hardware(environment: dict, seeds: list[dict], nproc: int) -> str:
@@ -231,333 +235,6 @@ def provenance(environment: dict) -> dict:
     return out
 
 
-def _cell(value, spec: str = "") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, int) and not isinstance(value, bool) and spec == ",":
-        return f"{value:,}"
-    return format(value, spec) if spec and isinstance(value, (int, float)) else str(value)
-
-
-def _env_value(value) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def reproduce_command(hparams: dict, nproc: int, seed: int | None) -> str:
-    """The shell command that reruns one seed: env vars, then torchrun."""
-    env = {k: _env_value(v) for k, v in sorted(hparams.items()) if k != "SEED"}
-    if seed is not None:
-        env["SEED"] = str(seed)
-    lines = [f"{k}={shlex.quote(v)} \\" for k, v in env.items()]
-    lines.append(f"torchrun --standalone --nproc_per_node={nproc} train_gpt.py")
-    return "\n".join(lines)
-
-
-def reproduce_env(
-    hparams: dict,
-    out_dir: str | os.PathLike,
-    data_manifest: str | os.PathLike | None = None,
-    quantize: dict | None = None,
-    evaluate: dict | None = None,
-) -> dict[str, str]:
-    """Every setting of the challenge's single run (train, export, reload, score) that the pipeline gave the script:
-    the training hyperparameters, the data and tokenizer paths of ``data_manifest`` (relative to the record folder
-    ``out_dir``, where the command runs), and the quantize and eval sections as the script's variables. Raises
-    ValueError when two sections set one variable to different values (one command could not reproduce both)."""
-    env = {k: _env_value(v) for k, v in hparams.items()}
-    parts = []
-    if data_manifest is not None:
-        data = data_env(data_manifest)
-        for key in ("TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH"):
-            try:
-                data[key] = os.path.relpath(data[key], Path(out_dir).resolve())
-            except ValueError:  # another drive: the absolute path
-                pass
-        parts.append(("data manifest", data))
-    if quantize:
-        parts.append(("quantize", section_env(quantize, QUANTIZE_ENV, "quantize")))
-    if evaluate:
-        section = {k: v for k, v in evaluate.items() if k != "time_budget_s"}  # the pipeline's check, not the script's
-        parts.append(("eval", section_env(section, EVAL_ENV, "eval")))
-    for what, extra in parts:
-        for key, value in extra.items():
-            if key in env and env[key] != value:
-                raise ValueError(
-                    f"{what} sets {key}={value} but the training settings set {key}={env[key]}: one reproducing"
-                    " command cannot give both"
-                )
-            env[key] = value
-    return env
-
-
-def _backends_by_seed(sub: dict) -> str | None:
-    """The seeds' attention backends when they differ (e.g. FA3 on some, the SDPA fallback on others)."""
-    pairs = [(seed, r.get("attention_backend")) for seed, r in sub["seed_results"].items()]
-    return ", ".join(f"seed {seed}: {b}" for seed, b in pairs) if any(b for _, b in pairs) else None
-
-
-def _fa3_step(status: dict | None) -> str | None:
-    if not status or not status.get("state"):
-        return None
-    if status.get("reason"):
-        fallback = f"; fallback {status['fallback']}" if status.get("fallback") else ""
-        return f"{status['state']} ({status['reason']}{fallback})"
-    return status["state"]
-
-
-def _readme(
-    sub: dict,
-    settings: dict,
-    environment: dict,
-    seeds: list[dict],
-    hparams: dict,
-    nproc: int,
-    comparison: dict | None,
-    extra_names: list[str],
-    human: bool = False,
-) -> str:
-    """README.md text; every number comes from the metrics, settings, environment or hyperparameters."""
-    n = len(seeds)
-    out = [f"# {sub['name'] or 'Parameter Golf run'}", ""]
-    if is_non_record(settings):
-        out += [
-            "> **Not a leaderboard record.** This is a non-record / demo run"
-            f" (track `{sub['track']}`, hardware: {sub['hardware']}). Its numbers are not comparable with the"
-            " 10-minute 8xH100 leaderboard and it must not be submitted as a record.",
-            "",
-        ]
-    sliding = all(s["metrics"].get("sliding_val_bpb") is not None for s in seeds)
-    stride = sub.get("eval_stride")
-    score_kind = (
-        f"sliding window, stride {stride}" if sliding and stride else ("sliding window" if sliding else "roundtrip")
-    )
-    std_txt = f" ± {sub['val_bpb_std']:.8f} (sample std)" if sub["val_bpb_std"] is not None else " (one seed: no std)"
-    out += [
-        f"**val_bpb = {sub['val_bpb']:.8f}**{std_txt}, mean of {n} seed(s), {score_kind}, after the"
-        f" {sub.get('quant_tag') or 'compressed'} roundtrip | **{sub['bytes_total']:,} bytes** (largest total over"
-        f" seeds) | {sub['hardware']}",
-        "",
-    ]
-    if sub.get("blurb"):
-        out += [sub["blurb"], ""]
-    out += [
-        f"- Author: {sub['author']}" + (f" (@{sub['github_id']})" if sub.get("github_id") else ""),
-        f"- Date: {sub['date']}",
-        f"- Track: `{sub['track']}`",
-        "",
-        "## Results",
-        "",
-        "| Seed | " + " | ".join(h for h, _, _ in SEED_COLUMNS) + " |",
-        "|---:|" + "---:|" * len(SEED_COLUMNS),
-    ]
-    out += ["| " + " | ".join(row) + " |" for row in _seed_rows(seeds)]
-    loss_std = f" ± {sub['val_loss_std']:.8f}" if sub["val_loss_std"] is not None else ""
-    out += [
-        "",
-        f"Mean over {n} seed(s): val_bpb {sub['val_bpb']:.8f}{std_txt}; val_loss {sub['val_loss']:.8f}{loss_std}"
-        + (f"; pre-quant val_bpb {sub['pre_quant_val_bpb']:.8f}" if sub["pre_quant_val_bpb"] is not None else "")
-        + ".",
-        f"Code: {_cell(sub['bytes_code'], ',')} bytes. The score is val_bpb of the model reloaded from the compressed"
-        " artifact; the logs `train_seed<N>.log` hold the exact figures.",
-        "",
-        "## Loss curves",
-        "",
-        f"![train_loss at every logged step and validation val_loss points, per seed, from the logs]({PLOT_NAME})",
-        "",
-    ]
-    if comparison is not None:
-        b = comparison["b"]
-        out += [
-            "## Comparison",
-            "",
-            f"Against `{b['dir']}` ({b['name']}, {b['n']} seed(s), mean val_bpb {b['mean_bpb']:.8f}):",
-            "",
-            "```",
-            format_comparison(comparison),
-            "```",
-            "",
-        ]
-        out += _reproduction_table(comparison)
-    out += ["## Hyperparameters", ""]
-    if hparams:
-        out += ["| Variable | Value |", "|---|---|"]
-        out += [f"| `{k}` | `{_env_value(v)}` |" for k, v in sorted(hparams.items())]
-    else:
-        out.append("The script's defaults (no overrides).")
-    out += ["", *data_section(sub.get("data")), "## Hardware and versions", ""]
-    env_rows = [
-        ("Hardware", sub["hardware"]),
-        ("GPU", environment.get("gpu")),
-        ("GPU count", environment.get("gpu_count")),
-        ("Processes per node", nproc),
-        ("Driver", environment.get("driver")),
-        ("Python", environment.get("python")),
-        ("PyTorch", environment.get("torch")),
-        ("CUDA", environment.get("cuda")),
-        ("FlashAttention 3", environment.get("fa3")),
-        ("Attention backend", sub.get("attention_backend") or _backends_by_seed(sub)),
-        ("FA3 step", _fa3_step(environment.get("fa3_status"))),
-        ("Platform", environment.get("platform")),
-        ("Git commit", environment.get("git_commit")),
-        ("Container image", environment.get("image_digest")),
-        ("Image base", environment.get("image_base")),
-    ]
-    out += [f"- {label}: {value}" for label, value in env_rows if value is not None]
-    if environment.get("nvidia_smi"):
-        out += [
-            "",
-            "<details><summary>nvidia-smi</summary>",
-            "",
-            "```",
-            environment["nvidia_smi"].rstrip(),
-            "```",
-            "",
-            "</details>",
-        ]
-    seeds_txt = ", ".join(str(s["seed"]) for s in seeds)
-    out += [
-        "",
-        "## Reproducing",
-        "",
-        "From inside this folder (the data and tokenizer paths are relative to it):",
-        "",
-        "```bash",
-        "pip install -r requirements.txt",
-        reproduce_command(hparams, nproc, seeds[0]["seed"]),
-        "```",
-        "",
-        f"Run it once per seed, with `SEED` set to each of: {seeds_txt}. It trains, writes the artifact"
-        " `final_model.ptz`, reloads it from disk and scores it, as the challenge runs the script; every setting that"
-        " differs from the script's defaults is set above (training, data and tokenizer paths, quantization,"
-        " evaluation). The pipeline ran the same script one stage at a time (train, quantize, evaluate) with these"
-        " settings, which gives the same artifact and score"
-        + (
-            "; training stops on the wall clock (`MAX_WALLCLOCK_SECONDS`), so the steps reached, and the numbers"
-            " after them, depend on the hardware's speed."
-            if float(hparams.get("MAX_WALLCLOCK_SECONDS") or 0) > 0
-            else "."
-        ),
-        "",
-        "## Files",
-        "",
-        (
-            f"- `train_gpt.py`: the training, quantization and evaluation script, packed (minified and compressed,"
-            f" self-extracting): its {_cell(sub['bytes_code'], ',')} bytes are the code bytes counted"
-            f"\n- `{HUMAN_NAME}`: its readable source (with docstrings and comments), not counted and not needed to"
-            " run: `train_gpt.py` is this file without docstrings and comments, as `pgolf pack` writes it, and runs"
-            " the same (same losses, same artifact); the pipeline ran this source, one stage at a time"
-            if human
-            else "- `train_gpt.py`: the training, quantization and evaluation script, exactly as run"
-        ),
-        "- "
-        + ", ".join(f"`train_seed{s['seed']}.log`" for s in seeds)
-        + (
-            ": each seed's log, the script's output as written"
-            if all(s["metrics"].get("logs") for s in seeds)
-            else ": each seed's train, quantize and eval logs, concatenated as written"
-        ),
-        "- `submission.json`: leaderboard metadata",
-        "- `requirements.txt`: Python requirements",
-        f"- `{PLOT_NAME}`: the loss curves above",
-    ]
-    out += [f"- `{name}`: a file the script needs" for name in extra_names]
-    out.append("")
-    return "\n".join(out)
-
-
-def _seed_rows(seeds: list[dict]) -> list[list[str]]:
-    """The per-seed results table's rows as text cells (seed first), formatted as in the README."""
-    return [[str(s["seed"])] + [_cell(s["metrics"].get(key), spec) for _, key, spec in SEED_COLUMNS] for s in seeds]
-
-
-def _reproduction_table(comparison: dict) -> list[str]:
-    """README lines comparing each seed with the reference's same seed, when the two share seeds."""
-    ours, theirs = comparison["a"]["seeds"], {str(k): v for k, v in comparison["b"]["seeds"].items()}
-    shared = [seed for seed in ours if str(seed) in theirs]
-    if not shared:
-        return []
-    out = [
-        "Seed by seed against the reference's own logs (a reproduction shows differences near zero):",
-        "",
-        "| Seed | This run val_bpb | Reference val_bpb | Difference (bpb) |",
-        "|---:|---:|---:|---:|",
-    ]
-    for seed in shared:
-        a, b = ours[seed]["val_bpb"], theirs[str(seed)]["val_bpb"]
-        out.append(f"| {seed} | {a:.8f} | {b:.8f} | {a - b:+.8f} |")
-    return out + [""]
-
-
-def loss_curve_png(logs: dict[int, dict]) -> bytes:
-    """A PNG of the loss curves of parsed logs ({seed: parse_log(...)}): train_loss per logged step as a line and
-    validation val_loss as points, one colour per seed. Same logs, same bytes (no timestamp in the file)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    plotted = False
-    for i, (seed, info) in enumerate(sorted(logs.items())):
-        color = f"C{i % 10}"
-        if info["train_losses"]:
-            steps, losses = zip(*info["train_losses"], strict=True)
-            ax.plot(steps, losses, color=color, linewidth=1.2, label=f"seed {seed} train_loss")
-            plotted = True
-        if info["val_points"]:
-            steps, losses = [p[0] for p in info["val_points"]], [p[1] for p in info["val_points"]]
-            ax.plot(steps, losses, "o", color=color, markersize=5, label=f"seed {seed} val_loss")
-            plotted = True
-    if plotted:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no losses logged", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("step")
-    if plotted:
-        ax.set_yscale("log")  # the first steps' losses are several times the final ones
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)))
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel("loss (nats per token, log scale)")
-    ax.set_title("Loss curves per seed (from the logs)")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def seed_table_html(seeds: list[dict], sub: dict) -> str:
-    """The per-seed results table as a small self-contained HTML page (for the Snakemake report)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("Seed", *(h for h, _, _ in SEED_COLUMNS)))
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _seed_rows(seeds))
-    std_txt = "" if sub["val_bpb_std"] is None else f" ± {sub['val_bpb_std']:.8f}"
-    title = html.escape(str(sub.get("name") or "record"))
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
-        + title
-        + "</title><style>table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
-        f"<p><b>{title}</b>: val_bpb {sub['val_bpb']:.8f}{std_txt} over {len(seeds)} seed(s)</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
-    )
-
-
-def seed_table_csv(seeds: list[dict]) -> str:
-    """The per-seed results as CSV (raw metrics.json values; empty where not measured)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["seed", *(key for _, key, _ in SEED_COLUMNS)])
-    for s in seeds:
-        writer.writerow(
-            [s["seed"], *("" if s["metrics"].get(k) is None else s["metrics"][k] for _, k, _ in SEED_COLUMNS)]
-        )
-    return buf.getvalue()
-
-
 def _install(tmp: Path, out: Path) -> None:
     """Rename the finished folder ``tmp`` to ``out``, replacing an older ``out`` only after the new one is in place."""
     if not out.exists():
@@ -575,7 +252,7 @@ def _install(tmp: Path, out: Path) -> None:
 
 def build_record(
     out_dir: str | os.PathLike,
-    seed_dirs: list[Path],
+    seed_dirs: list[Path | dict],
     script: Path,
     environment: dict,
     settings: dict,
@@ -602,7 +279,7 @@ def build_record(
     out = Path(out_dir)
     if not seed_dirs:
         raise ValueError("no seed folders given")
-    seeds = [_load_seed(Path(d)) for d in seed_dirs]
+    seeds = [_load_seed(d if isinstance(d, dict) else Path(d)) for d in seed_dirs]
     numbers = [s["seed"] for s in seeds]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"duplicate seeds: {numbers}")
@@ -711,7 +388,12 @@ def _json_arg(value: str) -> dict:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
+    if args.metrics:
+        seeds = seed_inputs(args.metrics, args.logs or [], args.artifacts)
+    elif args.run_dir and args.seeds:
+        seeds = [Path(args.run_dir) / f"seed_{s}" for s in args.seeds]
+    else:
+        raise ValueError("give each seed's --metrics (with its --logs and --artifacts), or --run-dir and --seeds")
     hparams = reproduce_env(
         _json_arg(args.hparams_json),
         args.out,
@@ -722,7 +404,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     )
     sub = build_record(
         args.out,
-        [run_dir / f"seed_{s}" for s in args.seeds],
+        seeds,
         Path(args.script),
         read_json(args.environment),
         _json_arg(args.settings_json),
@@ -740,8 +422,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add the ``record`` subcommand."""
     p = subparsers.add_parser("record", help="assemble a record folder from per-seed results")
-    p.add_argument("--run-dir", required=True, help="results/<run>, holding seed_<N>/ folders")
-    p.add_argument("--seeds", required=True, nargs="+", type=int)
+    p.add_argument("--metrics", nargs="+", help="each seed's metrics.json (its logs and artifact lie beside it)")
+    p.add_argument("--logs", nargs="*", help="the seeds' logs, each seed's in order (train_seed<N>.log joins them)")
+    p.add_argument("--artifacts", nargs="*", help="the seeds' artifacts (staged mode): checked against metrics.json")
+    p.add_argument("--run-dir", help="instead of --metrics: results/<run>, holding seed_<N>/ folders")
+    p.add_argument("--seeds", nargs="+", type=int, help="with --run-dir: the seeds")
     p.add_argument("--script", required=True, help="the training script (becomes train_gpt.py)")
     p.add_argument("--human-script", help=f"the readable source of a packed --script (shipped as {HUMAN_NAME})")
     p.add_argument("--environment", required=True, help="environment JSON file")

@@ -53,14 +53,12 @@ rule record:
         settings=as_json(RECORD_SETTINGS),
         hparams=as_json(TRAIN_ENV),
         configs=as_json(EXPECTED_CONFIGS),
-        seeds=" ".join(str(s) for s in SEEDS),
         nproc=NPROC,
         staged=lambda wildcards, input: record_staged_args(input),
-        run_dir=lambda wildcards, input: str(Path(input.environment).parents[1]),
         report_dir=lambda wildcards, output: str(Path(output.curves).parent),
         record_dir=lambda wildcards, output: str(Path(output.submission).parent),
     shell:
-        "pgolf record --run-dir {params.run_dir} --seeds {params.seeds} --script {input.script}"
+        "pgolf record --metrics {input.metrics} --logs {input.logs} --artifacts {input.artifacts} --script {input.script}"
         " --environment {input.environment} --data-manifest {input.data} --settings-json {params.settings:q}"
         " --hparams-json {params.hparams:q} --nproc {params.nproc} {params.staged} --out {params.record_dir}"
         " --report-dir {params.report_dir} --expect-configs {params.configs:q} > {log} 2>&1 && touch {output.done}"

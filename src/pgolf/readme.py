@@ -1,0 +1,267 @@
+"""The record's README.md: the results, the seed table, the hardware and provenance, how to reproduce it (the
+command with every setting the pipeline gave the script) and, with a reference record, the comparison."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from pgolf.compare import format_comparison
+from pgolf.pack import HUMAN_NAME
+from pgolf.provenance import data_section
+from pgolf.report import PLOT_NAME, SEED_COLUMNS, _cell, _seed_rows
+from pgolf.stages import EVAL_ENV, QUANTIZE_ENV, data_env, section_env
+
+NON_RECORD_TRACK = "track_non_record_16mb"
+
+
+def is_non_record(settings: dict) -> bool:
+    """Whether the settings describe a non-record (or demo) run."""
+    return bool(settings.get("non_record")) or settings.get("track") == NON_RECORD_TRACK
+
+
+def _env_value(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def reproduce_command(hparams: dict, nproc: int, seed: int | None) -> str:
+    """The shell command that reruns one seed: env vars, then torchrun."""
+    env = {k: _env_value(v) for k, v in sorted(hparams.items()) if k != "SEED"}
+    if seed is not None:
+        env["SEED"] = str(seed)
+    lines = [f"{k}={shlex.quote(v)} \\" for k, v in env.items()]
+    lines.append(f"torchrun --standalone --nproc_per_node={nproc} train_gpt.py")
+    return "\n".join(lines)
+
+
+def reproduce_env(
+    hparams: dict,
+    out_dir: str | os.PathLike,
+    data_manifest: str | os.PathLike | None = None,
+    quantize: dict | None = None,
+    evaluate: dict | None = None,
+) -> dict[str, str]:
+    """Every setting of the challenge's single run (train, export, reload, score) that the pipeline gave the script:
+    the training hyperparameters, the data and tokenizer paths of ``data_manifest`` (relative to the record folder
+    ``out_dir``, where the command runs), and the quantize and eval sections as the script's variables. Raises
+    ValueError when two sections set one variable to different values (one command could not reproduce both)."""
+    env = {k: _env_value(v) for k, v in hparams.items()}
+    parts = []
+    if data_manifest is not None:
+        data = data_env(data_manifest)
+        for key in ("TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH"):
+            try:
+                data[key] = os.path.relpath(data[key], Path(out_dir).resolve())
+            except ValueError:  # another drive: the absolute path
+                pass
+        parts.append(("data manifest", data))
+    if quantize:
+        parts.append(("quantize", section_env(quantize, QUANTIZE_ENV, "quantize")))
+    if evaluate:
+        section = {k: v for k, v in evaluate.items() if k != "time_budget_s"}  # the pipeline's check, not the script's
+        parts.append(("eval", section_env(section, EVAL_ENV, "eval")))
+    for what, extra in parts:
+        for key, value in extra.items():
+            if key in env and env[key] != value:
+                raise ValueError(
+                    f"{what} sets {key}={value} but the training settings set {key}={env[key]}: one reproducing"
+                    " command cannot give both"
+                )
+            env[key] = value
+    return env
+
+
+def _backends_by_seed(sub: dict) -> str | None:
+    """The seeds' attention backends when they differ (e.g. FA3 on some, the SDPA fallback on others)."""
+    pairs = [(seed, r.get("attention_backend")) for seed, r in sub["seed_results"].items()]
+    return ", ".join(f"seed {seed}: {b}" for seed, b in pairs) if any(b for _, b in pairs) else None
+
+
+def _fa3_step(status: dict | None) -> str | None:
+    if not status or not status.get("state"):
+        return None
+    if status.get("reason"):
+        fallback = f"; fallback {status['fallback']}" if status.get("fallback") else ""
+        return f"{status['state']} ({status['reason']}{fallback})"
+    return status["state"]
+
+
+def _readme(
+    sub: dict,
+    settings: dict,
+    environment: dict,
+    seeds: list[dict],
+    hparams: dict,
+    nproc: int,
+    comparison: dict | None,
+    extra_names: list[str],
+    human: bool = False,
+) -> str:
+    """README.md text; every number comes from the metrics, settings, environment or hyperparameters."""
+    n = len(seeds)
+    out = [f"# {sub['name'] or 'Parameter Golf run'}", ""]
+    if is_non_record(settings):
+        out += [
+            "> **Not a leaderboard record.** This is a non-record / demo run"
+            f" (track `{sub['track']}`, hardware: {sub['hardware']}). Its numbers are not comparable with the"
+            " 10-minute 8xH100 leaderboard and it must not be submitted as a record.",
+            "",
+        ]
+    sliding = all(s["metrics"].get("sliding_val_bpb") is not None for s in seeds)
+    stride = sub.get("eval_stride")
+    score_kind = (
+        f"sliding window, stride {stride}" if sliding and stride else ("sliding window" if sliding else "roundtrip")
+    )
+    std_txt = f" ± {sub['val_bpb_std']:.8f} (sample std)" if sub["val_bpb_std"] is not None else " (one seed: no std)"
+    out += [
+        f"**val_bpb = {sub['val_bpb']:.8f}**{std_txt}, mean of {n} seed(s), {score_kind}, after the"
+        f" {sub.get('quant_tag') or 'compressed'} roundtrip | **{sub['bytes_total']:,} bytes** (largest total over"
+        f" seeds) | {sub['hardware']}",
+        "",
+    ]
+    if sub.get("blurb"):
+        out += [sub["blurb"], ""]
+    out += [
+        f"- Author: {sub['author']}" + (f" (@{sub['github_id']})" if sub.get("github_id") else ""),
+        f"- Date: {sub['date']}",
+        f"- Track: `{sub['track']}`",
+        "",
+        "## Results",
+        "",
+        "| Seed | " + " | ".join(h for h, _, _ in SEED_COLUMNS) + " |",
+        "|---:|" + "---:|" * len(SEED_COLUMNS),
+    ]
+    out += ["| " + " | ".join(row) + " |" for row in _seed_rows(seeds)]
+    loss_std = f" ± {sub['val_loss_std']:.8f}" if sub["val_loss_std"] is not None else ""
+    out += [
+        "",
+        f"Mean over {n} seed(s): val_bpb {sub['val_bpb']:.8f}{std_txt}; val_loss {sub['val_loss']:.8f}{loss_std}"
+        + (f"; pre-quant val_bpb {sub['pre_quant_val_bpb']:.8f}" if sub["pre_quant_val_bpb"] is not None else "")
+        + ".",
+        f"Code: {_cell(sub['bytes_code'], ',')} bytes. The score is val_bpb of the model reloaded from the compressed"
+        " artifact; the logs `train_seed<N>.log` hold the exact figures.",
+        "",
+        "## Loss curves",
+        "",
+        f"![train_loss at every logged step and validation val_loss points, per seed, from the logs]({PLOT_NAME})",
+        "",
+    ]
+    if comparison is not None:
+        b = comparison["b"]
+        out += [
+            "## Comparison",
+            "",
+            f"Against `{b['dir']}` ({b['name']}, {b['n']} seed(s), mean val_bpb {b['mean_bpb']:.8f}):",
+            "",
+            "```",
+            format_comparison(comparison),
+            "```",
+            "",
+        ]
+        out += _reproduction_table(comparison)
+    out += ["## Hyperparameters", ""]
+    if hparams:
+        out += ["| Variable | Value |", "|---|---|"]
+        out += [f"| `{k}` | `{_env_value(v)}` |" for k, v in sorted(hparams.items())]
+    else:
+        out.append("The script's defaults (no overrides).")
+    out += ["", *data_section(sub.get("data")), "## Hardware and versions", ""]
+    env_rows = [
+        ("Hardware", sub["hardware"]),
+        ("GPU", environment.get("gpu")),
+        ("GPU count", environment.get("gpu_count")),
+        ("Processes per node", nproc),
+        ("Driver", environment.get("driver")),
+        ("Python", environment.get("python")),
+        ("PyTorch", environment.get("torch")),
+        ("CUDA", environment.get("cuda")),
+        ("FlashAttention 3", environment.get("fa3")),
+        ("Attention backend", sub.get("attention_backend") or _backends_by_seed(sub)),
+        ("FA3 step", _fa3_step(environment.get("fa3_status"))),
+        ("Platform", environment.get("platform")),
+        ("Git commit", environment.get("git_commit")),
+        ("Container image", environment.get("image_digest")),
+        ("Image base", environment.get("image_base")),
+    ]
+    out += [f"- {label}: {value}" for label, value in env_rows if value is not None]
+    if environment.get("nvidia_smi"):
+        out += [
+            "",
+            "<details><summary>nvidia-smi</summary>",
+            "",
+            "```",
+            environment["nvidia_smi"].rstrip(),
+            "```",
+            "",
+            "</details>",
+        ]
+    seeds_txt = ", ".join(str(s["seed"]) for s in seeds)
+    out += [
+        "",
+        "## Reproducing",
+        "",
+        "From inside this folder (the data and tokenizer paths are relative to it):",
+        "",
+        "```bash",
+        "pip install -r requirements.txt",
+        reproduce_command(hparams, nproc, seeds[0]["seed"]),
+        "```",
+        "",
+        f"Run it once per seed, with `SEED` set to each of: {seeds_txt}. It trains, writes the artifact"
+        " `final_model.ptz`, reloads it from disk and scores it, as the challenge runs the script; every setting that"
+        " differs from the script's defaults is set above (training, data and tokenizer paths, quantization,"
+        " evaluation). The pipeline ran the same script one stage at a time (train, quantize, evaluate) with these"
+        " settings, which gives the same artifact and score"
+        + (
+            "; training stops on the wall clock (`MAX_WALLCLOCK_SECONDS`), so the steps reached, and the numbers"
+            " after them, depend on the hardware's speed."
+            if float(hparams.get("MAX_WALLCLOCK_SECONDS") or 0) > 0
+            else "."
+        ),
+        "",
+        "## Files",
+        "",
+        (
+            f"- `train_gpt.py`: the training, quantization and evaluation script, packed (minified and compressed,"
+            f" self-extracting): its {_cell(sub['bytes_code'], ',')} bytes are the code bytes counted"
+            f"\n- `{HUMAN_NAME}`: its readable source (with docstrings and comments), not counted and not needed to"
+            " run: `train_gpt.py` is this file without docstrings and comments, as `pgolf pack` writes it, and runs"
+            " the same (same losses, same artifact); the pipeline ran this source, one stage at a time"
+            if human
+            else "- `train_gpt.py`: the training, quantization and evaluation script, exactly as run"
+        ),
+        "- "
+        + ", ".join(f"`train_seed{s['seed']}.log`" for s in seeds)
+        + (
+            ": each seed's log, the script's output as written"
+            if all(s["metrics"].get("logs") for s in seeds)
+            else ": each seed's train, quantize and eval logs, concatenated as written"
+        ),
+        "- `submission.json`: leaderboard metadata",
+        "- `requirements.txt`: Python requirements",
+        f"- `{PLOT_NAME}`: the loss curves above",
+    ]
+    out += [f"- `{name}`: a file the script needs" for name in extra_names]
+    out.append("")
+    return "\n".join(out)
+
+
+def _reproduction_table(comparison: dict) -> list[str]:
+    """README lines comparing each seed with the reference's same seed, when the two share seeds."""
+    ours, theirs = comparison["a"]["seeds"], {str(k): v for k, v in comparison["b"]["seeds"].items()}
+    shared = [seed for seed in ours if str(seed) in theirs]
+    if not shared:
+        return []
+    out = [
+        "Seed by seed against the reference's own logs (a reproduction shows differences near zero):",
+        "",
+        "| Seed | This run val_bpb | Reference val_bpb | Difference (bpb) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for seed in shared:
+        a, b = ours[seed]["val_bpb"], theirs[str(seed)]["val_bpb"]
+        out.append(f"| {seed} | {a:.8f} | {b:.8f} | {a - b:+.8f} |")
+    return out + [""]
