@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED
 
-from pgolf import record
+from pgolf import check
 from pgolf.check import check_record, inspect_record
 from pgolf.compare import compare_records
 
@@ -27,7 +27,7 @@ def corpus() -> Path:
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pgolf")
-    record.register(parser.add_subparsers(dest="command", required=True))
+    check.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

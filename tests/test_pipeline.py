@@ -56,11 +56,11 @@ def test_packed_script_ships_and_is_what_quantize_counts(tmp_path):
     assert f"pgolf pack --script {script} --out {shipped}" in out
     assert out.count(f"--code-file {shipped}") == 3  # every seed's cap check counts the packed bytes
     assert f"--script {shipped}" in out  # and the record ships it, with the readable source beside it
-    assert f"--human-script {REPO / 'src' / 'pgolf' / 'train_gpt.py'}" in out
+    assert f"--human-script {script}" in out
     unpacked = overlay(tmp_path, "unpacked", {"record": {"pack_script": False}})
     out = snakemake(tmp_path, "-n", "-p", configs=[REPO / "config" / "config.yaml", unpacked]).stdout
     assert "pgolf pack" not in out and "--human-script" not in out
-    assert out.count(f"--code-file {REPO / 'src' / 'pgolf' / 'train_gpt.py'}") == 3
+    assert out.count(f"--code-file {script}") == 3
 
 
 def test_pod_profile_dry_run(tmp_path):
