@@ -58,6 +58,7 @@ def artifact(tiny_data, tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_two_ranks_score_exactly_what_one_rank_scores(tiny_data, artifact, tmp_path):
     res = []
     for nproc in (0, 2):
@@ -77,6 +78,7 @@ def test_two_ranks_score_exactly_what_one_rank_scores(tiny_data, artifact, tmp_p
     assert two["roundtrip_val_bpb"] == pytest.approx(one["roundtrip_val_bpb"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp_path, capsys):
     train_summary = {
         "stage": "train",

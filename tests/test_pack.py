@@ -85,6 +85,7 @@ def steps_of(log: str) -> list[str]:
     return re.findall(r"^step:\d+/\d+ train_loss:\S+", log, re.M)
 
 
+@pytest.mark.slow
 def test_packed_script_is_small_and_runs_identically(tiny_data, tmp_path):
     """Our script, packed: at most 30,000 bytes, the same --help, the same losses, weights and artifact, its own
     bytes counted; with Triton installed its kernels import from the packed file."""
@@ -118,6 +119,7 @@ def test_packed_script_is_small_and_runs_identically(tiny_data, tmp_path):
     assert real.read_text() == pack.minify(SCRIPT.read_text())[0]  # the code that ran, as a real file
 
 
+@pytest.mark.slow
 @needs_triton
 def test_cpu_path_is_the_same_without_triton(tiny_data, tmp_path):
     """Installing Triton must not change a CPU run: the fused kernels are for CUDA tensors only."""
@@ -135,6 +137,7 @@ def test_cpu_path_is_the_same_without_triton(tiny_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @needs_triton
 def test_packed_triton_kernel_runs_on_cpu_under_torchrun(tmp_path):
     """A packed file with a @triton.jit kernel imports and runs it (Triton's interpreter on CPU), on 2 ranks racing
@@ -304,6 +307,7 @@ for i, path in enumerate(sys.argv[1:]):
 """
 
 
+@pytest.mark.slow
 def test_every_upstream_script_packs_and_compiles(tmp_path):
     """Each corpus script ships packed (smaller, the same code) or as it was (no growth), compiles, and packing the
     result again changes nothing."""
@@ -327,6 +331,7 @@ def test_every_upstream_script_packs_and_compiles(tmp_path):
     assert packed >= 30  # all but the wrapped or tiny ones (which this Python may not even parse inside)
 
 
+@pytest.mark.slow
 @needs_triton
 def test_upstream_triton_scripts_import_under_triton_once_packed(tmp_path):
     triton_scripts = [p for p in corpus_scripts() if "@triton.jit" in p.read_text(encoding="utf-8")]
@@ -350,6 +355,7 @@ def test_upstream_triton_scripts_import_under_triton_once_packed(tmp_path):
         assert ok == "OK" and int(count) >= 1 and read == "True", line
 
 
+@pytest.mark.slow
 def test_gpu_comparison_benchmark_runs_on_cpu(tiny_data, tmp_path):
     """benchmarks/pack_gpu.py (the GPU proof the lead runs) on CPU: its table, and its verdict for identical runs."""
     bench = SCRIPT.parents[2] / "benchmarks" / "pack_gpu.py"

@@ -21,6 +21,8 @@ TEST_CONFIG = REPO / ".test" / "config.yaml"
 FULL_CHAIN = {"train": 2, "quantize": 2, "evaluate": 2, "record": 1, "all": 1}
 SCRIPT_CHAIN = {"ship_script": 1, **FULL_CHAIN}  # a script edit also re-packs the shipped script
 
+pytestmark = pytest.mark.slow  # the pipeline end to end (minutes)
+
 
 def overlay(tmp: Path, name: str, obj: dict) -> Path:
     path = tmp / f"{name}.yaml"

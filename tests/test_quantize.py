@@ -23,6 +23,7 @@ def tiny_state(mod, **kw):
     return args, model
 
 
+@pytest.mark.slow
 def test_artifact_file_reconstructs_exactly_what_the_quantizer_intended(mod, tmp_path):
     args, model = tiny_state(mod, quant_bits_mlp=5)
     state = model.state_dict()
@@ -203,6 +204,7 @@ def test_bad_artifacts_fail_naming_the_file_and_the_problem(mod, tmp_path):
         mod.model_from_artifact(str(tmp_path / "wide.ptz"), args, mod.Runtime())
 
 
+@pytest.mark.slow
 def test_quant_gap_benchmark_on_a_tiny_checkpoint(tiny_data, tmp_path, monkeypatch):
     import importlib.util
 

@@ -56,6 +56,7 @@ def test_score_windows_score_every_target_once_in_order(train_script, n, seq_len
             assert k <= stride
 
 
+@pytest.mark.slow
 def test_sliding_eval_equals_token_by_token_reference(train_script):
     mod = train_script
     args = small_args(mod)
@@ -124,6 +125,7 @@ def test_quantize_dequantize_is_what_the_quantizer_intended(train_script):
     assert kinds.count("attn") > 0 and kinds.count("embed") == 2  # token + bigram embeddings
 
 
+@pytest.mark.slow
 def test_stages_train_quantize_eval_and_corrupt_artifact(train_script, tiny_data, tmp_path):
     ckpt, art = tmp_path / "ckpt.pt", tmp_path / "model.ptz"
     run_script(
@@ -209,6 +211,7 @@ def train_losses(log: str) -> list[str]:
     return re.findall(r"step:\d+/\d+ train_loss:([\d.]+)", log)
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_on_two_ranks(tiny_data, tmp_path):
     logs = []
     for i in range(2):

@@ -18,6 +18,8 @@ from pgolf.check import check_record
 from pgolf.logs import parse_log
 from pgolf.upstream import metrics_from_log, stream
 
+pytestmark = pytest.mark.slow  # the pipeline end to end (minutes)
+
 TEST_CONFIG = REPO / ".test" / "config.yaml"
 
 # An upstream-style record script: one process trains, "quantizes" and "evaluates", reading SEED, DATA_PATH (a folder
