@@ -148,3 +148,22 @@ def data_rule_arguments(output: str) -> dict:
     root = words[words.index("--root") + 1]
     resolve = hub_arguments if section["source"] == "hub" else documents_arguments
     return resolve(section, root)
+
+
+def private_hf_home(tmp_path: Path, monkeypatch) -> Path:
+    """A private Hugging Face home, online, no token, for a test's stand-in hub; returns its hub cache folder."""
+    import huggingface_hub.constants as hf_constants
+
+    hf_home = tmp_path / "hf_home"
+    for key, value in {
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # these two are read at import time
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    return hf_home / "hub"

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import yaml
-from conftest import data_rule_arguments
+from conftest import data_rule_arguments, private_hf_home
 
 from pgolf import data
 from pgolf.data import (
@@ -642,20 +642,7 @@ def _shard(rng: np.random.Generator, n: int) -> np.ndarray:
 def fake_hub(tmp_path, monkeypatch, tokenizer):
     """A hub repo with remote_root 'datasets', variant sp1024: our tokenizer under the official name, 3 train shards
     and the challenge's manifest.json listing them; downloads here retry fast."""
-    import huggingface_hub.constants as hf_constants
-
-    hf_home = tmp_path / "hf_home"
-    for key, value in {
-        "HF_HOME": str(hf_home),
-        "HF_HUB_OFFLINE": "0",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # these two are read at import time
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    cache_dir = private_hf_home(tmp_path, monkeypatch)
 
     root = tmp_path / "hub_repo"
     (root / "datasets" / "tokenizers").mkdir(parents=True)
@@ -681,7 +668,7 @@ def fake_hub(tmp_path, monkeypatch, tokenizer):
 
     hub = _FakeHub(root, REPO_ID)
     hub.thread.start()
-    hub.cache_dir = hf_home / "hub"
+    hub.cache_dir = cache_dir
     hub.fast = {"endpoint": hub.endpoint, "repo_id": REPO_ID, "timeout": 5.0, "retries": 1, "max_workers": 3}
     yield hub
     hub.server.shutdown()

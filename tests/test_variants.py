@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import data_rule_arguments
+from conftest import data_rule_arguments, private_hf_home
 from test_data import _FakeHub
 
 from pgolf import stages
@@ -36,21 +36,7 @@ def tokenizers(tmp_path_factory) -> dict[int, Path]:
 @pytest.fixture
 def hf_env(tmp_path, monkeypatch) -> Path:
     """A private Hugging Face home, online, no token (as the fake_hub fixture of test_data)."""
-    import huggingface_hub.constants as hf_constants
-
-    hf_home = tmp_path / "hf_home"
-    for key, value in {
-        "HF_HOME": str(hf_home),
-        "HF_HUB_OFFLINE": "0",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    return hf_home / "hub"
+    return private_hf_home(tmp_path, monkeypatch)
 
 
 def _tokens(rng: np.random.Generator, n: int, vocab: int) -> np.ndarray:
