@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -77,6 +78,27 @@ def test_two_ranks_score_exactly_what_one_rank_scores(tiny_data, artifact, tmp_p
     assert two["roundtrip_val_bpb"] == pytest.approx(one["roundtrip_val_bpb"], rel=1e-6)
 
 
+def test_eval_time_is_the_scoring_alone_with_loading_and_compile_apart(tiny_data, artifact, tmp_path):
+    from pgolf.logs import parse_log
+
+    out, log = tmp_path / "e.json", tmp_path / "e.log"
+    run_script(
+        ["--stage", "eval", "--artifact", str(artifact / "m.ptz"), "--summary", str(out), "--logfile", str(log)],
+        {"EVAL_STRIDE": "16"},
+        tiny_data,
+        tmp_path,
+    )
+    ev, text = json.loads(out.read_text()), log.read_text()
+    assert ev["compile_s"] == 0.0 and "eval_compile: off (eager)" in text  # CPU: compile is auto = off
+    assert 0 < ev["load_s"] and 0 < ev["eval_time_s"] < ev["eval_total_s"]
+    assert ev["load_s"] + ev["compile_s"] + ev["eval_time_s"] <= ev["eval_total_s"]
+    passes = [float(m) for m in re.findall(r"^final_\S+_(?:roundtrip|sliding_window) .*eval_time:(\d+)ms$", text, re.M)]
+    assert len(passes) == 2 and sum(passes) / 1000 == pytest.approx(ev["eval_time_s"], abs=0.01)
+    assert f"eval_timing: load:{ev['load_s']:.1f}s compile:0.0s scoring:{ev['eval_time_s']:.1f}s" in text
+    info = parse_log(log)
+    assert info["total_eval_time_s"] == round(ev["eval_time_s"], 1) == info["eval_time_s"]
+
+
 def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp_path, capsys):
     train_summary = {
         "stage": "train",
@@ -93,9 +115,19 @@ def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp
         "device": "cpu",
     }
     (tmp_path / "t.json").write_text(json.dumps(train_summary))
+    from pgolf.stages import measure
+
+    files = {"artifact": measure(artifact / "m.ptz"), "code_file": measure(SCRIPT)}  # what the step checks first
     (tmp_path / "q.json").write_text(
         json.dumps(
-            {"stage": "quantize", "artifact_bytes": 1, "code_bytes": 1, "bytes_total": 2, "quant_tag": "int6_zstd"}
+            {
+                "stage": "quantize",
+                "artifact_bytes": 1,
+                "code_bytes": 1,
+                "bytes_total": 2,
+                "quant_tag": "int6_zstd",
+                "files": files,
+            }
         )
     )
     common = [
@@ -129,4 +161,5 @@ def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp
     assert not (tmp_path / "m.json").exists()
     assert pgolf([*common, "--eval-json", json.dumps({**env, "time_budget_s": 600})]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert 0 < metrics["eval_time_s"] < 600 and metrics["eval_time_budget_s"] == 600
+    assert 0 < metrics["eval_time_s"] < metrics["eval_total_s"] < 600 and metrics["eval_time_budget_s"] == 600
+    assert metrics["eval_compile_s"] == 0.0 and metrics["eval_load_s"] > 0

@@ -1752,33 +1752,75 @@ def artifact_meta(args: Hyperparameters) -> dict:
     return {"format": ARTIFACT_FORMAT, "model": args.model(), "quant": {"bits_matrix": args.quant_bits_matrix}}
 
 
-ENCODE_MARGIN = 0.01  # a candidate estimated within 1% of the smallest full size is encoded in full too
+ENCODE_MARGIN = 0.005  # a candidate estimated within 0.5% of the chosen one's estimate is encoded in full too
 CODEC_COST = {"brotli": 0, "xz": 1, "zstd": 2}  # slowest first, so the threads finish together
 
 
 def sample_chunks(n: int, k: int) -> list[int]:
-    """k evenly spaced indices of n chunks (the middle of each of k equal parts); all n when k is 0 or >= n."""
+    """k of n chunk indices: the first and the last (the header and embeddings, the float tensors: unlike the rest)
+    and k - 2 evenly spaced between them (the middle of each of k - 2 equal parts); all n when k is 0 or >= n."""
     if k <= 0 or k >= n:
         return list(range(n))
-    return sorted({(2 * i + 1) * n // (2 * k) for i in range(k)})
+    inner = [1 + (2 * i + 1) * (n - 2) // (2 * (k - 2)) for i in range(k - 2)] if k > 2 else []
+    return sorted({0, n - 1, *inner})
+
+
+def payload_spans(raw: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of a serialized payload's header and of each tensor's bytes, in order (the same entries in
+    every layout, only their lengths differ)."""
+    n = int.from_bytes(raw[:4], "little")
+    spans, pos = [(0, 4 + n)], 4 + n
+    for entry in json.loads(raw[4 : 4 + n])["tensors"]:
+        spans.append((pos, entry[5]))
+        pos += entry[5]
+    return spans
+
+
+def aligned_samples(raws: dict[str, bytes], step: int, k: int) -> dict[str, list[int]]:
+    """Per layout, the chunks to compress to rank the candidates: k evenly spaced chunks of the longest payload, and
+    in the others the chunks holding the same places (same tensor, same fraction of it), so that every layout is
+    estimated from the same weights; every chunk when k is 0 or the payload has no more than k."""
+    n_chunks = {lay: max(1, -(-len(raw) // step)) for lay, raw in raws.items()}
+    ref = max(raws, key=lambda lay: len(raws[lay]))
+    if k <= 0 or k >= n_chunks[ref]:
+        return {lay: list(range(n)) for lay, n in n_chunks.items()}
+    ref_spans = payload_spans(raws[ref])
+    points = []  # (entry, fraction of it) at the middle of each reference chunk sampled
+    for i in sample_chunks(n_chunks[ref], k)[1:-1]:
+        mid = min(i * step + step // 2, len(raws[ref]) - 1)
+        j = max(e for e, (start, _) in enumerate(ref_spans) if start <= mid)
+        points.append((j, (mid - ref_spans[j][0]) / max(ref_spans[j][1], 1)))
+    out = {}
+    for lay, raw in raws.items():
+        spans = ref_spans if lay == ref else payload_spans(raw)
+        inner = {min(int(spans[j][0] + f * spans[j][1]) // step, n_chunks[lay] - 1) for j, f in points}
+        out[lay] = sorted({0, n_chunks[lay] - 1, *inner})
+    return out
 
 
 def choose_encoding(payload: dict, meta: dict, codecs: list, layouts: list, args: Hyperparameters, rt: Runtime):
     """The smallest codec x layout encoding of `payload`, without compressing every candidate in full. Chunks are
     compressed independently, so a chunk's compressed size is exact whatever else is encoded: ENCODE_SAMPLE_CHUNKS
-    evenly spaced chunks of each candidate's payload are compressed and its size estimated from them (their
-    compressed/raw ratio over the whole payload, plus the framing); then, until no candidate left is estimated within
-    ENCODE_MARGIN of the smallest full size, the best estimated ones are encoded in full (the sampled chunks reused),
-    and the smallest full one is kept. Every candidate not encoded in full was estimated more than ENCODE_MARGIN above
-    the chosen one's full size (the log says so, with the finalists' estimate errors). ENCODE_SAMPLE_CHUNKS=0, or a
-    payload of no more chunks than that, encodes every candidate in full. The sizes, and so the choice and the bytes,
-    depend on the payload alone (never on the thread count); ties go to the first in CODECS x LAYOUTS order.
-    Returns (codec, layout, artifact bytes, {"codec/layout": {"bytes", "full", "chunks", "sampled"}})."""
+    chunks of each candidate's payload (the first, the last and evenly spaced ones between, at the same weights in
+    every layout: `aligned_samples`) are compressed and its size estimated from them (the first and last as they are,
+    the rest from the compressed/raw ratio of the others, plus the framing). The best estimate, and every candidate
+    estimated within ENCODE_MARGIN of it, are encoded in full (the sampled chunks reused), again while another's
+    estimate is within ENCODE_MARGIN of the smallest full one's estimate, and the smallest full one is kept: the
+    choice is never larger than a candidate encoded in full, and every other was estimated more than ENCODE_MARGIN
+    above the chosen one's estimate (the log says so, with the finalists' estimate errors). ENCODE_SAMPLE_CHUNKS=0,
+    or a payload of no more chunks than that, encodes every candidate in full. The sizes, and so the choice and the
+    bytes, depend on the payload alone (never on the thread count); ties go to the first in CODECS x LAYOUTS order.
+    Returns (codec, layout, artifact bytes, {"codec/layout": {"bytes" (full or estimated), "full", "estimate",
+    "chunks", "sampled"}})."""
     t0 = time.perf_counter()
     raws = {lay: serialize(payload, meta, lay) for lay in layouts}
     chunks = {lay: split_chunks(raw, args) for lay, raw in raws.items()}
     cands = [(c, lay) for c in codecs for lay in layouts]
-    picks = {lay: sample_chunks(len(ch), args.encode_sample_chunks) for lay, ch in chunks.items()}
+    picks = aligned_samples(
+        raws, args.compress_chunk or max(len(r) for r in raws.values()) or 1, args.encode_sample_chunks
+    )
+    if any(len(picks[lay]) > len(chunks[lay]) or picks[lay][-1] >= len(chunks[lay]) for lay in layouts):
+        raise AssertionError(f"sampled chunks {picks} beyond the payloads' {[len(c) for c in chunks.values()]}")
     parts: dict[tuple[str, str, int], bytes] = {}
 
     def run(jobs) -> None:
@@ -1793,21 +1835,24 @@ def choose_encoding(payload: dict, meta: dict, codecs: list, layouts: list, args
 
     run([(c, lay, i) for c, lay in cands for i in picks[lay]])
     est = {}
-    for c, lay in cands:
-        seen = sum(len(chunks[lay][i]) for i in picks[lay])
-        est[c, lay] = framed(c, lay, []) + round(
-            (framed(c, lay, picks[lay]) - framed(c, lay, [])) * len(raws[lay]) / seen
-        )
+    for c, lay in cands:  # the first and last chunks as they are, the middle from the ratio of its sampled chunks
+        ends = [i for i in picks[lay] if i in (0, len(chunks[lay]) - 1)]
+        inner = [i for i in picks[lay] if i not in ends] or picks[lay]
+        ends = [i for i in ends if i not in inner]
+        rest = len(raws[lay]) - sum(len(chunks[lay][i]) for i in ends)
+        ratio = sum(len(parts[c, lay, i]) for i in inner) / sum(len(chunks[lay][i]) for i in inner)
+        est[c, lay] = framed(c, lay, ends) + round(ratio * rest)
     full = {k: framed(*k, picks[k[1]]) for k in cands if len(picks[k[1]]) == len(chunks[k[1]])}
     order = {k: n for n, k in enumerate(cands)}
-    while True:
-        bar = min(full.values(), default=min(est.values())) * (1 + ENCODE_MARGIN)
-        more = [k for k in cands if k not in full and est[k] <= bar]  # at first: the best estimate and those near it
+    best = min(cands, key=lambda k: (est[k], order[k]))
+    while True:  # the estimates compared with the estimates (they share the sample's bias, which the full sizes lack)
+        more = [k for k in cands if k not in full and est[k] <= est[best] * (1 + ENCODE_MARGIN)]
         if not more:
             break
         run([(c, lay, i) for c, lay in more for i in range(len(chunks[lay]))])
         full.update({k: framed(*k, range(len(chunks[k[1]]))) for k in more})
-    codec, layout = min(full, key=lambda k: (full[k], order[k]))
+        best = min(full, key=lambda k: (full[k], order[k]))  # another finalist may prove smaller: compare with it
+    codec, layout = best
     blob = artifact_head(raws[layout], codec) + frame_chunks(
         [parts[codec, layout, i] for i in range(len(chunks[layout]))]
     )
@@ -1816,6 +1861,7 @@ def choose_encoding(payload: dict, meta: dict, codecs: list, layouts: list, args
         f"{c}/{lay}": {
             "bytes": full.get((c, lay), est[c, lay]),
             "full": (c, lay) in full,
+            "estimate": est[c, lay],
             "chunks": len(chunks[lay]),
             "sampled": len(chunks[lay]) if (c, lay) in full else len(picks[lay]),
         }
@@ -1833,9 +1879,9 @@ def choose_encoding(payload: dict, meta: dict, codecs: list, layouts: list, args
     )
     rt.log(
         f"encoding_choice: {codec}/{layout} {len(blob)} bytes (the smallest of {len(full)} encoded in full; "
-        f"{len(cands) - len(full)} others, estimated from {'/'.join(map(str, sampled))} of "
-        f"{'/'.join(map(str, n_chunks))} chunks (~), each more than {ENCODE_MARGIN:.0%} above it) "
-        f"time:{time.perf_counter() - t0:.1f}s" + (f" estimate_error:{errors}" if errors else "")
+        f"{len(cands) - len(full)} others, estimated (~) from {'/'.join(map(str, sampled))} of "
+        f"{'/'.join(map(str, n_chunks))} chunks, each more than {ENCODE_MARGIN:.1%} above its estimate "
+        f"~{est[codec, layout]}) time:{time.perf_counter() - t0:.1f}s" + (f" estimate_error:{errors}" if errors else "")
     )
     return codec, layout, blob, report
 
