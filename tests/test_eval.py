@@ -163,3 +163,33 @@ def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert 0 < metrics["eval_time_s"] < metrics["eval_total_s"] < 600 and metrics["eval_time_budget_s"] == 600
     assert metrics["eval_compile_s"] == 0.0 and metrics["eval_load_s"] > 0
+
+
+def test_pod_table_shows_the_evaluation_compile_apart(tmp_path, capsys):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("pod_table", REPO / "benchmarks" / "pod_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    res, logs = tmp_path / "results" / "r" / "seed_1", tmp_path / "logs" / "r" / "seed_1"
+    res.mkdir(parents=True)
+    logs.mkdir(parents=True)
+    summaries = {
+        "train": {"train_time_s": 45.0, "gptq_calib_time_s": 2.0, "startup_s": 60.0},
+        "quantize": {"quantize_time_s": 12.0},
+        "eval": {"eval_time_s": 10.0, "compile_s": 20.0, "load_s": 3.0},
+    }
+    for name, summary in summaries.items():
+        (res / f"{name}.json").write_text(json.dumps(summary))
+    for step, wall in (("train", 120.0), ("quantize", 15.0), ("evaluate", 40.0)):
+        (logs / f"{step}.log").write_text(f"+ ...\nstage finished in {wall} s\n")
+    assert table.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| start-up (s) | compile (s) | rest (s) |" in out
+    assert "| 1 | evaluate | 40.0 | 10.0 | 3.0 | 20.0 | 7.0 |" in out
+    assert "| 1 | train | 120.0 | 47.0 | 60.0 |  | 13.0 |" in out
+    (res / "eval.json").write_text(json.dumps({"eval_time_s": 30.0}))  # an older summary: no compile_s
+    table.main([str(tmp_path)])
+    assert "| 1 | evaluate | 40.0 | 30.0 |  |  | 10.0 |" in capsys.readouterr().out
