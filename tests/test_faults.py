@@ -136,7 +136,7 @@ QUANTIZE_CHANGES = {
     "level": ({"compressor": "zstd"}, 3),
     "chunk": ({}, 4096),
 }
-SETTINGS_ONLY = {"gptq_block": 16}
+SETTINGS_ONLY = {"gptq_block": 16, "sample_chunks": 0}  # sample_chunks: the tiny payload is one chunk
 OVER_CAP = ("fit_mlp_bits", "prune_max_frac", "enforce_cap")  # act only over the cap: below
 
 
