@@ -4,8 +4,10 @@
 
 Per step: the whole job (`stage finished in X s`, printed by `pgolf` around the script), the part the rules time
 (train: the timed training steps + GPTQ calibration; quantize: the export; evaluate: the scoring), start-up (train:
-imports, data, model, compile and warm-up before the first timed step) and the rest. Also the Snakemake run's wall
-time from its log, when there is one. Prints a Markdown table.
+imports, data, model, compile and warm-up before the first timed step; evaluate: loading the artifact, the data and
+the model), compile (evaluate: the compiled model's warm-up before the timed scoring, when its summary has
+`compile_s`; train's compile is inside its start-up) and the rest. Also the Snakemake run's wall time from its log,
+when there is one. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -35,13 +37,23 @@ def rows(workdir: Path, run: str) -> list[dict]:
         qu = json.loads((seed_dir / "quantize.json").read_text())
         ev = json.loads((seed_dir / "eval.json").read_text())
         timed = tr["train_time_s"] + tr.get("gptq_calib_time_s", 0.0)
-        for step, wall, part, start in (
-            ("train", stage_wall(logs / "train.log"), timed, tr.get("startup_s")),
-            ("quantize", stage_wall(logs / "quantize.log"), qu["quantize_time_s"], None),
-            ("evaluate", stage_wall(logs / "evaluate.log"), ev["eval_time_s"], None),
+        for step, wall, part, start, comp in (
+            ("train", stage_wall(logs / "train.log"), timed, tr.get("startup_s"), None),
+            ("quantize", stage_wall(logs / "quantize.log"), qu["quantize_time_s"], None, None),
+            ("evaluate", stage_wall(logs / "evaluate.log"), ev["eval_time_s"], ev.get("load_s"), ev.get("compile_s")),
         ):
-            rest = None if wall is None else wall - part - (start or 0.0)
-            out.append({"seed": seed, "step": step, "wall": wall, "timed": part, "startup": start, "rest": rest})
+            rest = None if wall is None else wall - part - (start or 0.0) - (comp or 0.0)
+            out.append(
+                {
+                    "seed": seed,
+                    "step": step,
+                    "wall": wall,
+                    "timed": part,
+                    "startup": start,
+                    "compile": comp,
+                    "rest": rest,
+                }
+            )
     return out
 
 
@@ -66,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.workdir}: give --run (runs: {', '.join(runs) or 'none'})", file=sys.stderr)
         return 2
     fmt = lambda x: "" if x is None else f"{x:.1f}"  # noqa: E731
-    print("| seed | step | job (s) | timed by the rules (s) | start-up (s) | rest (s) |")
-    print("|---|---|---|---|---|---|")
+    print("| seed | step | job (s) | timed by the rules (s) | start-up (s) | compile (s) | rest (s) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows(a.workdir, run):
-        cells = [str(r["seed"]), r["step"], *(fmt(r[k]) for k in ("wall", "timed", "startup", "rest"))]
+        cells = [str(r["seed"]), r["step"], *(fmt(r[k]) for k in ("wall", "timed", "startup", "compile", "rest"))]
         print("| " + " | ".join(cells) + " |")
     wall = snakemake_wall(a.workdir)
     if wall is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -78,6 +79,27 @@ def test_two_ranks_score_exactly_what_one_rank_scores(tiny_data, artifact, tmp_p
     assert two["roundtrip_val_bpb"] == pytest.approx(one["roundtrip_val_bpb"], rel=1e-6)
 
 
+def test_eval_time_is_the_scoring_alone_with_loading_and_compile_apart(tiny_data, artifact, tmp_path):
+    from pgolf.logs import parse_log
+
+    out, log = tmp_path / "e.json", tmp_path / "e.log"
+    run_script(
+        ["--stage", "eval", "--artifact", str(artifact / "m.ptz"), "--summary", str(out), "--logfile", str(log)],
+        {"EVAL_STRIDE": "16"},
+        tiny_data,
+        tmp_path,
+    )
+    ev, text = json.loads(out.read_text()), log.read_text()
+    assert ev["compile_s"] == 0.0 and "eval_compile: off (eager)" in text  # CPU: compile is auto = off
+    assert 0 < ev["load_s"] and 0 < ev["eval_time_s"] < ev["eval_total_s"]
+    assert ev["load_s"] + ev["compile_s"] + ev["eval_time_s"] <= ev["eval_total_s"]
+    passes = [float(m) for m in re.findall(r"^final_\S+_(?:roundtrip|sliding_window) .*eval_time:(\d+)ms$", text, re.M)]
+    assert len(passes) == 2 and sum(passes) / 1000 == pytest.approx(ev["eval_time_s"], abs=0.01)
+    assert f"eval_timing: load:{ev['load_s']:.1f}s compile:0.0s scoring:{ev['eval_time_s']:.1f}s" in text
+    info = parse_log(log)
+    assert info["total_eval_time_s"] == round(ev["eval_time_s"], 1) == info["eval_time_s"]
+
+
 @pytest.mark.slow
 def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp_path, capsys):
     train_summary = {
@@ -132,4 +154,35 @@ def test_evaluation_over_its_time_budget_fails_the_step(tiny_data, artifact, tmp
     assert not (tmp_path / "m.json").exists()
     assert pgolf([*common, "--eval-json", json.dumps({**env, "time_budget_s": 600})]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert 0 < metrics["eval_time_s"] < 600 and metrics["eval_time_budget_s"] == 600
+    assert 0 < metrics["eval_time_s"] < metrics["eval_total_s"] < 600 and metrics["eval_time_budget_s"] == 600
+    assert metrics["eval_compile_s"] == 0.0 and metrics["eval_load_s"] > 0
+
+
+def test_pod_table_shows_the_evaluation_compile_apart(tmp_path, capsys):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("pod_table", REPO / "benchmarks" / "pod_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    res, logs = tmp_path / "results" / "r" / "seed_1", tmp_path / "logs" / "r" / "seed_1"
+    res.mkdir(parents=True)
+    logs.mkdir(parents=True)
+    summaries = {
+        "train": {"train_time_s": 45.0, "gptq_calib_time_s": 2.0, "startup_s": 60.0},
+        "quantize": {"quantize_time_s": 12.0},
+        "eval": {"eval_time_s": 10.0, "compile_s": 20.0, "load_s": 3.0},
+    }
+    for name, summary in summaries.items():
+        (res / f"{name}.json").write_text(json.dumps(summary))
+    for step, wall in (("train", 120.0), ("quantize", 15.0), ("evaluate", 40.0)):
+        (logs / f"{step}.log").write_text(f"+ ...\nstage finished in {wall} s\n")
+    assert table.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| start-up (s) | compile (s) | rest (s) |" in out
+    assert "| 1 | evaluate | 40.0 | 10.0 | 3.0 | 20.0 | 7.0 |" in out
+    assert "| 1 | train | 120.0 | 47.0 | 60.0 |  | 13.0 |" in out
+    (res / "eval.json").write_text(json.dumps({"eval_time_s": 30.0}))  # an older summary: no compile_s
+    table.main([str(tmp_path)])
+    assert "| 1 | evaluate | 40.0 | 30.0 |  |  | 10.0 |" in capsys.readouterr().out

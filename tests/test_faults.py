@@ -136,7 +136,7 @@ QUANTIZE_CHANGES = {
     "compress_level": ({"compressor": "zstd"}, 3),
     "compress_chunk": ({}, 4096),
 }
-SETTINGS_ONLY = {"gptq_block": 16}
+SETTINGS_ONLY = {"gptq_block": 16, "encode_sample_chunks": 0}  # encode_sample_chunks: the tiny payload is one chunk
 OVER_CAP = ("quant_fit_mlp_bits", "prune_max_frac", "enforce_cap")  # act only over the cap: below
 
 

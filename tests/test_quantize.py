@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import load_script
@@ -45,15 +47,106 @@ def test_artifact_file_reconstructs_exactly_what_the_quantizer_intended(mod, tmp
     assert bits["tok_emb.weight"] == 8
 
 
+def installed_codecs(mod):
+    return [c for c in mod.CODECS if {"zstd": mod.zstandard, "brotli": mod.brotli}.get(c, 1)]
+
+
 def test_auto_keeps_the_smallest_encoding(mod, tmp_path):
-    args, model = tiny_state(mod)
+    args, model = tiny_state(mod)  # one chunk per candidate: the sample is the whole payload, every size is full
     s = mod.export_artifact(model.state_dict(), args, str(tmp_path / "m.ptz"), mod.Runtime())
-    assert s["artifact_bytes"] == min(s["encodings"].values()) == s["encodings"][f"{s['compressor']}/{s['layout']}"]
-    assert len(s["encodings"]) == len(mod.LAYOUTS) * (1 + (mod.zstandard is not None) + (mod.brotli is not None))
+    sizes = {k: e["bytes"] for k, e in s["encodings"].items()}
+    assert all(e["full"] and e["chunks"] == e["sampled"] == 1 for e in s["encodings"].values())
+    assert s["artifact_bytes"] == min(sizes.values()) == sizes[f"{s['compressor']}/{s['layout']}"]
+    assert len(s["encodings"]) == len(mod.LAYOUTS) * len(installed_codecs(mod))
     g = s["groups"]
     assert set(g) == {"attn", "mlp", "embed", "control", "matrix"}
     assert g["attn"]["bits"] == 6 and g["embed"]["bits"] == 8 and g["control"]["bits"] == 32
     assert sum(v["params"] for v in g.values()) == sum(p.numel() for p in model.state_dict().values())
+
+
+def full_sizes(mod, state, args) -> dict[str, int]:
+    """Every candidate encoding compressed in full, as the exhaustive choice did."""
+    payload, meta = mod.quantize_state(state, args)[0], mod.artifact_meta(args)
+    return {
+        f"{c}/{lay}": len(mod.encode(payload, meta, c, lay, args)) for c in installed_codecs(mod) for lay in mod.LAYOUTS
+    }
+
+
+def test_every_layout_is_sampled_at_the_same_weights(mod):
+    args, model = tiny_state(mod)
+    payload, meta = mod.quantize_state(model.state_dict(), args)[0], mod.artifact_meta(args)
+    raws = {lay: mod.serialize(payload, meta, lay) for lay in mod.LAYOUTS}
+    picks = mod.aligned_samples(raws, 200, 6)
+    assert picks["plain"] == picks["shuffle"] == mod.sample_chunks(-(-len(raws["plain"]) // 200), 6)
+    assert picks["packed"] == picks["packed_shuffle"] != picks["plain"]
+    assert picks["packed"][0] == 0 and picks["packed"][-1] == -(-len(raws["packed"]) // 200) - 1
+    spans = {lay: mod.payload_spans(raw) for lay, raw in raws.items()}
+    assert [n for _, n in spans["plain"][1:]] == [
+        e[5] for e in json.loads(raws["plain"][4:][: spans["plain"][0][1] - 4])["tensors"]
+    ]
+    for i, j in zip(picks["plain"][1:-1], picks["packed"][1:-1], strict=True):  # the same tensor in the middle
+        at = lambda lay, c: max(e for e, (start, _) in enumerate(spans[lay]) if start <= c * 200 + 100)
+        assert at("plain", i) == at("packed", j)
+    assert mod.aligned_samples(raws, 200, 0) == {lay: list(range(-(-len(r) // 200))) for lay, r in raws.items()}
+
+
+def test_sample_chunks_are_evenly_spread_and_all_when_few(mod):
+    assert mod.sample_chunks(27, 4) == [0, 7, 19, 26]  # the first and last, and the middles of two equal parts
+    assert mod.sample_chunks(8, 5) == [0, 2, 4, 6, 7] and mod.sample_chunks(10, 2) == [0, 9]
+    assert mod.sample_chunks(3, 4) == mod.sample_chunks(3, 0) == mod.sample_chunks(3, 3) == [0, 1, 2]
+    for n in range(6, 60):
+        picks = mod.sample_chunks(n, 5)
+        assert len(set(picks)) == 5 and picks == sorted(picks) and picks[0] == 0 and picks[-1] == n - 1
+
+
+def test_the_sampled_choice_keeps_the_smallest_full_encoding_and_says_which_sizes_are_estimates(mod, tmp_path, capsys):
+    args, model = tiny_state(mod, compress_chunk=512, encode_sample_chunks=12)  # about 75 chunks per candidate
+    state = model.state_dict()
+    s = mod.export_artifact(state, args, str(tmp_path / "m.ptz"), mod.Runtime())
+    log = capsys.readouterr().out
+    truth = full_sizes(mod, state, args)
+    chosen = f"{s['compressor']}/{s['layout']}"
+    full = {k: e["bytes"] for k, e in s["encodings"].items() if e["full"]}
+    estimated = {k: e["bytes"] for k, e in s["encodings"].items() if not e["full"]}
+    assert set(full) | set(estimated) == set(truth) and estimated and chosen in full
+    assert all(full[k] == truth[k] for k in full)  # what the summary calls full is the real size
+    assert all(1 <= e["sampled"] <= 12 < e["chunks"] for k, e in s["encodings"].items() if k in estimated)
+    assert s["artifact_bytes"] == (tmp_path / "m.ptz").stat().st_size == truth[chosen] == min(full.values())
+    # what was not encoded in full was estimated more than the margin above the choice's estimate; the log says so
+    mine = s["encodings"][chosen]["estimate"]
+    assert all(n > mine * (1 + mod.ENCODE_MARGIN) for n in estimated.values())
+    assert all(e["estimate"] == e["bytes"] for e in s["encodings"].values() if not e["full"])
+    line = next(x for x in log.splitlines() if x.startswith("encoding_choice:"))
+    assert (
+        f"{chosen} {truth[chosen]} bytes (the smallest of {len(full)} encoded in full; {len(estimated)} others" in line
+    )
+    assert f"more than 0.5% above its estimate ~{mine})" in line and "estimate_error:" in line
+    shown = next(x for x in log.splitlines() if x.startswith("encodings:")).split()[1:]
+    assert sorted(shown) == sorted([f"{k}:{n}" for k, n in full.items()] + [f"{k}:~{n}" for k, n in estimated.items()])
+    # the loss against the exhaustive choice: within the margin here (estimates from 12 chunks of each payload)
+    assert truth[chosen] <= min(truth.values()) * (1 + mod.ENCODE_MARGIN)
+
+
+def test_the_sampled_choice_gives_the_same_bytes_with_any_number_of_threads(mod, tmp_path, monkeypatch):
+    args, model = tiny_state(mod, compress_chunk=256, encode_sample_chunks=6)
+    state, blobs = model.state_dict(), []
+    for threads in (1, 3):
+        monkeypatch.setattr(mod.os, "cpu_count", lambda n=threads: n)
+        s = mod.export_artifact(state, args, str(tmp_path / f"{threads}.ptz"), mod.Runtime())
+        blobs.append(((tmp_path / f"{threads}.ptz").read_bytes(), s["encodings"]))
+    assert blobs[0] == blobs[1]
+    payload = mod.quantize_state(state, args)[0]
+    assert blobs[0][0] == mod.encode(payload, mod.artifact_meta(args), s["compressor"], s["layout"], args)
+
+
+def test_sample_chunks_zero_is_the_exhaustive_choice(mod, tmp_path):
+    args, model = tiny_state(mod, compress_chunk=2048, encode_sample_chunks=0)
+    s = mod.export_artifact(model.state_dict(), args, str(tmp_path / "m.ptz"), mod.Runtime())
+    truth = full_sizes(mod, model.state_dict(), args)
+    assert {k: e["bytes"] for k, e in s["encodings"].items()} == truth
+    assert all(e["full"] for e in s["encodings"].values())
+    assert s["artifact_bytes"] == min(truth.values())
+    assert f"{s['compressor']}/{s['layout']}" == min(truth, key=lambda k: (truth[k], list(truth).index(k)))
 
 
 @pytest.mark.parametrize("bits", range(2, 9))

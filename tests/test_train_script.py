@@ -181,7 +181,8 @@ def test_stages_train_quantize_eval_and_corrupt_artifact(train_script, tiny_data
     assert qu["code_bytes"] == SCRIPT.stat().st_size
     assert qu["bytes_total"] == qu["code_bytes"] + qu["artifact_bytes"]
     assert qu["gptq"] is True and tr["gptq_calib_tokens"] > 0 and "hessians" in torch.load(ckpt, weights_only=True)
-    assert qu["artifact_bytes"] == min(qu["encodings"].values()) and qu["prune_frac"] == 0.0
+    full = [e["bytes"] for e in qu["encodings"].values() if e["full"]]
+    assert qu["artifact_bytes"] == min(full) and qu["prune_frac"] == 0.0
     assert ev["sliding_val_bpb"] is not None and ev["val_bpb"] == ev["sliding_val_bpb"]
     assert 0 < ev["val_bpb"] < 10
     # the quantized model scores close to the checkpoint it came from
@@ -476,3 +477,63 @@ def test_fused_qk_prep_applies_only_to_power_of_two_heads():
         pytest.skip("no Triton in this torch build: the q/k op is never fused here")
     assert mod.qk_prep_fusable(8, 4, 64, 16)
     assert not mod.qk_prep_fusable(6, 3, 64, 16) and not mod.qk_prep_fusable(8, 4, 64, 0)
+
+
+def test_every_stage_runs_with_the_compile_cache_under_the_working_folder(tmp_path, monkeypatch, capsys):
+    from pgolf import stages
+
+    script = tmp_path / "show_env.py"
+    names = list(stages.COMPILE_CACHE)
+    script.write_text(f"import os\nfor k in {names!r}:\n    print('got', k, os.environ.get(k))\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for k in names:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/of/mine")  # the user's own: kept, and the log says so
+    stages.launch(str(script), [], {"SEED": "1"}, 0)
+    out = capsys.readouterr().out
+    got = dict(line.split()[1:] for line in out.splitlines() if line.startswith("got "))
+    assert got == {
+        "TORCHINDUCTOR_CACHE_DIR": ".cache/torchinductor",
+        "TRITON_CACHE_DIR": "/somewhere/of/mine",
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+    }
+    assert (work / ".cache" / "torchinductor").is_dir() and not (work / ".cache" / "triton").exists()
+    line = next(x for x in out.splitlines() if x.startswith("compile cache:"))
+    assert "TORCHINDUCTOR_CACHE_DIR=.cache/torchinductor" in line
+    assert "TRITON_CACHE_DIR=/somewhere/of/mine (already set)" in line
+    # a stage's own environment (e.g. the train section's env) wins too
+    env, line = stages.compile_cache_env({"TORCHINDUCTOR_FX_GRAPH_CACHE": "0"}, tmp_path / "elsewhere")
+    assert "TORCHINDUCTOR_FX_GRAPH_CACHE" not in env and "TORCHINDUCTOR_FX_GRAPH_CACHE=0 (already set)" in line
+    assert env["TRITON_CACHE_DIR"] == str((tmp_path / "elsewhere" / ".cache" / "triton").resolve())
+
+
+def test_the_eval_warm_up_runs_exactly_the_batch_shapes_the_scoring_runs(train_script):
+    mod = train_script
+    args = small_args(mod, eval_batch_seqs=4)
+    rt = mod.Runtime()
+    model = mod.GPT(args)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x, y, reduction="mean", last=0):
+            seen.append((tuple(x.shape), last, torch.is_grad_enabled(), self.inner.training))
+            return self.inner(x, y, reduction=reduction, last=last)
+
+    net = Recorder()
+    tokens = np.random.default_rng(0).integers(0, args.vocab_size, 203).astype(np.uint16)
+    n = args.vocab_size
+    luts = mod.ByteLuts(np.ones(n, dtype=np.int64), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+    strides = [args.eval_seq_len, 4]
+    _, n_shapes = mod.warm_up_eval(net, tokens.size - 1, args, rt, strides)
+    warm, seen[:] = set(seen), []
+    for stride in strides:
+        mod.evaluate(net, tokens, luts, args, rt, stride)
+    assert warm == set(seen) and n_shapes == len(warm) >= 4  # full and last batches of both passes
+    assert all(not grad and not training for _, _, grad, training in warm)
