@@ -374,3 +374,38 @@ def test_gpu_comparison_benchmark_runs_on_cpu(tiny_data, tmp_path):
     packed_bytes = len(pack.ship(SCRIPT.read_text())[0].encode())
     assert re.search(rf"^code bytes counted\s+{packed_bytes}\s+{packed_bytes}\s*$", out, re.M)
     assert "the packed run's code ran from: " + str(tmp_path / "out" / "packed" / "tmp" / "pgolf_") in out
+
+
+def test_minify_drops_only_the_annotations_nothing_reads():
+    source = """
+import dataclasses
+
+import torch
+import triton
+import triton.language as tl
+
+
+@dataclasses.dataclass
+class Knobs:
+    width: int = 4
+
+
+def plain(x: torch.Tensor, n: int = 2) -> torch.Tensor:
+    y: torch.Tensor = x * n
+    return y
+
+
+@triton.jit
+def kernel(X, BLOCK: tl.constexpr):
+    pass
+
+
+@torch.library.custom_op("t::op", mutates_args=())
+def op(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+"""
+    code, _ = pack.minify(source)
+    assert "def plain(x, n=2):" in code and "y = x * n" in code  # nothing reads these
+    assert "width: int = 4" in code  # a dataclass field
+    assert "BLOCK: tl.constexpr" in code  # Triton reads its kernels' annotations
+    assert "def op(x: torch.Tensor) -> torch.Tensor:" in code  # a custom op's schema comes from them

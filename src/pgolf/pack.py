@@ -31,10 +31,9 @@ from pathlib import Path
 
 HUMAN_NAME = "train_gpt_human.py"  # the readable copy that ships beside a packed train_gpt.py in a record
 NOTE = (
-    "Packed by pgolf (pgolf pack): the code below is the readable source without its docstrings and comments,\n"
-    "lzma-compressed. In a pgolf record the readable source ships beside this file as {human} (not counted:\n"
-    "the cap counts this file's bytes). When run, this file writes the code it runs to\n"
-    "<temp dir>/pgolf_<sha256[:16] of the code>/<this file's name> and runs it from there (Triton reads source)."
+    "Packed by `pgolf pack`: the readable source less docstrings, comments and unused annotations, lzma-compressed.\n"
+    "In a pgolf record the readable source ships beside this file as {human} (not counted). When run, this file\n"
+    "writes its code to <temp dir>/pgolf_<sha256[:16]>/<its name> and runs it from there (Triton reads source)."
 )
 STUB = (
     "import base64,hashlib,linecache,lzma,os,tempfile\n"
@@ -75,6 +74,42 @@ def _strip_strings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+# Decorators under which a function's annotations mean something at run time: Triton kernels (``tl.constexpr``),
+# torch custom ops (their schema), TorchScript, singledispatch.
+_ANNOTATED = ("jit", "triton", "custom_op", "library", "script", "dispatch", "autotune", "heuristics")
+
+
+def _strip_annotations(tree: ast.AST) -> ast.AST:
+    """Drop the annotations of function signatures (and of assignments inside functions), which nothing reads at
+    run time, except under the decorators of ``_ANNOTATED``; class bodies (dataclass and NamedTuple fields) keep
+    theirs."""
+
+    def keeps(fn) -> bool:
+        return any(word in ast.unparse(d) for d in fn.decorator_list for word in _ANNOTATED)
+
+    def strip_body(body: list) -> list:
+        out = []
+        for stmt in body:
+            if isinstance(stmt, ast.AnnAssign) and stmt.simple and stmt.value is not None:
+                stmt = ast.copy_location(ast.Assign(targets=[stmt.target], value=stmt.value), stmt)
+            out.append(stmt)
+        return out
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not keeps(node):
+            a = node.args
+            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+                if arg is not None:
+                    arg.annotation = None
+            node.returns = None
+            for inner in ast.walk(node):
+                for field in ("body", "orelse", "finalbody"):
+                    body = getattr(inner, field, None)
+                    if isinstance(body, list) and not isinstance(inner, ast.ClassDef):
+                        setattr(inner, field, strip_body(body))
+    return ast.fix_missing_locations(tree)
+
+
 def _reindent(code: str) -> str:
     """ast.unparse indents by 4 spaces per level and writes each statement on one line: one space per level."""
     out = []
@@ -85,11 +120,12 @@ def _reindent(code: str) -> str:
 
 
 def minify(source: str) -> tuple[str, str]:
-    """(source without docstrings, no-op strings or comments, one space per indent level; the module docstring's
-    first line). The result is checked to parse to the same syntax tree as the source less those strings."""
+    """(source without docstrings, no-op strings, comments or the annotations nothing reads (``_strip_annotations``),
+    one space per indent level; the module docstring's first line). The result is checked to parse to the same syntax
+    tree as the source less those."""
     tree = ast.parse(source)
     doc = (ast.get_docstring(tree) or "").splitlines()[:1]
-    expected = ast.dump(_strip_strings(tree))
+    expected = ast.dump(_strip_annotations(_strip_strings(tree)))
     code = ast.unparse(tree) + "\n"
     short = _reindent(code)
     if ast.dump(ast.parse(short)) != expected:  # never seen; the 4-space form is the fallback

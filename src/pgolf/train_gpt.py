@@ -2407,6 +2407,7 @@ def main(argv: list[str] | None = None) -> None:
             summary.update({k: v for k, v in stage_eval(artifact, args, rt).items() if k != "stage"})
             summary["stage"] = "all"
             write_summary(cli.summary, summary, rt)
+        rt.barrier()  # every rank done before the process group goes (a rank torn down early has aborted gloo)
     finally:
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
