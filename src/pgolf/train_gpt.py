@@ -1394,7 +1394,7 @@ def rank_windows(n_targets: int, args: Hyperparameters, rt: Runtime, stride: int
         limit = f" (VAL_TOKENS_LIMIT={args.val_tokens_limit})" if args.val_tokens_limit else ""
         raise SystemExit(
             f"EVAL_SEQ_LEN={args.eval_seq_len} is longer than the validation split: {n_targets} targets in "
-            f"{args.val_files}{limit}; lower eval.seq_len (or raise eval.val_tokens_limit)"
+            f"{args.val_files}{limit}; lower eval.eval_seq_len (or raise eval.val_tokens_limit)"
         )
     stride = min(stride, args.eval_seq_len)
     windows = score_windows(n_targets, args.eval_seq_len, stride)
