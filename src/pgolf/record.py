@@ -28,7 +28,7 @@ from pgolf.pack import HUMAN_NAME, ship
 from pgolf.provenance import data_provenance, pinned_requirements
 from pgolf.readme import _readme, is_non_record, reproduce_env
 from pgolf.report import PLOT_NAME, loss_curve_png, seed_table_csv, seed_table_html
-from pgolf.stages import is_secret
+from pgolf.stages import is_secret, measure
 from pgolf.stats import mean, std
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
@@ -104,14 +104,14 @@ def verify_seed_files(seeds: list[dict], script: Path, expected_configs: dict | 
     (bytes and sha256), the script the record ships (the code bytes the cap counted), and the configuration the seed
     ran under (the digests of its train, quantize and eval sections against those of the config given now).
     ``bytes_total`` becomes what the files measure; any mismatch is an error naming the file."""
-    code = {"bytes": script.stat().st_size, "sha256": sha256_file(script)}
+    code = measure(script)
     for s in seeds:
         m, where = s["metrics"], s["dir"] / "metrics.json"
         if "artifact_sha256" in m:  # staged mode (an upstream script's log states its own sizes)
             artifact = s["artifact"]
             if not artifact.is_file():
                 raise FileNotFoundError(f"{artifact}: the artifact {where} describes is missing")
-            got = {"bytes": artifact.stat().st_size, "sha256": sha256_file(artifact)}
+            got = measure(artifact)
             if got != {"bytes": m["artifact_bytes"], "sha256": m["artifact_sha256"]}:
                 raise ValueError(
                     f"{artifact}: {got['bytes']:,} bytes, sha256 {got['sha256'][:16]}..., but {where} scored "

@@ -288,9 +288,10 @@ def run_stage(
                 Path(path).unlink(missing_ok=True)
 
 
-def train_identity(train: dict, script: str | os.PathLike) -> dict:
-    """What a checkpoint was trained under: the train section and the training script's sha256."""
-    return {"section": train, "script_sha256": fsio.sha256_file(script)}
+def train_identity(train: dict, script_sha256: str) -> dict:
+    """What a checkpoint was trained under: the train section and the training script's sha256 (the record rule
+    computes the same from the config, ``common.smk``)."""
+    return {"section": train, "script_sha256": script_sha256}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -301,7 +302,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.env_json:
         env.update({k: env_value(v) for k, v in json.loads(args.env_json).items()})
     outs = {"checkpoint": args.checkpoint, "summary": args.summary, "logfile": args.logfile}
-    config = {"train": train_identity(train, args.script)}
+    config = {"train": train_identity(train, fsio.sha256_file(args.script))}
     run_stage(args.script, "train", outs, env, args.nproc, config=config)
     return 0
 
@@ -310,7 +311,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     section = json.loads(args.quantize_json)
     env = {**section_env(section, QUANTIZE_ENV, "quantize"), "SEED": str(args.seed)}
     checkpoint = verify_file(args.checkpoint, args.train_summary, "checkpoint")
-    train = train_identity(json.loads(args.train_json), args.script)
+    train = train_identity(json.loads(args.train_json), fsio.sha256_file(args.script))
     verify_config(args.train_summary, "train", train)
     code_file = args.code_file or args.script
     outs = {"artifact": args.artifact, "summary": args.summary, "logfile": args.logfile}

@@ -6,7 +6,7 @@ from pathlib import Path
 from pgolf.data import used_section
 from pgolf.fsio import sha256_file
 from pgolf.preflight import model_problems, path_problems, script_defaults
-from pgolf.stages import config_digest, train_env
+from pgolf.stages import config_digest, train_env, train_identity
 
 
 wildcard_constraints:
@@ -62,6 +62,10 @@ def file_sha256(path):
         raise WorkflowError(f"config train.script: {path} not found") from None
 
 
+# the training script's bytes: a parameter of the train rule (an edit re-trains) and part of what a seed ran under
+SCRIPT_SHA256 = file_sha256(SCRIPT)
+
+
 def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
@@ -71,9 +75,7 @@ EXPECTED_CONFIGS = (
     {}
     if UPSTREAM
     else {
-        "train": config_digest(
-            {"section": TRAIN_SECTION, "script_sha256": file_sha256(SCRIPT)}
-        ),
+        "train": config_digest(train_identity(TRAIN_SECTION, SCRIPT_SHA256)),
         "quantize": config_digest(config["quantize"]),
         "eval": config_digest(config["eval"]),
     }

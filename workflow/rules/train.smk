@@ -19,7 +19,7 @@ if not UPSTREAM:
             gpus=GPUS,
         params:
             train=as_json(TRAIN_SECTION),
-            script_sha256=file_sha256(SCRIPT),
+            script_sha256=SCRIPT_SHA256,
             nproc=NPROC,
             run=RUN,
         shell:
@@ -51,7 +51,7 @@ else:
             gpus=GPUS,
         params:
             env=as_json(config["train"].get("env") or {}),
-            script_sha256=file_sha256(SCRIPT),
+            script_sha256=SCRIPT_SHA256,
             nproc=NPROC,
             run=RUN,
             device=config["device"],
