@@ -54,7 +54,7 @@ record:
   non_record: true
   enforce_time_limits: false
 EOF
-wd="$out/wd"
+wd="${POD_WORKDIR:-$out/wd}"  # e.g. a local disk; the products (checkpoints) stay there
 mkdir -p "$wd"
 t0=$(date +%s)
 set +e

@@ -33,6 +33,9 @@ def rows(workdir: Path, run: str) -> list[dict]:
     for seed_dir in sorted((workdir / "results" / run).glob("seed_*"), key=lambda p: int(p.name[5:])):
         seed = int(seed_dir.name[5:])
         logs = workdir / "logs" / run / seed_dir.name
+        if not all((seed_dir / f).is_file() for f in ("train.json", "quantize.json", "eval.json")):
+            print(f"{seed_dir.name}: not finished (a step's summary is missing)", file=sys.stderr)
+            continue
         tr = json.loads((seed_dir / "train.json").read_text())
         qu = json.loads((seed_dir / "quantize.json").read_text())
         ev = json.loads((seed_dir / "eval.json").read_text())
