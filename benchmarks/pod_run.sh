@@ -58,8 +58,9 @@ wd="${POD_WORKDIR:-$out/wd}"  # e.g. a local disk; the products (checkpoints) st
 mkdir -p "$wd"
 t0=$(date +%s)
 set +e
+# --resources gpus=<this machine's>: the pod profile's gpus=8 would let two 1-GPU jobs share one GPU here
 timeout "${POD_TIMEOUT:-540}" snakemake -s "$here/Snakefile" -d "$wd" --profile "$here/profiles/pod" \
-  --configfile "$here/config/config.yaml" "$out/pod_bench.yaml" > "$out/snakemake.log" 2>&1
+  --resources gpus="$gpus" --configfile "$here/config/config.yaml" "$out/pod_bench.yaml" > "$out/snakemake.log" 2>&1
 rc=$?
 set -e
 echo "snakemake rc $rc in $(( $(date +%s) - t0 )) s (gpus: $gpus, training cap ${cap} s)"
