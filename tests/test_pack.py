@@ -409,3 +409,16 @@ def op(x: torch.Tensor) -> torch.Tensor:
     assert "width: int = 4" in code  # a dataclass field
     assert "BLOCK: tl.constexpr" in code  # Triton reads its kernels' annotations
     assert "def op(x: torch.Tensor) -> torch.Tensor:" in code  # a custom op's schema comes from them
+
+
+def test_the_readable_copy_of_a_packed_script_is_not_more_code_the_run_uses(tmp_path):
+    from pgolf.check import _used_code
+
+    source = SCRIPT.read_text()
+    (tmp_path / "train_gpt.py").write_text(pack.ship(source)[0])  # its docstring names train_gpt_human.py
+    (tmp_path / pack.HUMAN_NAME).write_text(source)
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    log = "import helper\n"
+    assert _used_code(tmp_path, tmp_path / "train_gpt.py", [log]) == [tmp_path / "helper.py"]
+    (tmp_path / pack.HUMAN_NAME).write_text(source + "\nEXTRA = 2\n")  # not the shipped code: counted
+    assert tmp_path / pack.HUMAN_NAME in _used_code(tmp_path, tmp_path / "train_gpt.py", [log])

@@ -446,6 +446,17 @@ def _used_code(record_dir: Path, script: Path | None, texts: list[str]) -> list[
         and p != script
         and len(p.relative_to(record_dir).parts) <= 3
     ]
+    if script is not None:  # the readable copy of a packed script is that script, not more code (pgolf pack)
+        from pgolf.pack import HUMAN_NAME, ship
+
+        packed = script.read_bytes()
+        files = [
+            p
+            for p in files
+            if not (
+                p.name == HUMAN_NAME and ship(p.read_text(encoding="utf-8", errors="replace"))[0].encode() == packed
+            )
+        ]
     queue = list(texts)
     if script is not None:
         queue.append(script.read_text(encoding="utf-8", errors="replace"))
