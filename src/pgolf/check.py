@@ -927,9 +927,9 @@ def _readme_column(header: str):
         return "steps", lambda i: i["steps"], True
     if "ms/step" in h or "step avg" in h or "step time" in h:
         return "step avg", lambda i: i["step_avg_ms"] if i["step_avg_logged"] else None, False
-    if "train time" in h or "training time" in h:
+    if "train time" in h or "training time" in h or re.fullmatch(r"train(?:ing)? (?:ms|s|sec|seconds|\(ms\)|\(s\))", h):
         return "train time", lambda i: scaled(i["train_time_ms"]), False
-    if "eval time" in h:
+    if "eval time" in h or re.search(r"\beval (?:ms|s|sec|seconds|\(ms\)|\(s\))$", h):
         return "eval time", lambda i: scaled(None if i["eval_time_s"] is None else i["eval_time_s"] * 1000.0), False
     if "artifact" in h:
         return "artifact bytes", lambda i: {i["bytes_total"], i["model_bytes"]} - {None} or None, True
