@@ -337,3 +337,51 @@ def test_one_parsed_record_for_every_rule(tmp_path):
     assert inspect_record(folder).violations == []
     for r in RULES:
         assert r.cites and r.check.__doc__, r.name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the GitHub Action's script, on a stand-in upstream repository
+
+
+def git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    import os
+
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_the_action_checks_the_folder_a_pull_request_adds(tmp_path):
+    from pgolf.prcheck import added_record_folders, main
+
+    repo = tmp_path / "parameter-golf"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    old = make_folder(repo / "records" / "old")  # records/old/track_10min_16mb/...: already merged, not re-checked
+    (repo / "README.md").write_text("# parameter-golf\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-qb", "pr")
+    d = make_folder(tmp_path / "stage", train_ms=620_000)  # over the training budget
+    marker = tmp_path / "ran.txt"
+    (d / "train_gpt.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    target = repo / "records" / RECORD / d.name
+    target.parent.mkdir(parents=True)
+    d.rename(target)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "add a record")
+    head = git(repo, "rev-parse", "HEAD")
+    assert added_record_folders(repo, base, head) == [target]
+    assert old.is_dir()
+    summary = tmp_path / "summary.md"
+    assert main(["--repo", str(repo), "--base", base, "--head", head, "--summary", str(summary)]) == 1
+    text = summary.read_text()
+    assert text.startswith("## pgolf check: the record folders this pull request adds")
+    assert f"| `records/{RECORD}/{d.name}` | **FAIL** |" in text and "train time 620000 ms" in text
+    assert not marker.exists()  # the PR's script was read, never run
+    assert main(["--repo", str(repo), "--base", base, "--head", base, "--summary", str(summary)]) == 0
+    assert summary.read_text().endswith("adds no record folder under records/track_*/\n")

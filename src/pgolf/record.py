@@ -353,7 +353,6 @@ def build_record(
 
         problems = check_record(
             parse_record(tmp),  # the one parsed record object pgolf check and compare read
-
             min_seeds=int(settings.get("min_seeds", 3)),
             cap_bytes=ARTIFACT_CAP_BYTES,
             train_budget_s=TRAIN_BUDGET_S,
