@@ -36,7 +36,9 @@ QUANTIZE_KEYS = (
     "prune_max_frac",
     "enforce_cap",
 )
-EVAL_KEYS = ("eval_stride", "eval_seq_len", "eval_batch_seqs", "val_tokens_limit")
+EVAL_KEYS = ("eval_stride", "eval_seq_len", "eval_batch_seqs", "val_tokens_limit") + tuple(
+    f"ttt_{k}" for k in ("epochs", "lr", "chunk_tokens", "params", "reset_chunks")
+)
 QUANTIZE_ENV = {k: k.upper() for k in QUANTIZE_KEYS}
 EVAL_ENV = {k: k.upper() for k in EVAL_KEYS}
 
