@@ -152,6 +152,7 @@ class Hyperparameters:
     muon_momentum_warmup_start: float = knob(0.92, "train")
     muon_momentum_warmup_steps: int = knob(1500, "train")
     muon_backend_steps: int = knob(5, "train")
+    muon_polar_express: bool = knob(False, "train")  # Newton-Schulz with Polar Express's per-step coefficients
     muon_wd: float = knob(0.04, "train")
     adam_wd: float = knob(0.04, "train")
     beta1: float = knob(0.9, "train")
@@ -1263,15 +1264,26 @@ def model_flops_per_token(args: Hyperparameters, seq_len: int) -> float:
 # Optimizers: Muon for the matrices of the blocks, AdamW for embeddings and control scalars
 
 
-def newton_schulz5(g: torch.Tensor, steps: int) -> torch.Tensor:
+# Polar Express (Amsel et al. 2025; upstream #1344): minimax coefficients per Newton-Schulz iteration, the last one
+# repeated past the fifth; MUON_POLAR_EXPRESS=1 uses them instead of the fixed (3.4445, -4.7750, 2.0315).
+POLAR_EXPRESS = (  # rounded to 5 significant digits (the iteration runs in bf16: 3)
+    (8.1566, -22.483, 15.879),
+    (4.0429, -2.8089, 0.50002),
+    (3.8917, -2.7725, 0.50606),
+    (3.2858, -2.3681, 0.46449),
+    (2.3465, -1.7098, 0.42324),
+)
+
+
+def newton_schulz5(g: torch.Tensor, steps: int, polar: bool = False) -> torch.Tensor:
     """Approximate orthogonalisation of a matrix, or of a stack of same-shaped matrices (one batched matmul chain)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
     x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     transposed = x.size(-2) > x.size(-1)
     if transposed:
         x = x.mT
-    for _ in range(steps):
+    for i in range(steps):
+        a, b, c = POLAR_EXPRESS[min(i, 4)] if polar else (3.4445, -4.7750, 2.0315)
         A = x @ x.mT
         x = a * x + (b * A + c * A @ A) @ x
     return x.mT if transposed else x
@@ -1282,9 +1294,9 @@ class Muon(torch.optim.Optimizer):
     (a batched matmul chain instead of one small chain each); each rank takes a share of every shape, then one
     all-reduce of the flat update buffer."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float, rt: Runtime):
+    def __init__(self, params, lr, momentum, backend_steps, weight_decay, rt: Runtime, polar: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, weight_decay=weight_decay))
-        self.rt = rt
+        self.rt, self.polar = rt, polar
 
     @torch.no_grad()
     def step(self):
@@ -1309,7 +1321,7 @@ class Muon(torch.optim.Optimizer):
                 torch._foreach_mul_(bufs, group["momentum"])
                 torch._foreach_add_(bufs, grads)
                 g = torch.stack(torch._foreach_add(grads, bufs, alpha=group["momentum"]))  # Nesterov
-                g = newton_schulz5(g, group["backend_steps"]) * max(1.0, shape[0] / shape[1]) ** 0.5
+                g = newton_schulz5(g, group["backend_steps"], self.polar) * max(1.0, shape[0] / shape[1]) ** 0.5
                 for p, u in zip(mine, g.float().unbind(0), strict=True):
                     flat[offsets[p] : offsets[p] + p.numel()] = u.flatten()
             self.rt.all_reduce(flat)
@@ -1346,7 +1358,13 @@ def build_optimizers(model: GPT, args: Hyperparameters, rt: Runtime) -> list[tor
         fused=rt.cuda,
     )
     muon = Muon(
-        [p for _, p in g["muon"]], args.matrix_lr, args.muon_momentum, args.muon_backend_steps, args.muon_wd, rt
+        [p for _, p in g["muon"]],
+        args.matrix_lr,
+        args.muon_momentum,
+        args.muon_backend_steps,
+        args.muon_wd,
+        rt,
+        args.muon_polar_express,
     )
     for group in muon.param_groups:
         group["base_lr"] = args.matrix_lr
@@ -1504,14 +1522,15 @@ def ttt_chunks(n_targets: int, args: Hyperparameters, stride: int) -> list[list[
 def evaluate_ttt(model, net, tokens, luts, args: Hyperparameters, rt: Runtime, stride: int, trace=None) -> dict:
     """Legal score-first test-time training over the sliding-window pass (upstream #461/#549, the rulings of #677
     and #1017): chunk by chunk, the chunk's windows are scored first (each target once, by the weights of the updates
-    before it, split across ranks), then SGD (momentum 0.9, clip 1, cosine LR over the chunks) trains the tensors
-    named by TTT_PARAMS on that chunk's targets only, TTT_EPOCHS steps (gradients averaged over the ranks). The last
-    chunk trains nothing; every TTT_RESET_CHUNKS chunks (a phase) the weights go back to the artifact's. `trace`
-    (tests) receives ("score", updates so far, first target, last target) per scored window and ("update", index,
-    first input position, last target) per training sequence of each step. Returns evaluate's keys plus the seconds
-    spent scoring and training and the counts."""
+    before it; the ranks take every world_size-th window), then SGD (momentum 0.9, clip 1, cosine LR over the chunks)
+    trains the tensors named by TTT_PARAMS on that chunk's targets only: TTT_EPOCHS steps on the chunk's sequences
+    (each rank takes every world_size-th; gradients summed over the ranks). The last chunk trains nothing; every
+    TTT_RESET_CHUNKS chunks (a phase) the weights go back to the artifact's. `trace` (tests) receives ("score", updates
+    so far, first target, last target) per scored window and ("update", index, first input position, last target)
+    per training sequence of each step. Returns evaluate's keys plus the seconds spent scoring and training (one
+    device sync per chunk) and the counts."""
     t0 = time.perf_counter()
-    L, stride = args.eval_seq_len, min(stride, args.eval_seq_len)
+    L, stride, W = args.eval_seq_len, min(stride, args.eval_seq_len), rt.world_size
     pats = [s.strip() for s in args.ttt_params.split(",") if s.strip()]
     params = [p for n, p in model.named_parameters() if not pats or any(s in n for s in pats)]
     if not params:
@@ -1521,29 +1540,28 @@ def evaluate_ttt(model, net, tokens, luts, args: Hyperparameters, rt: Runtime, s
     chunks = ttt_chunks(tokens.size - 1, args, stride)
     toks, byte_cum = torch.from_numpy(tokens.astype(np.int64)), byte_prefix(tokens, luts)
     acc = [torch.zeros((), dtype=torch.float64, device=rt.device), 0, 0]
-    updates, score_s, train_s = 0, 0.0, 0.0
+    sync = torch.cuda.synchronize if rt.cuda else lambda: None
+    updates, spent = 0, [0.0, 0.0]
     for c, windows in enumerate(chunks):
         t1 = time.perf_counter()
-        mine = windows[rt.rank * len(windows) // rt.world_size : (rt.rank + 1) * len(windows) // rt.world_size]
         net.eval()
         with torch.no_grad():
-            score_batches(net, mine, toks, byte_cum, stride, args, rt, acc, net is not model)
+            score_batches(net, windows[rt.rank :: W], toks, byte_cum, stride, args, rt, acc, net is not model)
         if trace is not None:
-            trace += [("score", updates, e - m + 1, e) for _, e, m in mine if m]
+            trace += [("score", updates, e - m + 1, e) for _, e, m in windows[rt.rank :: W]]
+        sync()
         t2 = time.perf_counter()
         lo, hi = windows[0][1] - windows[0][2], windows[-1][1]
         starts = [max(0, min(a, hi - L)) for a in range(lo, hi, L)]  # whole sequences ending at or before hi
+        mine = starts[rt.rank :: W]
         for g in opt.param_groups:
             g["lr"] = args.ttt_lr * 0.5 * (1 + math.cos(math.pi * c / max(len(chunks) - 1, 1)))
-        model.train()
         for _ in range(args.ttt_epochs if c < len(chunks) - 1 else 0):
-            for i in range(rt.rank, len(starts), rt.world_size * args.eval_batch_seqs):
-                mb = starts[i : i + rt.world_size * args.eval_batch_seqs : rt.world_size]
-                x = torch.stack([toks[a : a + L] for a in mb]).to(rt.device)
-                y = torch.stack([toks[a + 1 : a + L + 1] for a in mb]).to(rt.device)
+            if mine:
+                x = torch.stack([toks[a : a + L] for a in mine]).to(rt.device)
+                y = torch.stack([toks[a + 1 : a + L + 1] for a in mine]).to(rt.device)
                 with torch.enable_grad(), autocast(rt):
-                    loss = model(x, y, reduction="none").sum() / (len(starts) * L)
-                    loss.backward(inputs=params)
+                    (model(x, y, reduction="none").sum() / (len(starts) * L)).backward(inputs=params)
             for p in params:
                 p.grad = torch.zeros_like(p) if p.grad is None else p.grad
                 rt.all_reduce(p.grad)
@@ -1557,16 +1575,15 @@ def evaluate_ttt(model, net, tokens, luts, args: Hyperparameters, rt: Runtime, s
             with torch.no_grad():
                 torch._foreach_copy_(params, base)
             opt.state.clear()
-        if rt.cuda:
-            torch.cuda.synchronize(rt.device)
-        score_s, train_s = score_s + t2 - t1, train_s + time.perf_counter() - t2
+        sync()
+        spent = [spent[0] + t2 - t1, spent[1] + time.perf_counter() - t2]
     with torch.no_grad():
         torch._foreach_copy_(params, base)  # the model as it came
     model.train()
     return {
         **totals(acc, rt, t0),
-        "ttt_score_s": score_s,
-        "ttt_train_s": train_s,
+        "ttt_score_s": spent[0],
+        "ttt_train_s": spent[1],
         "ttt_chunks": len(chunks),
         "ttt_updates": updates,
         "ttt_params": sum(p.numel() for p in params),
