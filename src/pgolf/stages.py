@@ -384,6 +384,8 @@ def merge_metrics(seed: int, run: str, train_summary, quantize_summary, eval_sum
         "roundtrip_val_loss": ev["roundtrip_val_loss"],
         "sliding_val_bpb": ev["sliding_val_bpb"],
         "sliding_val_loss": ev["sliding_val_loss"],
+        "ttt": ev.get("ttt"),  # the score-first TTT settings when that pass made the score (val_bpb), else None
+        "ttt_val_bpb": ev.get("ttt_val_bpb"),
         "eval_stride": ev["eval_stride"],
         "eval_seq_len": ev["eval_seq_len"],
         "eval_batch_seqs": ev.get("eval_batch_seqs"),
