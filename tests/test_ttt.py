@@ -86,3 +86,25 @@ def test_ttt_params_selects_the_trained_tensors(train_script):
     assert res["ttt_params"] == want
     with pytest.raises(SystemExit, match="TTT_PARAMS='nothing'"):
         mod.evaluate_ttt(model, model, tokens, luts, args.replace(ttt_params="nothing"), mod.Runtime(), 4)
+
+
+def test_padded_batches_of_a_compiled_net_score_the_same(train_script):
+    """With a compiled net (any net that is not the model itself) every scoring batch is padded to EVAL_BATCH_SEQS
+    windows that score nothing, so that its shapes are those compiled before the timed pass: the same score."""
+    mod = train_script
+    args, model, tokens, luts = setup(mod, eval_batch_seqs=4)
+
+    class Net(torch.nn.Module):  # stands in for torch.compile's wrapper: the same parameters
+        def __init__(self, m):
+            super().__init__()
+            self.m, self.shapes = m, set()
+
+        def forward(self, x, y, reduction="mean", last=0):
+            self.shapes.add((x.shape[0], x.shape[1], last))
+            return self.m(x, y, reduction=reduction, last=last)
+
+    net = Net(model)
+    padded = mod.evaluate_ttt(model, net, tokens, luts, args, mod.Runtime(), 4)
+    plain = mod.evaluate_ttt(model, model, tokens, luts, args, mod.Runtime(), 4)
+    assert net.shapes == {(4, 16, 0), (4, 16, 4)}  # the first window (all 16 targets), then stride-4 windows
+    assert padded["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-9) and padded["bytes"] == plain["bytes"]
