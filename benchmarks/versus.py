@@ -52,6 +52,9 @@ VAL_PREFIX = "fineweb_val_prefix_sp1024.bin"
 TOKENIZER = "fineweb_1024_bpe.model"
 WHEELS = ("zstandard-0.25.0-*.whl", "brotli-1.2.0-*.whl")  # #315 compresses with zstd, ours picks among all
 VAL_TARGETS = 1_040_297  # the prefix's 1,040,298 tokens: every one but the first is a target
+# #315's evaluation keeps whole 2048-token sequences of the split: the first 1,038,336 targets; ours is given the same
+# (VAL_TOKENS_LIMIT), so both score the same targets (the official split, 62,021,632 = 30,284 x 2048, loses none)
+SCORED_TARGETS = VAL_TARGETS // 2048 * 2048
 OFFICIAL_VAL_TARGETS = 62_021_632  # the official split's (the 1.1248 record's log: val_loader ... tokens:62021632)
 PRODUCTION_STEPS = 7000
 EXPECTED_STEP_MS = 600.0  # one H200, SDPA, between ours (516.5) and #315 (726.6): sets the schedule for both
@@ -317,8 +320,8 @@ def ours_result(summary: Path, rc: int, wall: float) -> dict:
     }
     if tt:
         other = (s.get("eval_time_s") or 0) - tt["eval_time_s"]  # the roundtrip and sliding passes
-        out["ttt_projected_8xh100_s"] = ttt_projection(tt, s.get("val_tokens") or VAL_TARGETS)
-        scale = OFFICIAL_VAL_TARGETS / (s.get("val_tokens") or VAL_TARGETS)
+        out["ttt_projected_8xh100_s"] = ttt_projection(tt, s.get("val_tokens") or SCORED_TARGETS)
+        scale = OFFICIAL_VAL_TARGETS / (s.get("val_tokens") or SCORED_TARGETS)
         out["eval_projected_8xh100_s"] = [other * scale / 8 + t for t in out["ttt_projected_8xh100_s"]]
     return out
 
@@ -398,6 +401,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                 "TRAIN_FILES": str(d / "fineweb_train_*.bin"),
                 "VAL_FILES": str(d / "fineweb_val_000000.bin"),
                 **parse_env(a.ttt, "--ttt"),
+                "VAL_TOKENS_LIMIT": str(SCORED_TARGETS + 1),
                 **parse_env(OURS_DEFAULT, "OURS_DEFAULT"),
                 **parse_env(a.ours_env, "--ours-env"),
             }
@@ -446,6 +450,7 @@ def render(results: list[dict], info: dict | None = None) -> str:
             )
         )
         lines += [f"- {n}" for n in info.get("notes", [])]
+        lines.append(f"- both score the first {SCORED_TARGETS:,} targets of the prefix (#315 keeps whole sequences)")
         if info.get("ours_default"):
             lines.append(f"- ours also: {info['ours_default']}")
         lines.append("")

@@ -67,7 +67,7 @@ def test_a_dry_run_stages_the_data_and_tables_both_sides(versus, data, tmp_path,
         "step_avg_ms": 580.0,
         "sliding_val_bpb": 1.5,
         "ttt_val_bpb": 1.49,
-        "val_tokens": versus.VAL_TARGETS,
+        "val_tokens": versus.SCORED_TARGETS,
         "eval_time_s": 40.0,
         "ttt": {"ttt_epochs": 3},
         "ttt_timing": {"eval_time_s": 30.0, "ttt_score_s": 10.0, "ttt_train_s": 20.0, "ttt_chunks": 32,
@@ -77,10 +77,13 @@ def test_a_dry_run_stages_the_data_and_tables_both_sides(versus, data, tmp_path,
     argv = [*base, "--out", str(out2), "--side", "ours", "--tag", "leaky", "--ours-env", "RELU_SLOPE=0.5"]
     assert versus.main([*argv, "--dry-run-summary", str(tmp_path / "s.json")]) == 0
     ours = json.loads((out2 / "ours_leaky.json").read_text())
-    scale = versus.OFFICIAL_VAL_TARGETS / versus.VAL_TARGETS
+    scale = versus.OFFICIAL_VAL_TARGETS / versus.SCORED_TARGETS
     assert ours["ttt_projected_8xh100_s"] == pytest.approx([scale * 30 / 8, scale * (10 / 8 + 20)])
     assert ours["eval_projected_8xh100_s"][0] == pytest.approx(scale * 10 / 8 + scale * 30 / 8)
     assert ours["settings"] == {"RELU_SLOPE": "0.5"}
+    env = json.loads((out2 / "ours_leaky.log").read_text().splitlines()[1].removeprefix("# env: "))
+    assert env["VAL_TOKENS_LIMIT"] == "1038337" and env["RELU_SLOPE"] == "0.5" and env["COMPRESSOR"] == "brotli"
+    assert env["TTT_EPOCHS"] == "3" and env["MAX_WALLCLOCK_SECONDS"] == "180"
     capsys.readouterr()
     assert versus.main(["table", str(out1), str(out2)]) == 0
     table = capsys.readouterr().out
