@@ -24,6 +24,12 @@ Why two calls: at W=180 each side needs W plus its start-up (compile; ours 116 s
 both in one call for a machine with more time (`--budget`). A side's own timeout is the call's budget (540 s) less
 what has run; a side cut off still writes its log and a row with what it reached.
 
+Variants and noise, one call each (8-9 minutes), rows named by --tag in the same table:
+  --side ours --tag leaky --ours-env "RELU_SLOPE=0.5"        (also PARALLEL_RESIDUAL=0, RECUR_LAYERS=4,5,
+  MUON_POLAR_EXPRESS=1, QUANT_BITS_EMBED=7); --side theirs|ours --seed 2 --tag s2 (a second seed);
+  --ttt "TTT_EPOCHS=3 TTT_LR=0.002 TTT_CHUNK_TOKENS=32768 TTT_PARAMS=..." (ours' TTT settings; TTT_EPOCHS=0: none).
+Ours always gets OURS_DEFAULT (below) and VAL_TOKENS_LIMIT (the targets #315 scores) under --ours-env.
+
 Written under --out: versus.md (the table), theirs.json / ours.json (figures), theirs.log / ours.log (each script's
 output), env.json (what ran: attention, FA3, versions, settings).
 """
