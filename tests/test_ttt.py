@@ -4,9 +4,13 @@ and for each update the positions it read); with a reset after every chunk the s
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from conftest import run_script
+from test_eval import artifact  # noqa: F401  (the fixture: a tiny model trained and quantized once)
 from test_train_script import small_args
 
 
@@ -108,3 +112,22 @@ def test_padded_batches_of_a_compiled_net_score_the_same(train_script):
     plain = mod.evaluate_ttt(model, model, tokens, luts, args, mod.Runtime(), 4)
     assert net.shapes == {(4, 16, 0), (4, 16, 4)}  # the first window (all 16 targets), then stride-4 windows
     assert padded["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-9) and padded["bytes"] == plain["bytes"]
+
+
+@pytest.mark.slow
+def test_two_ranks_make_the_ttt_score_one_rank_makes(tiny_data, artifact, tmp_path):  # noqa: F811
+    """The evaluation stage with TTT on, one process and two ranks (gloo): the ranks split the windows and the
+    sequences of each chunk and sum their gradients, so the score is the one rank's (up to float summation order),
+    and it is the stage's val_bpb, the sliding pass's kept apart."""
+    env = {"EVAL_STRIDE": "16", "TTT_EPOCHS": "2", "TTT_CHUNK_TOKENS": "2048", "TTT_LR": "0.01"}
+    res = []
+    for nproc in (0, 2):
+        out = tmp_path / f"e{nproc}.json"
+        run_script(["--stage", "eval", "--artifact", str(artifact / "m.ptz"), "--summary", str(out)], env, tiny_data,
+                   tmp_path, nproc=nproc)  # fmt: skip
+        res.append(json.loads(out.read_text()))
+    one, two = res
+    assert one["ttt"]["ttt_epochs"] == 2 and one["ttt_timing"]["ttt_updates"] > 2
+    assert one["val_bpb"] == one["ttt_val_bpb"] != one["sliding_val_bpb"]
+    assert two["ttt_val_bpb"] == pytest.approx(one["ttt_val_bpb"], rel=1e-5)
+    assert two["sliding_val_bpb"] == pytest.approx(one["sliding_val_bpb"], rel=1e-6)
