@@ -203,7 +203,16 @@ def test_every_eval_key_changes_what_evaluate_produces(base, tmp_path):
 
     section = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())["eval"]
     changes = {"eval_stride": 32, "eval_seq_len": 64, "eval_batch_seqs": 3, "val_tokens_limit": 4000}
-    assert set(changes) == set(EVAL_ENV)
+    # score-first TTT: on (a chunk of 512 targets, so that several chunks train), then each setting against that
+    ttt_on = {"ttt_epochs": 1, "ttt_chunk_tokens": 512}
+    ttt_changes = {
+        "ttt_epochs": 2,
+        "ttt_lr": 0.02,
+        "ttt_chunk_tokens": 256,
+        "ttt_params": "blocks.0.",
+        "ttt_reset_chunks": 2,
+    }
+    assert set(changes) | set(ttt_changes) == set(EVAL_ENV)
     (tmp_path / "ref").mkdir()
     proc, ref = evaluate(base, 1, section, tmp_path / "ref")
     assert proc.returncode == 0, proc.stderr
@@ -215,6 +224,16 @@ def test_every_eval_key_changes_what_evaluate_produces(base, tmp_path):
             assert got["eval_batch_seqs"] == 3 and abs(got["val_bpb"] - ref["val_bpb"]) < 1e-6
         else:
             assert got["val_bpb"] != ref["val_bpb"], f"eval.{key}={value!r} did not change the score"
+    (tmp_path / "ttt").mkdir()
+    proc, ttt = evaluate(base, 1, {**section, **ttt_on}, tmp_path / "ttt")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ttt["ttt"] == {**ttt_on, "ttt_lr": 0.002, "ttt_params": "", "ttt_reset_chunks": 0}
+    assert ttt["sliding_val_bpb"] == ref["sliding_val_bpb"] and ttt["val_bpb"] == ttt["ttt_val_bpb"] != ref["val_bpb"]
+    for key, value in ttt_changes.items():
+        (tmp_path / f"ttt_{key}").mkdir()
+        proc, got = evaluate(base, 1, {**section, **ttt_on, key: value}, tmp_path / f"ttt_{key}")
+        assert proc.returncode == 0, (key, proc.stderr[-2000:])
+        assert got["val_bpb"] != ttt["val_bpb"], f"eval.{key}={value!r} did not change the TTT score"
     # time_budget_s: a budget the scoring cannot meet fails the step and writes no metrics
     (tmp_path / "budget").mkdir()
     proc, got = evaluate(base, 1, {**section, "time_budget_s": 1e-6}, tmp_path / "budget")

@@ -396,6 +396,24 @@ def test_build_record_writes_a_passing_folder(run):
     assert not list(out.parent.glob(".*")), "no temporary folders left behind"
 
 
+def test_a_ttt_score_is_stated_in_the_readme_and_submission(run):
+    """When the evaluation's score-first TTT pass made the score, the record says so, with its settings (issue 28)."""
+    ttt = {"ttt_chunk_tokens": 32768, "ttt_epochs": 3, "ttt_lr": 0.002, "ttt_params": "", "ttt_reset_chunks": 0}
+    for d in run["dirs"]:
+        m = json.loads((d / "metrics.json").read_text())
+        (d / "metrics.json").write_text(json.dumps({**m, "ttt": ttt, "ttt_val_bpb": m["val_bpb"]}))
+    sub = build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    assert sub["ttt"] == ttt
+    readme = (run["out"] / "README.md").read_text()
+    assert "with legal score-first test-time training (ttt_chunk_tokens=32768, ttt_epochs=3," in readme
+    assert check_record(run["out"], min_seeds=3) == []
+
+
+def test_without_ttt_the_record_names_none(run):
+    sub = build_record(run["out"], run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
+    assert sub["ttt"] is None and "test-time training" not in (run["out"] / "README.md").read_text()
+
+
 def test_non_record_banner_and_one_seed(run):
     settings = dict(SETTINGS, non_record=True, track="track_non_record_16mb", min_seeds=1)
     env = {"python": "3.12.3", "torch": "2.9.1+cpu", "platform": "Linux"}  # keys missing: handled

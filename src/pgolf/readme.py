@@ -115,6 +115,12 @@ def _readme(
     score_kind = (
         f"sliding window, stride {stride}" if sliding and stride else ("sliding window" if sliding else "roundtrip")
     )
+    if sub.get("ttt"):  # the score is the score-first TTT pass's: say so, with its settings
+        score_kind += (
+            ", with legal score-first test-time training ("
+            + ", ".join(f"{k}={v}" for k, v in sorted(sub["ttt"].items()))
+            + ": each chunk scored before any update on it)"
+        )
     std_txt = f" ± {sub['val_bpb_std']:.8f} (sample std)" if sub["val_bpb_std"] is not None else " (one seed: no std)"
     out += [
         f"**val_bpb = {sub['val_bpb']:.8f}**{std_txt}, mean of {n} seed(s), {score_kind}, after the"

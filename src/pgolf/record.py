@@ -208,6 +208,7 @@ def _submission(settings: dict, environment: dict, seeds: list[dict], nproc: int
         "seed_results": seed_results,
         "quant_tag": _uniform([s["metrics"].get("quant_tag") for s in seeds]),
         "eval_stride": _uniform([s["metrics"].get("eval_stride") for s in seeds]),
+        "ttt": _uniform([s["metrics"].get("ttt") for s in seeds]),  # legal score-first TTT's settings, when on
         "attention_backend": _uniform([s["metrics"].get("attention_backend") for s in seeds]),
         "hardware": _hardware(environment, seeds, nproc),
         "pytorch_version": environment.get("torch"),

@@ -36,7 +36,9 @@ QUANTIZE_KEYS = (
     "prune_max_frac",
     "enforce_cap",
 )
-EVAL_KEYS = ("eval_stride", "eval_seq_len", "eval_batch_seqs", "val_tokens_limit")
+EVAL_KEYS = ("eval_stride", "eval_seq_len", "eval_batch_seqs", "val_tokens_limit") + tuple(
+    f"ttt_{k}" for k in ("epochs", "lr", "chunk_tokens", "params", "reset_chunks")
+)
 QUANTIZE_ENV = {k: k.upper() for k in QUANTIZE_KEYS}
 EVAL_ENV = {k: k.upper() for k in EVAL_KEYS}
 
@@ -382,6 +384,8 @@ def merge_metrics(seed: int, run: str, train_summary, quantize_summary, eval_sum
         "roundtrip_val_loss": ev["roundtrip_val_loss"],
         "sliding_val_bpb": ev["sliding_val_bpb"],
         "sliding_val_loss": ev["sliding_val_loss"],
+        "ttt": ev.get("ttt"),  # the score-first TTT settings when that pass made the score (val_bpb), else None
+        "ttt_val_bpb": ev.get("ttt_val_bpb"),
         "eval_stride": ev["eval_stride"],
         "eval_seq_len": ev["eval_seq_len"],
         "eval_batch_seqs": ev.get("eval_batch_seqs"),

@@ -152,6 +152,7 @@ class Hyperparameters:
     muon_momentum_warmup_start: float = knob(0.92, "train")
     muon_momentum_warmup_steps: int = knob(1500, "train")
     muon_backend_steps: int = knob(5, "train")
+    muon_polar_express: bool = knob(False, "train")  # Newton-Schulz with Polar Express's per-step coefficients
     muon_wd: float = knob(0.04, "train")
     adam_wd: float = knob(0.04, "train")
     beta1: float = knob(0.9, "train")
@@ -190,6 +191,11 @@ class Hyperparameters:
     eval_seq_len: int = knob(0, "eval")  # 0 = TRAIN_SEQ_LEN
     eval_stride: int = knob(64, "eval")  # >= EVAL_SEQ_LEN: plain non-overlapping chunks
     eval_batch_seqs: int = knob(64, "eval")
+    ttt_epochs: int = knob(0, "eval")  # legal score-first TTT: SGD steps per scored chunk; 0 = off
+    ttt_lr: float = knob(0.002, "eval")
+    ttt_chunk_tokens: int = knob(32768, "eval")  # targets scored between two rounds of updates
+    ttt_params: str = knob("", "eval")  # comma-separated substrings of the trained tensors' names; "" = all
+    ttt_reset_chunks: int = knob(0, "eval")  # back to the artifact's weights every N chunks (a phase); 0 = never
     live_eval_stride: int = knob(0, "train")  # end-of-training score of the live weights: 0 = plain chunks
     # runtime
     compile: str = knob("auto", "runtime")  # auto = on CUDA only
@@ -1258,15 +1264,26 @@ def model_flops_per_token(args: Hyperparameters, seq_len: int) -> float:
 # Optimizers: Muon for the matrices of the blocks, AdamW for embeddings and control scalars
 
 
-def newton_schulz5(g: torch.Tensor, steps: int) -> torch.Tensor:
+# Polar Express (Amsel et al. 2025; upstream #1344): minimax coefficients per Newton-Schulz iteration, the last one
+# repeated past the fifth; MUON_POLAR_EXPRESS=1 uses them instead of the fixed (3.4445, -4.7750, 2.0315).
+POLAR_EXPRESS = (  # rounded to 5 significant digits (the iteration runs in bf16: 3)
+    (8.1566, -22.483, 15.879),
+    (4.0429, -2.8089, 0.50002),
+    (3.8917, -2.7725, 0.50606),
+    (3.2858, -2.3681, 0.46449),
+    (2.3465, -1.7098, 0.42324),
+)
+
+
+def newton_schulz5(g: torch.Tensor, steps: int, polar: bool = False) -> torch.Tensor:
     """Approximate orthogonalisation of a matrix, or of a stack of same-shaped matrices (one batched matmul chain)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
     x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     transposed = x.size(-2) > x.size(-1)
     if transposed:
         x = x.mT
-    for _ in range(steps):
+    for i in range(steps):
+        a, b, c = POLAR_EXPRESS[min(i, 4)] if polar else (3.4445, -4.7750, 2.0315)
         A = x @ x.mT
         x = a * x + (b * A + c * A @ A) @ x
     return x.mT if transposed else x
@@ -1277,9 +1294,9 @@ class Muon(torch.optim.Optimizer):
     (a batched matmul chain instead of one small chain each); each rank takes a share of every shape, then one
     all-reduce of the flat update buffer."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float, rt: Runtime):
+    def __init__(self, params, lr, momentum, backend_steps, weight_decay, rt: Runtime, polar: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, weight_decay=weight_decay))
-        self.rt = rt
+        self.rt, self.polar = rt, polar
 
     @torch.no_grad()
     def step(self):
@@ -1304,7 +1321,7 @@ class Muon(torch.optim.Optimizer):
                 torch._foreach_mul_(bufs, group["momentum"])
                 torch._foreach_add_(bufs, grads)
                 g = torch.stack(torch._foreach_add(grads, bufs, alpha=group["momentum"]))  # Nesterov
-                g = newton_schulz5(g, group["backend_steps"]) * max(1.0, shape[0] / shape[1]) ** 0.5
+                g = newton_schulz5(g, group["backend_steps"], self.polar) * max(1.0, shape[0] / shape[1]) ** 0.5
                 for p, u in zip(mine, g.float().unbind(0), strict=True):
                     flat[offsets[p] : offsets[p] + p.numel()] = u.flatten()
             self.rt.all_reduce(flat)
@@ -1341,7 +1358,13 @@ def build_optimizers(model: GPT, args: Hyperparameters, rt: Runtime) -> list[tor
         fused=rt.cuda,
     )
     muon = Muon(
-        [p for _, p in g["muon"]], args.matrix_lr, args.muon_momentum, args.muon_backend_steps, args.muon_wd, rt
+        [p for _, p in g["muon"]],
+        args.matrix_lr,
+        args.muon_momentum,
+        args.muon_backend_steps,
+        args.muon_wd,
+        rt,
+        args.muon_polar_express,
     )
     for group in muon.param_groups:
         group["base_lr"] = args.matrix_lr
@@ -1415,12 +1438,12 @@ def eval_batches(mine: list, stride: int, batch_seqs: int):
 
 
 @torch.no_grad()
-def warm_up_eval(model: nn.Module, n_targets: int, args: Hyperparameters, rt: Runtime, strides) -> tuple[float, int]:
+def warm_up_eval(model: nn.Module, n_targets: int, args: Hyperparameters, rt: Runtime, strides, extra=()):
     """Compile before the timed scoring: one forward of every batch shape (windows, input length, positions scored)
-    that this rank's scoring passes at `strides` will run, on fixed random tokens (no validation data), as the
-    scoring runs it (eval mode, autocast, no grad). Returns (seconds, shapes)."""
+    that this rank's scoring passes at `strides` will run (and the `extra` ones), on fixed random tokens (no validation
+    data), as the scoring runs it (eval mode, autocast, no grad). Returns (seconds, shapes)."""
     t0 = time.perf_counter()
-    shapes = []
+    shapes = list(extra)
     for stride in strides:
         stride, mine = rank_windows(n_targets, args, rt, stride)
         for batch, length, k in eval_batches(mine, stride, args.eval_batch_seqs):
@@ -1438,35 +1461,26 @@ def warm_up_eval(model: nn.Module, n_targets: int, args: Hyperparameters, rt: Ru
     return time.perf_counter() - t0, len(shapes)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, rt: Runtime, stride: int) -> dict:
-    """val_loss (nats/token) and val_bpb over all targets of `tokens`, windows split across ranks, sums in fp64."""
-    t0 = time.perf_counter()
-    stride, mine = rank_windows(tokens.size - 1, args, rt, stride)
-    # bytes of target t (predicting tokens[t] after tokens[t-1]); prefix sums make any scored range O(1)
-    byte_cum = np.concatenate(([0, 0], np.cumsum(target_bytes(tokens, luts))))
-    toks = torch.from_numpy(tokens.astype(np.int64))
-    nll_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
-    n_sum, byte_sum = 0, 0
-    model.eval()
+def score_batches(net, mine, toks, byte_cum, stride, args, rt, acc, pad=False) -> None:
+    """Add the NLL (fp64, on the device), targets and bytes of the windows `mine` to acc = [nll, n, bytes]; `pad`
+    fills every batch to EVAL_BATCH_SEQS windows (the extra ones score nothing): the shapes stay the compiled ones."""
     for batch, length, k in eval_batches(mine, stride, args.eval_batch_seqs):
+        if pad:
+            batch = batch + [(*batch[-1][:2], 0)] * (args.eval_batch_seqs - len(batch))
         x = torch.stack([toks[s:e] for s, e, _ in batch]).to(rt.device, non_blocking=True)
         y = torch.stack([toks[s + 1 : e + 1] for s, e, _ in batch]).to(rt.device, non_blocking=True)
         n = torch.tensor([m for _, _, m in batch], device=rt.device)
         mask = torch.arange(k, device=rt.device)[None, :] >= (k - n)[:, None]  # the last n of the last k
         with autocast(rt):
-            nll = model(x, y, reduction="none", last=k if k < length else 0)
-        nll_sum += (nll.double() * mask).sum()
-        n_sum += int(n.sum())
-        byte_sum += int(sum(byte_cum[e + 1] - byte_cum[e - m + 1] for _, e, m in batch))
-    model.train()
-    stats = torch.stack(
-        [
-            nll_sum,
-            torch.tensor(float(n_sum), dtype=torch.float64, device=rt.device),
-            torch.tensor(float(byte_sum), dtype=torch.float64, device=rt.device),
-        ]
-    )
+            nll = net(x, y, reduction="none", last=k if k < length else 0)
+        acc[0] += (nll.double() * mask).sum()
+        acc[1] += int(n.sum())
+        acc[2] += int(sum(byte_cum[e + 1] - byte_cum[e - m + 1] for _, e, m in batch))
+
+
+def totals(acc, rt: Runtime, t0: float) -> dict:
+    """val_loss (nats/token) and val_bpb of acc = [nll, n, bytes] summed over the ranks in fp64."""
+    stats = torch.stack([acc[0], *(torch.tensor(float(v), dtype=torch.float64, device=rt.device) for v in acc[1:])])
     rt.all_reduce(stats)
     nll_total, n_total, bytes_total = stats.tolist()
     return {
@@ -1475,6 +1489,104 @@ def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, 
         "tokens": int(n_total),
         "bytes": int(bytes_total),
         "eval_time_s": time.perf_counter() - t0,
+    }
+
+
+def byte_prefix(tokens: np.ndarray, luts) -> np.ndarray:
+    """Bytes of target t (predicting tokens[t] after tokens[t-1]) as prefix sums: any scored range is O(1)."""
+    return np.concatenate(([0, 0], np.cumsum(target_bytes(tokens, luts))))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, tokens: np.ndarray, luts, args: Hyperparameters, rt: Runtime, stride: int) -> dict:
+    """val_loss (nats/token) and val_bpb over all targets of `tokens`, windows split across ranks, sums in fp64."""
+    t0 = time.perf_counter()
+    stride, mine = rank_windows(tokens.size - 1, args, rt, stride)
+    acc = [torch.zeros((), dtype=torch.float64, device=rt.device), 0, 0]
+    model.eval()
+    toks = torch.from_numpy(tokens.astype(np.int64))
+    score_batches(model, mine, toks, byte_prefix(tokens, luts), stride, args, rt, acc)
+    model.train()
+    return totals(acc, rt, t0)
+
+
+def ttt_chunks(n_targets: int, args: Hyperparameters, stride: int) -> list[list[tuple[int, int, int]]]:
+    """The sliding-window pass's windows, in order, grouped by the chunk of TTT_CHUNK_TOKENS targets their first
+    scored target falls in: chunk c scores targets lo+1..hi (lo, hi: its first window's e - n, its last one's e)."""
+    chunks: dict[int, list] = {}
+    for w in score_windows(n_targets, args.eval_seq_len, stride):
+        chunks.setdefault((w[1] - w[2]) // args.ttt_chunk_tokens, []).append(w)
+    return list(chunks.values())
+
+
+def evaluate_ttt(model, net, tokens, luts, args: Hyperparameters, rt: Runtime, stride: int, trace=None) -> dict:
+    """Legal score-first test-time training over the sliding-window pass (upstream #461/#549, the rulings of #677
+    and #1017): chunk by chunk, the chunk's windows are scored first (each target once, by the weights of the updates
+    before it; the ranks take every world_size-th window), then SGD (momentum 0.9, clip 1, cosine LR over the chunks)
+    trains the tensors named by TTT_PARAMS on that chunk's targets only: TTT_EPOCHS steps on the chunk's sequences
+    (each rank takes every world_size-th; gradients summed over the ranks). The last chunk trains nothing; every
+    TTT_RESET_CHUNKS chunks (a phase) the weights go back to the artifact's. `trace` (tests) receives ("score", updates
+    so far, first target, last target) per scored window and ("update", index, first input position, last target)
+    per training sequence of each step. Returns evaluate's keys plus the seconds spent scoring and training (one
+    device sync per chunk) and the counts."""
+    t0 = time.perf_counter()
+    L, stride, W = args.eval_seq_len, min(stride, args.eval_seq_len), rt.world_size
+    pats = [s.strip() for s in args.ttt_params.split(",") if s.strip()]
+    params = [p for n, p in model.named_parameters() if not pats or any(s in n for s in pats)]
+    if not params:
+        raise SystemExit(f"TTT_PARAMS={args.ttt_params!r}: names no parameter of the model")
+    base = [p.detach().clone() for p in params]
+    opt = torch.optim.SGD(params, lr=args.ttt_lr, momentum=0.9)
+    chunks = ttt_chunks(tokens.size - 1, args, stride)
+    toks, byte_cum = torch.from_numpy(tokens.astype(np.int64)), byte_prefix(tokens, luts)
+    acc = [torch.zeros((), dtype=torch.float64, device=rt.device), 0, 0]
+    sync = torch.cuda.synchronize if rt.cuda else lambda: None
+    updates, spent = 0, [0.0, 0.0]
+    for c, windows in enumerate(chunks):
+        t1 = time.perf_counter()
+        net.eval()
+        with torch.no_grad():
+            score_batches(net, windows[rt.rank :: W], toks, byte_cum, stride, args, rt, acc, net is not model)
+        if trace is not None:
+            trace += [("score", updates, e - m + 1, e) for _, e, m in windows[rt.rank :: W]]
+        sync()
+        t2 = time.perf_counter()
+        lo, hi = windows[0][1] - windows[0][2], windows[-1][1]
+        starts = [max(0, min(a, hi - L)) for a in range(lo, hi, L)]  # whole sequences ending at or before hi
+        mine = starts[rt.rank :: W]
+        for g in opt.param_groups:
+            g["lr"] = args.ttt_lr * 0.5 * (1 + math.cos(math.pi * c / max(len(chunks) - 1, 1)))
+        for _ in range(args.ttt_epochs if c < len(chunks) - 1 else 0):
+            if mine:
+                x = torch.stack([toks[a : a + L] for a in mine]).to(rt.device)
+                y = torch.stack([toks[a + 1 : a + L + 1] for a in mine]).to(rt.device)
+                with torch.enable_grad(), autocast(rt):
+                    (model(x, y, reduction="none").sum() / (len(starts) * L)).backward(inputs=params)
+            for p in params:
+                p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+                rt.all_reduce(p.grad)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if trace is not None:
+                trace += [("update", updates, a, a + L) for a in starts]
+            updates += 1
+        if args.ttt_reset_chunks and (c + 1) % args.ttt_reset_chunks == 0:
+            with torch.no_grad():
+                torch._foreach_copy_(params, base)
+            opt.state.clear()
+        sync()
+        spent = [spent[0] + t2 - t1, spent[1] + time.perf_counter() - t2]
+    with torch.no_grad():
+        torch._foreach_copy_(params, base)  # the model as it came
+    model.train()
+    return {
+        **totals(acc, rt, t0),
+        "ttt_score_s": spent[0],
+        "ttt_train_s": spent[1],
+        "ttt_chunks": len(chunks),
+        "ttt_updates": updates,
+        "ttt_params": sum(p.numel() for p in params),
     }
 
 
@@ -2266,8 +2378,10 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     net = maybe_compile(model, args, rt)
     strides = [args.eval_seq_len] + ([args.eval_stride] if args.eval_stride < args.eval_seq_len else [])
     load_s, compile_s = time.perf_counter() - t0, 0.0
+    L, B = args.eval_seq_len, args.eval_batch_seqs
+    ttt = [(B, L, L), (B, L, min(args.eval_stride, L))] if args.ttt_epochs else []  # its padded batches
     if net is not model:  # compiled: every batch shape of the scoring compiled first, so eval_time is the scoring
-        compile_s, n_shapes = warm_up_eval(net, val_tokens.size - 1, args, rt, strides)
+        compile_s, n_shapes = warm_up_eval(net, val_tokens.size - 1, args, rt, strides, ttt)
         rt.log(f"eval_compile: warm-up of {n_shapes} batch shapes (random tokens, no validation data) {compile_s:.1f}s")
     else:
         rt.log("eval_compile: off (eager)")
@@ -2287,6 +2401,9 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
         "val_bytes": rt_res["bytes"],
         "sliding_val_loss": None,
         "sliding_val_bpb": None,
+        "ttt": args.as_dict([k for k in args.knobs("eval") if k[:4] == "ttt_"]) if args.ttt_epochs else None,
+        "ttt_val_loss": None,
+        "ttt_val_bpb": None,
         "world_size": rt.world_size,
         "attention_backend": attention_backend(rt, args),
     }
@@ -2296,6 +2413,12 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
         log_metric(rt, f"final_{qtag}_sliding_window", sw, f"stride:{args.eval_stride} ")
         out.update(sliding_val_loss=sw["val_loss"], sliding_val_bpb=sw["val_bpb"])
         score, scoring_s = sw, scoring_s + sw["eval_time_s"]
+    if args.ttt_epochs:
+        tt = evaluate_ttt(model, net, val_tokens, luts, args, rt, args.eval_stride)
+        log_metric(rt, f"final_{qtag}_ttt", tt, f"stride:{args.eval_stride} ")
+        rt.log("ttt_timing: " + " ".join(f"{k[4:]}:{v:.6g}" for k, v in tt.items() if k[:4] == "ttt_"))
+        out.update(ttt_val_loss=tt["val_loss"], ttt_val_bpb=tt["val_bpb"], ttt_timing=tt)
+        score, scoring_s = tt, scoring_s + tt["eval_time_s"]
     out.update(
         val_loss=score["val_loss"],
         val_bpb=score["val_bpb"],
