@@ -191,7 +191,7 @@ def test_readme_command_reproduces_the_record(pipeline, tmp_path):
         block = readme.split("## Reproducing", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
         assert block.startswith("pip install -r requirements.txt\n")
         command = block.replace("pip install -r requirements.txt\n", "")
-        assert "TRAIN_FILES=../../../data/datasets/test_wiki_sp1024/" in command
+        assert "TRAIN_FILES='../../../data/datasets/test_wiki_sp1024/test_wiki_sp1024_train_*.bin' \\" in command
         assert f"TOKENIZER_PATH=../../../data/tokenizers/{tokenizer.name}" in command
         assert "QUANT_KEEP_FLOAT_NUMEL=1024" in command and "EVAL_STRIDE=64" in command and "SEED=1 \\" in command
         # plain pip resolves requirements.txt: no local version label (+cpu here)
