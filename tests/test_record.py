@@ -367,7 +367,12 @@ def test_build_record_writes_a_passing_folder(run):
     from importlib.metadata import version
 
     expected = f"torch==2.9.1\nnumpy=={version('numpy')}\nzstandard=={version('zstandard')}\n"
-    assert (out / "requirements.txt").read_text() == expected
+    text = (out / "requirements.txt").read_text()
+    assert text.startswith("# Python deps. Install with: pip install -r requirements.txt\n" + expected)
+    # the FA3 the run used (ENVIRONMENT: 3.0.0b1), which plain pip cannot install, as a note
+    assert (
+        "\n# FlashAttention 3 must be installed separately (not on PyPI) (the run used flash_attn_3 3.0.0b1):" in text
+    )
     assert check_record(out, min_seeds=3) == []
 
     on_disk = json.loads((out / "submission.json").read_text())

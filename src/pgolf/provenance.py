@@ -106,6 +106,8 @@ def data_section(data: dict | None) -> list[str]:
 
 # PyTorch's own index of each build (the default index, PyPI, serves one build per version under the plain version)
 TORCH_INDEX = "https://download.pytorch.org/whl/{build}"
+# PyTorch's FA3 wheel for torch 2.9.1 + CUDA 12.8 (config.yaml's fa3.wheel; cp39-abi3)
+FA3_CU128_WHEEL = "https://download.pytorch.org/whl/cu128/flash_attn_3-3.0.0-cp39-abi3-manylinux_2_28_x86_64.whl"
 _LOCAL = re.compile(r"^([^+\s]+)\+(\S+)$")
 _FA3_IMPORT = re.compile(r"^\s*(?:from|import)\s+flash_attn_interface\b", re.MULTILINE)
 
@@ -131,7 +133,8 @@ def install_notes(environment: dict, script_text: str = "") -> list[str]:
     """What plain pip cannot install, as the frontier records write it (comment lines): FlashAttention 3 when the run
     used it or the script imports it, and the lrzip binary when the script calls it."""
     notes: list[str] = []
-    fa3 = (environment.get("packages") or {}).get("flash_attn_3")
+    # the fa3 step's version of FA3 when it was available (used), else the package installed there
+    fa3 = environment.get("fa3") or (environment.get("packages") or {}).get("flash_attn_3")
     if fa3 or _FA3_IMPORT.search(script_text):
         status = environment.get("fa3_status") or {}
         ran = f" (the run used flash_attn_3 {fa3})" if fa3 else ""
@@ -144,11 +147,11 @@ def install_notes(environment: dict, script_text: str = "") -> list[str]:
                 " cd hopper && pip install --no-build-isolation --no-deps ."
             )
         else:
-            notes.append(
-                "# a prebuilt wheel for the torch/CUDA pair above (e.g. pip install --no-deps flash_attn_3"
-                " --index-url https://download.pytorch.org/whl/cu128 for torch 2.9.1), or build hopper/ of"
-                " Dao-AILab/flash-attention"
-            )
+            notes += [
+                "# a wheel built for the torch/CUDA pair above (or build hopper/ of Dao-AILab/flash-attention);",
+                "# for torch 2.9.1 + CUDA 12.8, PyTorch's:",
+                f"# pip install --no-deps {FA3_CU128_WHEEL}",
+            ]
         if not _FA3_IMPORT.search(script_text):
             notes.append("# (optional for this script: without it, it falls back to PyTorch SDPA, slower)")
     if "lrzip" in script_text:
