@@ -108,7 +108,10 @@ def test_image_entrypoint_runs_a_pod_start_command_or_snakemake(tmp_path):
     assert os.access(entry, os.X_OK)
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["/usr/local/bin/pgolf-entrypoint"]' in dockerfile
-    assert "COPY --chmod=755 docker/entrypoint.sh /usr/local/bin/pgolf-entrypoint" in dockerfile
+    # COPY keeps the mode git checked out (100755: no --chmod, which older BuildKit front ends lack)
+    assert "COPY docker/entrypoint.sh /usr/local/bin/pgolf-entrypoint" in dockerfile
+    staged = subprocess.run(["git", "ls-files", "-s", "docker/entrypoint.sh"], cwd=REPO, capture_output=True, text=True)
+    assert staged.stdout.startswith("100755 ") or not staged.stdout, staged.stdout
 
 
 def test_image_lock_pins_what_the_project_pins():
