@@ -703,3 +703,21 @@ def test_cli_record_with_a_packed_script_and_the_reproducing_settings(packed_run
         "torchrun --standalone --nproc_per_node=8 train_gpt.py"
     )
     assert (run["out"] / "train_gpt_human.py").is_file()
+
+
+def test_the_readme_says_where_upstream_keeps_the_data_and_how_to_fetch_it():
+    hparams = {"TOKENIZER_PATH": "../../../data/tokenizers/fineweb_1024_bpe.model"}
+    hub = {"source": "hub", "name": "mine", "variant": "sp1024", "repo_id": "willdepueoai/parameter-golf",
+           "train_shards": 80, "tokenizer": "fineweb_1024_bpe.model"}  # fmt: skip
+    text = " ".join(readme._data_setup(hub, hparams))
+    assert "`data/datasets/fineweb10B_sp1024/` (shards) and `data/tokenizers/fineweb_1024_bpe.model`" in text
+    assert "`python3 data/cached_challenge_fineweb.py --variant sp1024 --train-shards 80` fetches it" in text
+    text = " ".join(readme._data_setup({**hub, "repo_id": "kevclark/parameter-golf", "variant": "sp8192"}, hparams))
+    assert "`MATCHED_FINEWEB_REPO_ID=kevclark/parameter-golf python3 data/cached_challenge_fineweb.py" in text
+    text = " ".join(readme._data_setup({**hub, "repo_id": "romeerp/parameter-golf-caseops-v1"}, hparams))
+    assert "fetches it" not in text and "(from the Hugging Face dataset `romeerp/parameter-golf-caseops-v1`" in text
+    docs = {"source": "documents", "name": "wiki", "tokenizer": "wiki.model"}
+    assert "`data/datasets/wiki/` (shards) and `data/tokenizers/wiki.model`" in " ".join(
+        readme._data_setup(docs, hparams)
+    )
+    assert readme._data_setup(hub, {}) == []  # an upstream script: its own variables, no data paths of ours
