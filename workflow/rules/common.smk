@@ -199,6 +199,6 @@ def durable_guard(targets, products):
     return (
         f"durable results ({workflow.storage_settings.default_storage_provider} storage): {', '.join(missing)}"
         " missing on this machine. Run the per-machine steps first, with the same options plus the target `prepare`"
-        " (e.g. `snakemake --profile profiles/pod <storage options> prepare`), then this command again: the seeds"
+        " (e.g. `snakemake prepare --profile profiles/pod <storage options>`), then this command again: the seeds"
         " already in the storage are then reused, not re-run."
     )
