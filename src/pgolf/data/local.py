@@ -78,7 +78,6 @@ def link_local(
     lock_path: str | os.PathLike | None = None,
     update_lock: bool = False,
     threads: int | None = None,
-    **_hub_only,
 ) -> dict:
     """Check the data set in ``path`` (a folder with its ``manifest.json``) against the hub section's identity, its
     manifest and the lock, then make ``out_dir`` a folder of links to its files with a manifest written last. Returns
