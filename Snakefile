@@ -49,10 +49,13 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/quantize.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/record.smk"
+include: "workflow/rules/durable.smk"
 
 
 rule all:
     default_target: True
     input:
-        rules.record.output.submission,
+        here(rules.record.output.submission),
         rules.record.output.done,
+        # with durable results, the record folder's copy in the storage
+        rules.record_archive.output.archive if DURABLE else [],

@@ -530,7 +530,7 @@ def test_the_data_section_is_narrowed_to_what_its_source_uses():
         used_section({**section, "hub": {**hub, "repos": {"sp8192": {**repos["sp8192"], "verified": True}}}})
     with pytest.raises(ValueError, match="data.hub.train_shards is null and data.hub.repos.sp8192 has no train_shards"):
         used_section({**section, "hub": {**hub, "repos": {"sp8192": {"repo_id": "b/two", "revision": "main"}}}})
-    with pytest.raises(ValueError, match="config data.source must be hub or documents, got 'ftp'"):
+    with pytest.raises(ValueError, match="config data.source must be hub, documents or local, got 'ftp'"):
         used_section({**section, "source": "ftp"})
 
 

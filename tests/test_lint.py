@@ -1,8 +1,10 @@
-"""The project's own conventions, checked like any other behaviour: ruff, snakefmt, snakemake --lint, hadolint."""
+"""The project's own conventions, checked like any other behaviour: ruff, snakefmt, snakemake --lint, hadolint,
+actionlint (the GitHub workflows)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,76 @@ def test_snakemake_lint(tmp_path):
 def test_hadolint_dockerfile():
     proc = run("hadolint", "docker/Dockerfile")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+WORKFLOWS = REPO / ".github" / "workflows"
+# an action pinned to a release tag (v6, v6.1.0) or a commit; never a branch
+PINNED_ACTION = re.compile(r"^[\w.-]+/[\w./-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
+
+
+def test_actionlint_workflows():
+    files = sorted(WORKFLOWS.glob("*.y*ml"))
+    assert files, f"no workflow under {WORKFLOWS}"
+    proc = run("actionlint", "-color=false", *map(str, files))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _steps(workflow: dict) -> list[dict]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def test_image_workflow_pushes_on_a_tag_and_records_the_digest():
+    """docker/Dockerfile is built and pushed to GHCR on a release tag, every action pinned, and the pushed digest is
+    what the release's image.txt (the README's and config's reference) holds."""
+    import yaml
+
+    text = (WORKFLOWS / "image.yml").read_text()
+    wf = yaml.safe_load(text)
+    on = wf[True]  # YAML 1.1 reads the key `on` as true
+    assert on["push"]["tags"] == ["v*"]
+    assert wf["permissions"]["packages"] == "write" and wf["permissions"]["contents"] == "write"
+    steps = _steps(wf)
+    uses = [s["uses"] for s in steps if "uses" in s]
+    assert uses and all(PINNED_ACTION.match(u) for u in uses), uses
+    build = next(s for s in steps if s.get("uses", "").startswith("docker/build-push-action@"))
+    assert build["with"]["file"] == "docker/Dockerfile" and build["with"]["push"] is True
+    assert "${{ env.IMAGE }}:${{ github.ref_name }}" in build["with"]["tags"]
+    login = next(s for s in steps if s.get("uses", "").startswith("docker/login-action@"))
+    assert login["with"]["registry"] == "ghcr.io"
+    assert 'echo "IMAGE=ghcr.io/' in text
+    record = next(s for s in steps if "steps.build.outputs.digest" in str(s.get("env", {})))
+    assert (
+        build["id"] == "build"
+        and 'echo "$ref" > image.txt' in record["run"]
+        and 'ref="${IMAGE}@${DIGEST}"' in record["run"]
+    )
+    assert any("gh release upload" in s.get("run", "") and "image.txt" in s.get("run", "") for s in steps)
+
+
+def test_image_entrypoint_runs_a_pod_start_command_or_snakemake(tmp_path):
+    """A pod's start command (`sleep infinity`) replaces the image's CMD, not its entry point: the entry point runs a
+    command given instead, and gives Snakemake its options otherwise (docker run IMAGE --cores all --profile ...)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "snakemake").write_text('#!/bin/sh\necho "snakemake:$*"\n')
+    (fake / "snakemake").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ.get('PATH', '')}"}
+    entry = str(REPO / "docker" / "entrypoint.sh")
+    for args, out in (
+        (["--cores", "all", "--profile", "profiles/pod"], "snakemake:--cores all --profile profiles/pod"),
+        (["all"], "snakemake:all"),  # a target, not a command
+        (["echo", "a pod"], "a pod"),
+        ([], "snakemake:"),
+    ):
+        proc = subprocess.run(["sh", entry, *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0 and proc.stdout.strip() == out, (args, proc.stdout, proc.stderr)
+    assert os.access(entry, os.X_OK)
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/usr/local/bin/pgolf-entrypoint"]' in dockerfile
+    # COPY keeps the mode git checked out (100755: no --chmod, which older BuildKit front ends lack)
+    assert "COPY docker/entrypoint.sh /usr/local/bin/pgolf-entrypoint" in dockerfile
+    staged = subprocess.run(["git", "ls-files", "-s", "docker/entrypoint.sh"], cwd=REPO, capture_output=True, text=True)
+    assert staged.stdout.startswith("100755 ") or not staged.stdout, staged.stdout
 
 
 def test_image_lock_pins_what_the_project_pins():

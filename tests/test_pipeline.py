@@ -163,29 +163,50 @@ def test_script_edit_retrains_but_a_checkout_touch_does_not_on_the_pod(pipeline)
     assert job_counts(snakemake(wd, "-n", configs=base)) == {}
 
 
-def test_readme_command_reproduces_the_record(pipeline):
-    """The README's reproducing command, run as written from (a copy of) the record folder: the challenge's single run
-    of the packed train_gpt.py writes the pipeline's artifact, byte for byte, and gets its score."""
+def test_readme_command_reproduces_the_record(pipeline, tmp_path):
+    """The README's reproducing command, run as a maintainer runs it: the record folder placed in a stand-in clone of
+    openai/parameter-golf (records/<track>/<folder>/) whose data is in upstream's layout (data/datasets/<name>/,
+    data/tokenizers/<file>, as data/cached_challenge_fineweb.py writes it), the command run as written from the folder
+    with the requirements installed by plain pip: the challenge's single run of the packed train_gpt.py writes the
+    pipeline's artifact, byte for byte, and gets its score."""
     wd = pipeline["wd"]
     record = wd / "records/track_non_record_16mb/2026-01-01_pgolf_test"
-    copy = record.parent / "reproduce"  # at the same depth: the relative data paths hold
-    shutil.copytree(record, copy)
+    clone = tmp_path / "parameter-golf"
+    folder = clone / "records/track_non_record_16mb" / record.name
+    shutil.copytree(record, folder)
+    manifest = json.loads((wd / "data/test_wiki_sp1024/manifest.json").read_text())
+    datasets = clone / "data/datasets/test_wiki_sp1024"
+    datasets.mkdir(parents=True)
+    for entry in manifest["train"]["files"] + manifest["val"]["files"]:
+        shutil.copy2(wd / "data/test_wiki_sp1024" / entry["path"], datasets / entry["path"])
+    tokenizer = (wd / "data/test_wiki_sp1024" / manifest["tokenizer"]["path"]).resolve()
+    (clone / "data/tokenizers").mkdir(parents=True)
+    shutil.copy2(tokenizer, clone / "data/tokenizers" / tokenizer.name)
+    shutil.rmtree(wd / "data/test_wiki_sp1024.moved", ignore_errors=True)
+    (wd / "data/test_wiki_sp1024").rename(wd / "data/test_wiki_sp1024.moved")  # no path may lead back to it
     try:
-        readme = (copy / "README.md").read_text()
+        readme = (folder / "README.md").read_text()
+        assert "records/<track>/` of a clone of openai/parameter-golf" in readme
+        assert f"`data/datasets/test_wiki_sp1024/` (shards) and `data/tokenizers/{tokenizer.name}`" in readme
         block = readme.split("## Reproducing", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+        assert block.startswith("pip install -r requirements.txt\n")
         command = block.replace("pip install -r requirements.txt\n", "")
-        assert "TRAIN_FILES=" in command and "TOKENIZER_PATH=" in command and "QUANT_KEEP_FLOAT_NUMEL=1024" in command
-        assert "EVAL_STRIDE=64" in command and "SEED=1 \\" in command
+        assert "TRAIN_FILES='../../../data/datasets/test_wiki_sp1024/test_wiki_sp1024_train_*.bin' \\" in command
+        assert f"TOKENIZER_PATH=../../../data/tokenizers/{tokenizer.name}" in command
+        assert "QUANT_KEEP_FLOAT_NUMEL=1024" in command and "EVAL_STRIDE=64" in command and "SEED=1 \\" in command
+        # plain pip resolves requirements.txt: no local version label (+cpu here)
+        reqs = [line.split(" #")[0].strip() for line in (folder / "requirements.txt").read_text().splitlines()]
+        assert all("+" not in r for r in reqs if r and not r.startswith("#")), reqs
         env = {**env_with_venv(), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(["bash", "-c", command], cwd=copy, capture_output=True, text=True, env=env, timeout=600)
+        proc = subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         seed = wd / "results/test/seed_1"
-        assert (copy / "final_model.ptz").read_bytes() == (seed / "final_model.ptz").read_bytes()
+        assert (folder / "final_model.ptz").read_bytes() == (seed / "final_model.ptz").read_bytes()
         metrics = json.loads((seed / "metrics.json").read_text())
         score = parse_log(proc.stdout)["score"]
         assert score["val_bpb"] == pytest.approx(metrics["val_bpb"], abs=1e-8), (score, metrics["val_bpb"])
     finally:
-        shutil.rmtree(copy)
+        (wd / "data/test_wiki_sp1024.moved").rename(wd / "data/test_wiki_sp1024")
 
 
 def test_stride_change_reruns_only_evaluation(pipeline, tmp_path):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_manifest import _hub_folder
 from test_record import ENVIRONMENT, HPARAMS, SETTINGS, run  # noqa: F401 (the run fixture)
 
@@ -62,17 +63,64 @@ def test_record_names_its_documents_and_sidecar(tmp_path, tiny_data):
 
 
 def test_requirements_are_pinned_to_the_versions_that_ran():
-    env = {"torch": "2.9.1+cu128", "packages": {"numpy": "2.1.3", "sentencepiece": "0.2.0", "huggingface_hub": "0.9"}}
+    env = {
+        "torch": "2.9.1",
+        "cuda": "12.8",
+        "packages": {"numpy": "2.1.3", "sentencepiece": "0.2.0", "huggingface_hub": "0.9"},
+    }
     reqs = ["numpy", "sentencepiece", "torch", "huggingface-hub", "brotli>=1.1", "no-such-package-pgolf-test"]
     text = pinned_requirements(reqs, env)
     assert text.splitlines() == [
+        "# Python deps. Install with: pip install -r requirements.txt",
         "numpy==2.1.3",
         "sentencepiece==0.2.0",
-        "torch==2.9.1+cu128",
+        "torch==2.9.1  # ran: 2.9.1, the CUDA 12.8 build (the default index's wheel)",
         "huggingface-hub==0.9",
         "brotli>=1.1",
         "no-such-package-pgolf-test  # version unknown: not installed where this was recorded",
     ]
+
+
+def _requirement_lines(text: str) -> list:
+    """The requirements of a requirements.txt as plain pip reads them (comments and blank lines dropped)."""
+    from packaging.requirements import Requirement
+
+    lines = [line.split(" #", 1)[0].strip() for line in text.splitlines()]
+    return [Requirement(line) for line in lines if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize(
+    ("torch", "cuda", "pin", "index"),
+    [("2.11.0+cu130", "13.0", "2.11.0", "cu130"), ("2.13.0+cpu", None, "2.13.0", "cpu")],
+)
+def test_requirements_have_no_local_version_label(torch, cuda, pin, index):
+    """Plain `pip install -r` cannot resolve a local version label (+cu130, +cpu): the pin is the public version (what
+    the default index serves), and the build that ran is named in a comment with the index that serves it."""
+    env = {"torch": torch, "cuda": cuda, "packages": {"numpy": "2.4.6+local1"}}
+    text = pinned_requirements(["torch", "numpy"], env)
+    reqs = {r.name: str(r.specifier) for r in _requirement_lines(text)}
+    assert reqs == {"torch": f"=={pin}", "numpy": "==2.4.6"}
+    torch_line = next(line for line in text.splitlines() if line.startswith("torch=="))
+    assert f"ran: {torch}" in torch_line and f"https://download.pytorch.org/whl/{index}" in torch_line
+    assert ("CUDA 13.0 build" in torch_line) == (cuda is not None) and ("CPU build" in torch_line) == (cuda is None)
+    assert "ran: 2.4.6+local1" in text
+
+
+def test_requirements_note_what_pip_cannot_install():
+    """FlashAttention 3 and lrzip as the frontier records note them (comments: pip skips them)."""
+    url = "https://download.pytorch.org/whl/cu128/flash_attn_3-3.0.0-cp39-abi3-manylinux_2_28_x86_64.whl"
+    env = {"torch": "2.9.1", "packages": {"flash_attn_3": "3.0.0"}, "fa3_status": {"state": "prebuilt", "url": url}}
+    text = pinned_requirements(["torch"], env, "import torch\n")
+    assert "# FlashAttention 3 must be installed separately (not on PyPI) (the run used flash_attn_3 3.0.0):" in text
+    assert f"# pip install --no-deps {url}" in text and "falls back to PyTorch SDPA" in text
+    assert "lrzip" not in text
+    script = "from flash_attn_interface import flash_attn_func\nsubprocess.run(['lrzip', '-z', path])\n"
+    text = pinned_requirements(["torch"], {"torch": "2.9.1"}, script)
+    assert "FlashAttention 3 must be installed separately" in text and "falls back" not in text  # the script needs it
+    assert "# apt-get install -y lrzip" in text
+    assert [r.name for r in _requirement_lines(text)] == ["torch"]
+    plain = pinned_requirements(["torch"], {"torch": "2.9.1"}, "import torch\n")
+    assert "FlashAttention" not in plain and "lrzip" not in plain
 
 
 def test_record_rule_passes_the_data_manifest(tmp_path):

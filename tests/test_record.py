@@ -367,7 +367,12 @@ def test_build_record_writes_a_passing_folder(run):
     from importlib.metadata import version
 
     expected = f"torch==2.9.1\nnumpy=={version('numpy')}\nzstandard=={version('zstandard')}\n"
-    assert (out / "requirements.txt").read_text() == expected
+    text = (out / "requirements.txt").read_text()
+    assert text.startswith("# Python deps. Install with: pip install -r requirements.txt\n" + expected)
+    # the FA3 the run used (ENVIRONMENT: 3.0.0b1), which plain pip cannot install, as a note
+    assert (
+        "\n# FlashAttention 3 must be installed separately (not on PyPI) (the run used flash_attn_3 3.0.0b1):" in text
+    )
     assert check_record(out, min_seeds=3) == []
 
     on_disk = json.loads((out / "submission.json").read_text())
@@ -680,10 +685,8 @@ def test_unpacked_script_gets_no_second_copy(run):
 
 
 def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
-    out = tmp_path / "records" / "track" / "2026-05-01_Test"
     env = readme.reproduce_env(
         {"NUM_LAYERS": 2, "EMA_ENABLED": True},
-        out,
         tiny_data["manifest_path"],
         {"quant_bits_matrix": 5, "quant_keep_float_numel": 1024},
         {"eval_stride": 32, "eval_seq_len": 128, "time_budget_s": 600},
@@ -692,13 +695,11 @@ def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
     assert env["QUANT_BITS_MATRIX"] == "5" and env["QUANT_KEEP_FLOAT_NUMEL"] == "1024"
     assert env["EVAL_STRIDE"] == "32" and env["EVAL_SEQ_LEN"] == "128" and "time_budget_s" not in str(env)
     assert env["VOCAB_SIZE"] == "1024"
-    for key, absolute in (
-        ("TRAIN_FILES", "train_glob"),
-        ("VAL_FILES", "val_glob"),
-        ("TOKENIZER_PATH", "tokenizer_path"),
-    ):
-        assert not os.path.isabs(env[key])  # relative to the record folder, where the command runs
-        assert os.path.normpath(out.resolve() / env[key]) == os.path.normpath(tiny_data[absolute])
+    # upstream's layout, relative to a record folder (records/<track>/<folder>/) of an upstream clone
+    name = json.loads(Path(tiny_data["manifest_path"]).read_text())["name"]
+    for key, absolute in (("TRAIN_FILES", "train_glob"), ("VAL_FILES", "val_glob")):
+        assert env[key] == f"../../../data/datasets/{name}/{Path(tiny_data[absolute]).name}"
+    assert env["TOKENIZER_PATH"] == f"../../../data/tokenizers/{Path(tiny_data['tokenizer_path']).name}"
     cmd = readme.reproduce_command(env, 2, 7)
     assert (
         "QUANT_BITS_MATRIX=5 \\" in cmd
@@ -706,7 +707,7 @@ def test_reproduce_env_has_every_setting_the_pipeline_gave(tiny_data, tmp_path):
         and f"TRAIN_FILES={shlex.quote(env['TRAIN_FILES'])} \\" in cmd
     )  # the shell must not expand the glob
     with pytest.raises(ValueError, match="eval sets EVAL_STRIDE=32 but the training settings set EVAL_STRIDE=64"):
-        readme.reproduce_env({"EVAL_STRIDE": 64}, out, None, None, {"eval_stride": 32})
+        readme.reproduce_env({"EVAL_STRIDE": 64}, None, None, {"eval_stride": 32})
 
 
 def test_cli_record_with_a_packed_script_and_the_reproducing_settings(packed_run, tiny_data, tmp_path):
@@ -722,7 +723,25 @@ def test_cli_record_with_a_packed_script_and_the_reproducing_settings(packed_run
     readme = (run["out"] / "README.md").read_text()
     block = readme.split("## Reproducing", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     assert "QUANT_BITS_EMBED=7 \\" in block and "EVAL_STRIDE=64 \\" in block and "NUM_LAYERS=11 \\" in block
-    assert "TOKENIZER_PATH=../../" in block and block.rstrip().endswith(
+    assert "TOKENIZER_PATH=../../../data/tokenizers/" in block and block.rstrip().endswith(
         "torchrun --standalone --nproc_per_node=8 train_gpt.py"
     )
     assert (run["out"] / "train_gpt_human.py").is_file()
+
+
+def test_the_readme_says_where_upstream_keeps_the_data_and_how_to_fetch_it():
+    hparams = {"TOKENIZER_PATH": "../../../data/tokenizers/fineweb_1024_bpe.model"}
+    hub = {"source": "hub", "name": "mine", "variant": "sp1024", "repo_id": "willdepueoai/parameter-golf",
+           "train_shards": 80, "tokenizer": "fineweb_1024_bpe.model"}  # fmt: skip
+    text = " ".join(readme._data_setup(hub, hparams))
+    assert "`data/datasets/fineweb10B_sp1024/` (shards) and `data/tokenizers/fineweb_1024_bpe.model`" in text
+    assert "`python3 data/cached_challenge_fineweb.py --variant sp1024 --train-shards 80` fetches it" in text
+    text = " ".join(readme._data_setup({**hub, "repo_id": "kevclark/parameter-golf", "variant": "sp8192"}, hparams))
+    assert "`MATCHED_FINEWEB_REPO_ID=kevclark/parameter-golf python3 data/cached_challenge_fineweb.py" in text
+    text = " ".join(readme._data_setup({**hub, "repo_id": "romeerp/parameter-golf-caseops-v1"}, hparams))
+    assert "fetches it" not in text and "(from the Hugging Face dataset `romeerp/parameter-golf-caseops-v1`" in text
+    docs = {"source": "documents", "name": "wiki", "tokenizer": "wiki.model"}
+    assert "`data/datasets/wiki/` (shards) and `data/tokenizers/wiki.model`" in " ".join(
+        readme._data_setup(docs, hparams)
+    )
+    assert readme._data_setup(hub, {}) == []  # an upstream script: its own variables, no data paths of ours

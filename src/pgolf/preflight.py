@@ -154,6 +154,10 @@ def path_problems(config: dict, resolve) -> list[str]:
         path = (data.get("documents") or {}).get("path")
         if path and not os.path.exists(resolve(path)):
             out.append(f"config data.documents.path: {path} not found (looked for {resolve(path)})")
+    if data.get("source") == "local":
+        path = (data.get("local") or {}).get("path")
+        if path and not os.path.isfile(os.path.join(resolve(path), "manifest.json")):
+            out.append(f"config data.local.path: {path} holds no manifest.json (looked in {resolve(path)})")
     record = config.get("record") or {}
     for i, path in enumerate(record.get("extra_files") or []):
         if not os.path.exists(resolve(path)):

@@ -104,12 +104,69 @@ def data_section(data: dict | None) -> list[str]:
     return out + [""]
 
 
-def pinned_requirements(requirements: list[str] | None, environment: dict) -> str:
-    """requirements.txt text: each name pinned to the version that ran (``environment``, the fa3 step's
-    environment.json: ``torch`` and ``packages``; else the version installed here). A requirement that already has a
-    specifier is kept as written; one whose version is known nowhere stays unpinned, with a comment saying so."""
+# PyTorch's own index of each build (the default index, PyPI, serves one build per version under the plain version)
+TORCH_INDEX = "https://download.pytorch.org/whl/{build}"
+# PyTorch's FA3 wheel for torch 2.9.1 + CUDA 12.8 (config.yaml's fa3.wheel; cp39-abi3)
+FA3_CU128_WHEEL = "https://download.pytorch.org/whl/cu128/flash_attn_3-3.0.0-cp39-abi3-manylinux_2_28_x86_64.whl"
+_LOCAL = re.compile(r"^([^+\s]+)\+(\S+)$")
+_FA3_IMPORT = re.compile(r"^\s*(?:from|import)\s+flash_attn_interface\b", re.MULTILINE)
+
+
+def _public(name: str, found: str, environment: dict) -> tuple[str, str | None]:
+    """``found`` without its local version label (``2.11.0+cu130`` -> ``2.11.0``: plain pip cannot resolve a local
+    label), and the comment that names the build that ran."""
+    m = _LOCAL.match(found)
+    if name != "torch":
+        return (m.group(1), f"ran: {found}") if m else (found, None)
+    cuda = environment.get("cuda")
+    if m:
+        build = m.group(2)
+        what = "the CPU build" if build == "cpu" else f"the CUDA {cuda} build" if cuda else f"the {build} build"
+        return m.group(1), (
+            f"ran: {found}, {what}; that exact build: pip install torch=={m.group(1)}"
+            f" --index-url {TORCH_INDEX.format(build=build)}"
+        )
+    return found, (f"ran: {found}, the CUDA {cuda} build (the default index's wheel)" if cuda else None)
+
+
+def install_notes(environment: dict, script_text: str = "") -> list[str]:
+    """What plain pip cannot install, as the frontier records write it (comment lines): FlashAttention 3 when the run
+    used it or the script imports it, and the lrzip binary when the script calls it."""
+    notes: list[str] = []
+    # the fa3 step's version of FA3 when it was available (used), else the package installed there
+    fa3 = environment.get("fa3") or (environment.get("packages") or {}).get("flash_attn_3")
+    if fa3 or _FA3_IMPORT.search(script_text):
+        status = environment.get("fa3_status") or {}
+        ran = f" (the run used flash_attn_3 {fa3})" if fa3 else ""
+        notes += ["", f"# FlashAttention 3 must be installed separately (not on PyPI){ran}:"]
+        if status.get("url"):
+            notes.append(f"# pip install --no-deps {status['url']}")
+        elif status.get("state") == "built" and status.get("commit"):
+            notes.append(
+                f"# built from {status.get('repo')} hopper/ at commit {status['commit']}:"
+                " cd hopper && pip install --no-build-isolation --no-deps ."
+            )
+        else:
+            notes += [
+                "# a wheel built for the torch/CUDA pair above (or build hopper/ of Dao-AILab/flash-attention);",
+                "# for torch 2.9.1 + CUDA 12.8, PyTorch's:",
+                f"# pip install --no-deps {FA3_CU128_WHEEL}",
+            ]
+        if not _FA3_IMPORT.search(script_text):
+            notes.append("# (optional for this script: without it, it falls back to PyTorch SDPA, slower)")
+    if "lrzip" in script_text:
+        notes += ["", "# System dep (apt): lrzip (the script compresses with it)", "# apt-get install -y lrzip"]
+    return notes
+
+
+def pinned_requirements(requirements: list[str] | None, environment: dict, script_text: str = "") -> str:
+    """requirements.txt text that plain ``pip install -r`` resolves: each name pinned to the version that ran
+    (``environment``, the fa3 step's environment.json: ``torch`` and ``packages``; else the version installed here),
+    without a local version label (``+cu130``, ``+cpu``: the build that ran is named in a comment, with the index that
+    serves it). A requirement that already has a specifier is kept as written; one whose version is known nowhere
+    stays unpinned, with a comment saying so. Then the install notes of what pip cannot install (``install_notes``)."""
     packages = {k.lower().replace("_", "-"): v for k, v in (environment.get("packages") or {}).items()}
-    lines = []
+    lines = ["# Python deps. Install with: pip install -r requirements.txt"]
     for req in requirements or []:
         req = str(req).strip()
         if not req or _SPECIFIER.search(req):
@@ -122,5 +179,10 @@ def pinned_requirements(requirements: list[str] | None, environment: dict) -> st
                 found = version(req)
             except PackageNotFoundError:
                 found = None
-        lines.append(f"{req}=={found}" if found else f"{req}  # version unknown: not installed where this was recorded")
+        if not found:
+            lines.append(f"{req}  # version unknown: not installed where this was recorded")
+            continue
+        pin, comment = _public(key, str(found), environment)
+        lines.append(f"{req}=={pin}" + (f"  # {comment}" if comment else ""))
+    lines += install_notes(environment, script_text)
     return "".join(f"{line}\n" for line in lines)

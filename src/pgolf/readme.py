@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from pgolf.compare import format_comparison
+from pgolf.data import load_manifest
 from pgolf.pack import HUMAN_NAME
 from pgolf.provenance import data_section
 from pgolf.report import PLOT_NAME, SEED_COLUMNS, _cell, _seed_rows
@@ -37,27 +38,54 @@ def reproduce_command(hparams: dict, nproc: int, seed: int | None) -> str:
     return "\n".join(lines)
 
 
+# Where upstream's data/cached_challenge_fineweb.py puts a data set and its tokenizer, relative to the root of an
+# openai/parameter-golf clone, and how deep a record folder sits in it (records/<track>/<folder>/): the README's
+# reproducing command runs from the record folder inside such a clone, as a maintainer runs it.
+UPSTREAM_DATASETS = "data/datasets"
+UPSTREAM_TOKENIZERS = "data/tokenizers"
+RECORD_DEPTH = 3
+
+
+def upstream_layout(data_manifest: str | os.PathLike) -> dict[str, str]:
+    """The data set of ``data_manifest`` as an upstream clone holds it: ``folder`` (``fineweb10B_<variant>`` for a hub
+    data set, as the challenge's download names it; the data set's name otherwise), ``tokenizer`` (its file name) and
+    ``variant`` (hub data sets only)."""
+    m = load_manifest(data_manifest)
+    source = m.get("source") if isinstance(m.get("source"), dict) else {}
+    variant = source.get("variant") if source.get("kind") == "hub" else None
+    folder = f"fineweb10B_{variant}" if variant else m["name"]
+    return {"folder": folder, "tokenizer": Path(m["tokenizer_path"]).name, **({"variant": variant} if variant else {})}
+
+
+def upstream_data_env(data_manifest: str | os.PathLike) -> dict[str, str]:
+    """The script's data variables (``stages.data_env``, after checking the folder against its manifest) with the
+    paths of upstream's layout, relative to a record folder in the clone: ``../../../data/datasets/<folder>/<file
+    pattern>`` and ``../../../data/tokenizers/<file>``."""
+    data = data_env(data_manifest)
+    layout = upstream_layout(data_manifest)
+    root = "/".join([".."] * RECORD_DEPTH)
+    for key in ("TRAIN_FILES", "VAL_FILES", "VAL_BYTES_FILES"):
+        if data.get(key):
+            data[key] = f"{root}/{UPSTREAM_DATASETS}/{layout['folder']}/{Path(data[key]).name}"
+    data["TOKENIZER_PATH"] = f"{root}/{UPSTREAM_TOKENIZERS}/{layout['tokenizer']}"
+    return data
+
+
 def reproduce_env(
     hparams: dict,
-    out_dir: str | os.PathLike,
     data_manifest: str | os.PathLike | None = None,
     quantize: dict | None = None,
     evaluate: dict | None = None,
 ) -> dict[str, str]:
     """Every setting of the challenge's single run (train, export, reload, score) that the pipeline gave the script:
-    the training hyperparameters, the data and tokenizer paths of ``data_manifest`` (relative to the record folder
-    ``out_dir``, where the command runs), and the quantize and eval sections as the script's variables. Raises
-    ValueError when two sections set one variable to different values (one command could not reproduce both)."""
+    the training hyperparameters, the data and tokenizer paths of ``data_manifest`` in upstream's layout, relative to
+    the record folder inside an upstream clone (``upstream_data_env``), and the quantize and eval sections as the
+    script's variables. Raises ValueError when two sections set one variable to different values (one command could
+    not reproduce both)."""
     env = {k: _env_value(v) for k, v in hparams.items()}
     parts = []
     if data_manifest is not None:
-        data = data_env(data_manifest)
-        for key in ("TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH"):
-            try:
-                data[key] = os.path.relpath(data[key], Path(out_dir).resolve())
-            except ValueError:  # another drive: the absolute path
-                pass
-        parts.append(("data manifest", data))
+        parts.append(("data manifest", upstream_data_env(data_manifest)))
     if quantize:
         parts.append(("quantize", section_env(quantize, QUANTIZE_ENV, "quantize")))
     if evaluate:
@@ -72,6 +100,38 @@ def reproduce_env(
                 )
             env[key] = value
     return env
+
+
+def _data_setup(data: dict | None, hparams: dict) -> list[str]:
+    """README lines: where the reproducing command expects the data (upstream's layout) and how to get it there."""
+    if not data or "TOKENIZER_PATH" not in hparams:
+        return []
+    folder = f"fineweb10B_{data['variant']}" if data.get("source") == "hub" and data.get("variant") else data["name"]
+    where = (
+        f"the data where upstream's `data/cached_challenge_fineweb.py` writes it: `{UPSTREAM_DATASETS}/{folder}/`"
+        f" (shards) and `{UPSTREAM_TOKENIZERS}/{data['tokenizer']}`"
+    )
+    # upstream's download script serves its default repo and, with MATCHED_FINEWEB_REPO_ID, the larger vocabularies'
+    repos = {
+        "willdepueoai/parameter-golf": "",
+        "kevclark/parameter-golf": "MATCHED_FINEWEB_REPO_ID=kevclark/parameter-golf ",
+    }
+    if data.get("source") == "hub" and data.get("repo_id") in repos:
+        get = (
+            f"; from the clone's root, `{repos[data['repo_id']]}python3 data/cached_challenge_fineweb.py"
+            f" --variant {data['variant']} --train-shards {data['train_shards']}` fetches it"
+        )
+    elif data.get("source") == "hub":
+        get = f" (from the Hugging Face dataset `{data['repo_id']}`: Data above)"
+    else:
+        get = (
+            f"; this data set was built from documents (Data above): put its shards in"
+            f" `{UPSTREAM_DATASETS}/{folder}/` and its tokenizer in `{UPSTREAM_TOKENIZERS}/`"
+        )
+    return [
+        f"Copy this folder to `records/<track>/` of a clone of openai/parameter-golf, with {where}{get}. Then, from"
+        " inside this folder (the data and tokenizer paths are relative to it):",
+    ]
 
 
 def _backends_by_seed(sub: dict) -> str | None:
@@ -209,7 +269,7 @@ def _readme(
         "",
         "## Reproducing",
         "",
-        "From inside this folder (the data and tokenizer paths are relative to it):",
+        *(_data_setup(sub.get("data"), hparams) or ["From inside this folder:"]),
         "",
         "```bash",
         "pip install -r requirements.txt",

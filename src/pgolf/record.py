@@ -328,7 +328,11 @@ def build_record(
                 shutil.copy2(path, tmp / path.name)
         plot = loss_curve_png({s["seed"]: parse_log(s["log"].decode("utf-8", errors="replace")) for s in seeds})
         write_bytes(tmp / PLOT_NAME, plot)
-        write_text(tmp / "requirements.txt", pinned_requirements(settings.get("requirements"), environment))
+        # what the script (its readable source, where it ships packed) and its helper files need beyond pip
+        code = [human or script, *(p for p in extras if p.suffix in (".py", ".sh", ".c"))]
+        code_text = "\n".join(Path(p).read_text(errors="replace") for p in code if Path(p).is_file())
+        requirements = pinned_requirements(settings.get("requirements"), environment, code_text)
+        write_text(tmp / "requirements.txt", requirements)
         sub = _submission(settings, environment, seeds, nproc)
         if data_manifest is not None:
             sub["data"] = data_provenance(data_manifest)
@@ -398,7 +402,6 @@ def _cmd_record(args: argparse.Namespace) -> int:
         raise ValueError("give each seed's --metrics (with its --logs and --artifacts), or --run-dir and --seeds")
     hparams = reproduce_env(
         _json_arg(args.hparams_json),
-        args.out,
         # the staged script reads these paths; an upstream script reads DATA_PATH (run-upstream's links)
         args.data_manifest if (args.quantize_json or args.eval_json) else None,
         _json_arg(args.quantize_json) if args.quantize_json else None,

@@ -1,6 +1,7 @@
 import datetime
 import json
 import os
+import sys
 from pathlib import Path
 
 from pgolf.data import used_section
@@ -133,7 +134,7 @@ def data_inputs(wildcards):
     the rule)."""
     d = config["data"]
     if d["source"] == "documents":
-        return [repo_path(d["documents"]["path"])]
+        return [here(repo_path(d["documents"]["path"]))]
     return []
 
 
@@ -141,7 +142,15 @@ def kept(path):
     """An output Snakemake must not delete before its job runs (the update flag): the step writes every product
     under a temporary name and renames it only when it succeeds, so a failed or killed re-run (a --forcerun, a
     record that fails its checks) leaves the last good product in place, and Snakemake restores it if the job
-    fails."""
+    fails. With durable results (DURABLE, below) only for local files: Snakemake can keep a product only as a local
+    file, so a re-run of a step whose products are in the storage replaces them (they are gone if it fails).
+    """
+    from snakemake.io import is_flagged
+
+    if workflow.storage_settings.default_storage_provider and not is_flagged(
+        path, "local"
+    ):
+        return path
     return update(path)
 
 
@@ -155,3 +164,41 @@ def done_marker(step):
 
 def seed_path(name):
     return f"{OUT}/seed_{{seed}}/{name}"
+
+
+# Durable results (README, "Data on a volume, results that survive the pod"): with a default storage provider
+# (`--default-storage-provider s3 --default-storage-prefix s3://<bucket>/<path>`, the extra "storage"), every product
+# under results/ goes to the storage as its job ends, and a run on a new machine reuses what is there. What is the
+# machine's own stays local: the repository's files, the data folder, the FA3 step's products (FA3 must be installed
+# here) and the record folder (a copy goes to the storage as results/<run>/record.tar.gz). The data and FA3 steps,
+# re-done on a new machine by `snakemake ... prepare`, do not make the finished seeds re-run (ancient).
+DURABLE = bool(workflow.storage_settings.default_storage_provider)
+
+
+def here(path):
+    """A file of this machine: never in the default storage."""
+    return local(path) if DURABLE else path
+
+
+def prepared(path):
+    """An input made by a per-machine step (data, FA3): local and, with durable results, ancient, so that re-doing the
+    step on a new machine does not re-run the jobs whose products are already in the storage.
+    """
+    return ancient(local(path)) if DURABLE else path
+
+
+def durable_guard(targets, products):
+    """With durable results, the per-machine steps must be done before a run that needs them (`prepare`): a plan made
+    while they are missing would re-run every seed whose products are already in the storage. Returns the refusal,
+    or None."""
+    if not DURABLE or "prepare" in targets:
+        return None
+    missing = [p for p in products if not os.path.exists(p)]
+    if not missing:
+        return None
+    return (
+        f"durable results ({workflow.storage_settings.default_storage_provider} storage): {', '.join(missing)}"
+        " missing on this machine. Run the per-machine steps first, with the same options plus the target `prepare`"
+        " (e.g. `snakemake prepare --profile profiles/pod <storage options>`), then this command again: the seeds"
+        " already in the storage are then reused, not re-run."
+    )

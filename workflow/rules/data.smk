@@ -7,7 +7,7 @@ rule data:
     input:
         data_inputs,
     output:
-        manifest=DATA_MANIFEST,
+        manifest=here(DATA_MANIFEST),
     log:
         f"logs/data/{config['data']['name']}.log",
     conda:

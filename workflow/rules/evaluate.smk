@@ -3,12 +3,12 @@ if not UPSTREAM:
 
     rule evaluate:
         input:
-            data=DATA_MANIFEST,
+            data=prepared(DATA_MANIFEST),
             artifact=rules.quantize.output.artifact,
             train_summary=rules.train.output.summary,
             quantize_summary=rules.quantize.output.summary,
             quantized=rules.quantize.output.done,
-            script=SCRIPT,
+            script=here(SCRIPT),
         output:
             metrics=kept(seed_path("metrics.json")),
             summary=kept(seed_path("eval.json")),

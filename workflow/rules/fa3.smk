@@ -2,8 +2,8 @@
 # concurrent runs share it), checked against SDPA; or, with fa3.required false, the reason and the fallback recorded.
 rule fa3:
     output:
-        status=f"{OUT}/env/fa3.json",
-        environment=f"{OUT}/env/environment.json",
+        status=here(f"{OUT}/env/fa3.json"),
+        environment=here(f"{OUT}/env/environment.json"),
     log:
         step=f"{LOGS}/fa3.log",
         build=f"{LOGS}/fa3.build.log",

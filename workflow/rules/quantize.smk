@@ -5,7 +5,7 @@ if not UPSTREAM:
 
         rule ship_script:
             input:
-                script=SCRIPT,
+                script=here(SCRIPT),
             output:
                 shipped=SHIPPED,
             log:
@@ -20,8 +20,8 @@ if not UPSTREAM:
             checkpoint=rules.train.output.checkpoint,
             train_summary=rules.train.output.summary,
             trained=rules.train.output.done,
-            script=SCRIPT,
-            shipped=SHIPPED,
+            script=here(SCRIPT),
+            shipped=SHIPPED if PACK_SCRIPT else here(SCRIPT),
         output:
             artifact=kept(seed_path("final_model.ptz")),
             summary=kept(seed_path("quantize.json")),

@@ -21,16 +21,16 @@ rule record:
             seed=SEEDS,
             step="train_upstream" if UPSTREAM else "evaluate",
         ),
-        environment=rules.fa3.output.environment,
-        data=DATA_MANIFEST,
-        script=SHIPPED,
+        environment=here(f"{OUT}/env/environment.json"),
+        data=here(DATA_MANIFEST),
+        script=SHIPPED if PACK_SCRIPT else here(SCRIPT),
         # the readable source beside a packed train_gpt.py (train_gpt_human.py)
-        human=SCRIPT if PACK_SCRIPT else [],
-        extra=RECORD_SETTINGS.get("extra_files") or [],
+        human=here(SCRIPT) if PACK_SCRIPT else [],
+        extra=[here(f) for f in RECORD_SETTINGS.get("extra_files") or []],
     output:
         # the folder's files, not directory(): Snakemake would leave its .snakemake_timestamp in the record
-        readme=kept(f"{RECORD_DIR}/README.md"),
-        submission=kept(f"{RECORD_DIR}/submission.json"),
+        readme=kept(here(f"{RECORD_DIR}/README.md")),
+        submission=kept(here(f"{RECORD_DIR}/submission.json")),
         curves=report(
             f"{OUT}/report/loss_curves.png",
             caption="../report/loss_curves.rst",

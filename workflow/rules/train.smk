@@ -2,9 +2,9 @@ if not UPSTREAM:
 
     rule train:
         input:
-            data=DATA_MANIFEST,
-            fa3=rules.fa3.output.status,
-            script=SCRIPT,
+            data=prepared(DATA_MANIFEST),
+            fa3=prepared(f"{OUT}/env/fa3.json"),
+            script=here(SCRIPT),
         output:
             checkpoint=kept(seed_path("checkpoint.pt")),
             summary=kept(seed_path("train.json")),
@@ -35,9 +35,9 @@ else:
     # results/<run>/seed_<N>/upstream/; its output becomes the seed's train.log and the parsed log its metrics.json.
     rule train_upstream:
         input:
-            data=DATA_MANIFEST,
-            fa3=rules.fa3.output.status,
-            script=SCRIPT,
+            data=prepared(DATA_MANIFEST),
+            fa3=prepared(f"{OUT}/env/fa3.json"),
+            script=here(SCRIPT),
         output:
             metrics=kept(seed_path("metrics.json")),
             trainlog=kept(seed_path("train.log")),

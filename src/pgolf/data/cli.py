@@ -12,7 +12,8 @@ from pgolf.data.common import log
 from pgolf.data.hub import download_from_hub
 from pgolf.data.hubfiles import DEFAULT_REPO_ID, check_revision
 from pgolf.data.manifest import MANIFEST_NAME
-from pgolf.data.section import documents_arguments, hub_arguments
+from pgolf.data.local import link_local
+from pgolf.data.section import documents_arguments, hub_arguments, local_arguments
 
 
 def _report_hub(out: str, result: dict) -> None:
@@ -39,6 +40,8 @@ def _section_command(parser: argparse.ArgumentParser):
         if isinstance(section, dict) and section.get("source") == "hub":
             result = download_from_hub(args.out, threads=args.threads, **hub_arguments(section, args.root))
             _report_hub(args.out, result)
+        elif isinstance(section, dict) and section.get("source") == "local":
+            link_local(args.out, threads=args.threads, **local_arguments(section, args.root))
         else:
             build_from_documents(out=args.out, threads=args.threads, **documents_arguments(section, args.root))
         return 0
@@ -162,11 +165,13 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "data",
         help="build or download a tokenized data set (shards + manifest)",
-        description="Build (source: documents) or download (source: hub) the data set that a data section of the"
-        " config describes, or use a subcommand to give each setting as a flag.",
+        description="Build (source: documents), download (source: hub) or check and link (source: local) the data set"
+        " that a data section of the config describes, or use a subcommand to give each setting as a flag.",
     )
     parser.add_argument(
-        "--data-json", default=None, help="the config's data section as JSON (data.source picks hub or documents)"
+        "--data-json",
+        default=None,
+        help="the config's data section as JSON (data.source picks hub, local or documents)",
     )
     parser.add_argument("--out", default=None, help="output data folder")
     parser.add_argument(

@@ -50,6 +50,8 @@ def used_section(data: Any) -> dict:
     used = _narrow(data)
     if used["source"] == "hub":
         hub_arguments(used)
+    elif used["source"] == "local":
+        local_arguments(used)
     else:
         documents_arguments(used)
     return used
@@ -58,9 +60,13 @@ def used_section(data: Any) -> dict:
 def _narrow(data: Any) -> dict:
     _mapping(data, "data")
     source = data.get("source")
-    if source not in ("hub", "documents"):
-        raise ValueError(f"config data.source must be hub or documents, got {source!r}")
+    if source not in ("hub", "documents", "local"):
+        raise ValueError(f"config data.source must be hub, documents or local, got {source!r}")
     name = check_name(_string(data.get("name"), "data.name"), "config data.name")
+    if source == "local":  # a folder of the hub data set the hub section names: both sections are used
+        local = dict(_mapping(data.get("local"), "data.local"))
+        narrowed = _narrow({**data, "source": "hub"})
+        return {"source": "local", "name": name, "local": local, "hub": narrowed["hub"]}
     sub = dict(_mapping(data.get(source), f"data.{source}"))
     if source == "hub":
         variant = _string(sub.get("variant"), "data.hub.variant")
@@ -78,7 +84,7 @@ def _narrow(data: Any) -> dict:
 def hub_arguments(data: Any, root: str | os.PathLike = ".") -> dict:
     """Keyword arguments of ``download_from_hub`` for a hub data section; the lock's path is joined to ``root``."""
     d = _narrow(data)
-    if d["source"] != "hub":
+    if d["source"] not in ("hub", "local"):
         raise ValueError(f"config data.source is {d['source']!r}, not 'hub'")
     h = d["hub"]
     variant = h["variant"]
@@ -128,3 +134,15 @@ def documents_arguments(data: Any, root: str | os.PathLike = ".") -> dict:
         "max_docs": _optional_count(doc.get("max_docs"), "data.documents.max_docs"),
         "tokenizer_max_docs": _optional_count(doc.get("tokenizer_max_docs"), "data.documents.tokenizer_max_docs"),
     }
+
+
+def local_arguments(data: Any, root: str | os.PathLike = ".") -> dict:
+    """Keyword arguments of ``link_local`` for a local data section: the folder ``data.local.path`` (relative to the
+    repository unless absolute) and the identity, lock and shard count of the hub section's variant."""
+    d = _narrow(data)
+    if d["source"] != "local":
+        raise ValueError(f"config data.source is {d['source']!r}, not 'local'")
+    path = _string(d["local"].get("path"), "data.local.path")
+    hub = hub_arguments({**d, "source": "hub"}, root)
+    keep = ("name", "repo_id", "revision", "variant", "train_shards", "remote_root", "lock_path", "update_lock")
+    return {"path": repo_relative(root, path), **{k: hub[k] for k in keep}}
