@@ -197,18 +197,23 @@ env.update(link_data(manifest, copy.parent / DATA_LINKS), SEED="42", RUN_ID="bar
 print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())))
 EOF
     local t0=$(date +%s)
-    (
-      cd "$wd" && . "$STATE/bare_$tag.env" && echo "+ cd $wd && torchrun --standalone --nproc_per_node=1 train_gpt.py" &&
-        exec setsid "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 train_gpt.py
-    ) >"$log" 2>&1 &
-    local pid=$! ended=""
+    rm -f "$STATE/bare_$tag.pid"
+    # its own session and process group (setsid), whose id the shell writes before it becomes torchrun: the group
+    # (torchrun and its worker) is stopped as one once the training loop has ended
+    setsid -w bash -c 'echo $$ >"$1"; cd "$2" && . "$3" && echo "+ cd $2 && torchrun --standalone --nproc_per_node=1 train_gpt.py" &&
+      exec "$4" -m torch.distributed.run --standalone --nproc_per_node=1 train_gpt.py' _ \
+      "$STATE/bare_$tag.pid" "$wd" "$STATE/bare_$tag.env" "$PY" >"$log" 2>&1 &
+    local pid=$! ended="" pgid
     while kill -0 "$pid" 2>/dev/null; do
       if grep -qE "^stopping_early|^peak memory" "$log"; then ended=1; break; fi
       [ $(($(date +%s) - START)) -lt $((CALL_BUDGET_S - 10)) ] || break
       sleep 2
     done
     sleep 1
-    pkill -TERM -g "$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ')" 2>/dev/null || kill "$pid" 2>/dev/null
+    pgid=$(cat "$STATE/bare_$tag.pid" 2>/dev/null)
+    [ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null
+    sleep 3
+    [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null
     wait "$pid" 2>/dev/null
     row bare "$tag" "$(($(date +%s) - t0))" "$([ -n "$ended" ] && echo "training loop done, stopped" || echo "did not finish training: see bare_$tag.log")"
   done
