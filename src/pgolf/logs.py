@@ -604,6 +604,9 @@ _COMPRESS_LINES = (  # (phase, regex with the seconds in group 1): what the scri
 )
 
 
+_STOP_TIME = re.compile(r"^(?:\S+\s+)?stopping_early:.*?\btrain_time:\s*(" + _NUM + r")ms", re.MULTILINE)
+
+
 def _is_ttt(tag: str) -> bool:
     return "ttt" in tag.lower()
 
@@ -626,8 +629,10 @@ def upstream_phases(source: str | os.PathLike) -> dict:
     """
     text = _read(source)
     info = parse_log(text)
+    stop = _STOP_TIME.search(text)  # exact, where the step lines round (train_time: 10.0m)
+    loop_ms = float(stop.group(1)) if stop else info["train_time_ms"]
     out: dict = {
-        "train_loop_s": None if info["train_time_ms"] is None else info["train_time_ms"] / 1000.0,
+        "train_loop_s": None if loop_ms is None else loop_ms / 1000.0,
         "steps": info["steps"],
         "step_avg_ms": info["step_avg_ms"],
         "calibration_s": info["calib_ms"] / 1000.0 if "calib" in info["evidence"] else None,
