@@ -28,11 +28,14 @@ ROOT=$(pwd)
   echo "frontier_gpu.sh: .frontier/ or upstream/ missing: run benchmarks/frontier_stage.sh here and carry both" >&2
   exit 2
 }
-DEST=${OUT:-/tmp/frontier_out}
-STATE=/tmp/frontier
+OUTDIR=${OUT:-/tmp/frontier_out}  # what comes back: table.txt, rows.tsv, logs.tar.gz (at most 8 files come back)
+STATE=/tmp/frontier                # kept by a warm machine between calls
+DEST=$STATE/logs                   # every log of every call; this call's go into $OUTDIR/logs.tar.gz
 SITE=$STATE/site
 VENV=$STATE/venv
-mkdir -p "$DEST" "$STATE"
+mkdir -p "$OUTDIR" "$DEST" "$STATE"
+CALL_START_MARK=$STATE/.call_start
+touch "$CALL_START_MARK"
 CAP_S=${CAP_S:-60}
 VAL_DOCS=${VAL_DOCS:-400}
 PREFIX_DOCS=${PREFIX_DOCS:-40}
@@ -44,6 +47,8 @@ declare -A EXAMPLE=([r0611]=config/examples/upstream_1.0611_caseops.yaml
 TOK=tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model
 BUNDLE=$(ls "$ROOT"/.frontier/fa3/*.bundle | head -n 1)
 export NCCL_NVLS_ENABLE=0
+# one compile cache for the bare and the pipeline runs (the later runs start faster; step times exclude compiling)
+export TORCHINDUCTOR_CACHE_DIR=$STATE/inductor TRITON_CACHE_DIR=$STATE/triton
 export PATH="/usr/local/cuda/bin:$ROOT/.frontier/lrzip/bin:$SITE/bin:$PATH"
 export PYTHONPATH="$SITE:$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 ROWS=$STATE/rows.tsv  # phase \t what \t seconds \t outcome (kept across calls on a warm machine)
@@ -54,7 +59,8 @@ row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" | tee -a "$ROWS"; }
 
 setup() {  # wheels into $SITE, a venv layered over python3's environment, launchers, tool checks
   local t0=$(date +%s)
-  if [ ! -d "$SITE/snakemake" ]; then
+  mkdir -p "$SITE/bin"
+  if [ ! -d "$SITE/snakemake" ] && ! { python3 -c 'import snakemake, jsonschema, brotli' 2>/dev/null && command -v pyminify >/dev/null; }; then
     python3 -m pip install -q --no-index --no-deps --target "$SITE" \
       $(ls "$ROOT"/.frontier/wheels/*.whl | grep -v sentencepiece) >"$DEST/pip.log" 2>&1 ||
       { row prep wheels - "pip install failed: $(tail -n 1 "$DEST/pip.log")"; return 1; }
@@ -168,17 +174,20 @@ prep() {
     local fa3log=logs/frontier_$tag/fa3.log datalog=logs/data/caseops_$tag.log
     [ -f "$fa3log" ] || fa3log=$(ls -t logs/*/fa3.log 2>/dev/null | head -n 1)
     cp -f "$fa3log" "$DEST/fa3_$tag.log" 2>/dev/null
+    cp -f "${fa3log%.log}.build.log" "$DEST/fa3build_$tag.log" 2>/dev/null
     cp -f "$datalog" "$DEST/data_$tag.log" 2>/dev/null
-    local fa3=$(grep -m1 -E "^fa3: (available|not available)" "$DEST/fa3_$tag.log" 2>/dev/null)
+    local fa3=$(grep -m1 -E "^fa3: (available|not available)|error: " "$DEST/fa3_$tag.log" 2>/dev/null | cut -c1-160)
     local built=$(grep -m1 -oE "built .* in [0-9]+ s|cache hit" "$DEST/fa3_$tag.log" 2>/dev/null)
     local data=$(grep -m1 -oE "[0-9]+ docs -> .*train_shards: [0-9]+" "$DEST/data_$tag.log" 2>/dev/null)
     row prep "fa3+data $tag" "$secs" "rc $rc; ${fa3:-no fa3 line} (${built:-?}); ${data:-data: see data_$tag.log}"
   done
 }
 
-bare() {  # each script under bare torchrun in a copy of its folder, the pipeline's data; stopped after training
+bare() {  # bare TAG...: each script under bare torchrun in a copy of its folder, the pipeline's data; stopped after
+  # its training loop (only its step time is compared)
   [ -n "${PY:-}" ] || setup || return 1
-  for tag in r0611 r0565; do
+  local tag
+  for tag in "$@"; do
     overlay "$tag"
     local manifest=data/caseops_$tag/manifest.json wd=$STATE/bare_$tag log=$DEST/bare_$tag.log lim
     [ -f "$manifest" ] || { row bare "$tag" - "no $manifest: run the prep phase first"; continue; }
@@ -215,7 +224,10 @@ EOF
     sleep 3
     [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    row bare "$tag" "$(($(date +%s) - t0))" "$([ -n "$ended" ] && echo "training loop done, stopped" || echo "did not finish training: see bare_$tag.log")"
+    local why
+    why=$(grep -E "Error|error:" "$log" 2>/dev/null | grep -v "ChildFailedError\|^ *File \|raise " | tail -n 1 | cut -c1-140)
+    row bare "$tag" "$(($(date +%s) - t0))" \
+      "$([ -n "$ended" ] && echo "training loop done, stopped" || echo "did not finish training (${why:-see bare_$tag.log})")"
   done
 }
 
@@ -243,18 +255,34 @@ pipeline() {  # pipeline TAG: the whole run (fa3, data, the script under pgolf r
 }
 
 table() {
-  "${PY:-python3}" "$ROOT/benchmarks/frontier_table.py" --rows "$ROWS" --logs "$DEST" | tee "$DEST/table.txt"
+  "${PY:-python3}" "$ROOT/benchmarks/frontier_table.py" --rows "$ROWS" --logs "$DEST" | tee "$OUTDIR/table.txt"
 }
+
+finish() {  # what comes back: the table, the rows, this call's logs (big ones cut to their head and tail)
+  cp -f "$ROWS" "$OUTDIR/rows.tsv"
+  [ -f "$OUTDIR/table.txt" ] || table >/dev/null 2>&1
+  local f
+  for f in $(find "$DEST" -type f -newer "$CALL_START_MARK"); do
+    if [ "$(wc -c <"$f")" -gt 3000000 ]; then
+      { head -c 1000000 "$f"; echo; echo "[... cut by frontier_gpu.sh ...]"; tail -c 1000000 "$f"; } >"$f.cut" && mv "$f.cut" "$f"
+    fi
+  done
+  (cd "$DEST" && find . -type f -newer "$CALL_START_MARK" -print0 | tar --null -czf "$OUTDIR/logs.tar.gz" -T -)
+  echo "frontier_gpu.sh: $(($(date +%s) - START)) s; $OUTDIR: $(ls "$OUTDIR" | paste -sd' ' -)"
+}
+trap finish EXIT
 
 [ $# -gt 0 ] || set -- all
 for phase in "$@"; do
   case $phase in
     prep) prep ;;
-    bare) bare ;;
+    bare) bare r0611 r0565 ;;
+    bare_r0611 | bare_r0565) bare "${phase#bare_}" ;;
     r0611 | r0565) pipeline "$phase" ;;
     table) table ;;
-    all) CALL_BUDGET_S=100000; prep && bare; pipeline r0611; pipeline r0565; table ;;
-    *) echo "frontier_gpu.sh: unknown phase $phase (prep, bare, r0611, r0565, table, all)" >&2; exit 2 ;;
+    all) CALL_BUDGET_S=100000; prep && bare r0611 r0565; pipeline r0611; pipeline r0565; table ;;
+    *) echo "frontier_gpu.sh: unknown phase $phase (prep, bare, bare_r0611, bare_r0565, r0611, r0565, table, all)" >&2
+      exit 2 ;;
   esac
 done
-[ -f "$DEST/table.txt" ] || table
+[ -f "$OUTDIR/table.txt" ] || table

@@ -152,8 +152,9 @@ def test_the_data_command_runs_the_prepare_script_from_the_config_section(prep, 
             "tokenizer": str(prep["tok"]),
         },
     }
-    cmd = [sys.executable, "-m", "pgolf.cli", "data", "--data-json", json.dumps(section), "--out", str(tmp_path / "o")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv())
+    # the data rule's --out is relative to the working folder (data/<name>)
+    cmd = [sys.executable, "-m", "pgolf.cli", "data", "--data-json", json.dumps(section), "--out", "o"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env_with_venv(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "the log will print train_shards: 1" in proc.stdout + proc.stderr
     assert verify_manifest(tmp_path / "o" / "manifest.json")["source"]["train_docs"] == 50
@@ -226,6 +227,8 @@ def test_the_frontier_logs_phases():
         200.89,
     )
     assert [e["tag"] for e in b["evals"] if e["ttt"]] == ["quantized_ttt_phased"]
+    # the step time from the exact stopping_early line (the step lines round train_time to 0.1 min)
+    assert (b["steps"], b["step_avg_ms"]) == (5001, 119.91)
 
 
 def _repo_copy(dest: Path) -> Path:

@@ -604,7 +604,9 @@ _COMPRESS_LINES = (  # (phase, regex with the seconds in group 1): what the scri
 )
 
 
-_STOP_TIME = re.compile(r"^(?:\S+\s+)?stopping_early:.*?\btrain_time:\s*(" + _NUM + r")ms", re.MULTILINE)
+_STOP_TIME = re.compile(
+    r"^(?:\S+\s+)?stopping_early:.*?\btrain_time:\s*(" + _NUM + r")ms(?:.*?\bstep:\s*(\d+)/)?", re.MULTILINE
+)
 
 
 def _is_ttt(tag: str) -> bool:
@@ -631,10 +633,14 @@ def upstream_phases(source: str | os.PathLike) -> dict:
     info = parse_log(text)
     stop = _STOP_TIME.search(text)  # exact, where the step lines round (train_time: 10.0m)
     loop_ms = float(stop.group(1)) if stop else info["train_time_ms"]
+    steps = int(stop.group(2)) if stop and stop.group(2) else info["steps"]
+    step_avg = info["step_avg_ms"]
+    if stop and steps and not info["step_avg_logged"]:
+        step_avg = round(loop_ms / steps, 3)
     out: dict = {
         "train_loop_s": None if loop_ms is None else loop_ms / 1000.0,
-        "steps": info["steps"],
-        "step_avg_ms": info["step_avg_ms"],
+        "steps": steps,
+        "step_avg_ms": step_avg,
         "calibration_s": info["calib_ms"] / 1000.0 if "calib" in info["evidence"] else None,
         "calibration_selfgen_s": info["calib_selfgen_ms"] / 1000.0 if "calib_selfgen" in info["evidence"] else None,
         "compression_s": None,

@@ -175,7 +175,7 @@ def build_with_prepare_script(
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".prepare-", dir=out) as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(tmp_name).resolve()  # the script runs in it: every path it gets is absolute
         docs_jsonl = tmp / "docs.jsonl"
         counts = write_documents(docs, docs_jsonl, val_docs, max_docs)
         log(f"{docs}: {counts['docs']} documents ({counts['val_docs']} validation), no text in both splits")
