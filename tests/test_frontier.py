@@ -310,3 +310,33 @@ def test_a_venv_made_from_a_venvs_python_is_named_as_the_cause(tmp_path):
     )
     assert torch_problem(layered / "bin" / "python") is None
     assert torch_problem() is None
+
+
+def test_the_record_shows_the_phases_and_the_prepare_provenance(prep, tmp_path):
+    from pgolf.provenance import data_provenance, data_section
+    from pgolf.readme import _phases_section
+
+    _build(prep, tmp_path / "data")
+    data = data_provenance(tmp_path / "data" / "manifest.json")
+    assert data["prepare_script"] == "prepare_caseops_data.py" and data["train_docs"] == 50
+    assert any("the first 10 documents are validation, 50 train" in x for x in data_section(data))
+    log = "\n".join(
+        [
+            "stopping_early: wallclock_cap train_time: 60500ms step: 70/20000",
+            "GPTQ:collected 67 Hessians in 4.2s",
+            "Serialize: per-group compression done in 88.0s",
+            "diagnostic quantized val_loss:3.1 val_bpb:1.4 eval_time:9000ms",
+            "ttt_lora:compile warmup done (120.5s)",
+            "quantized_ttt_phased val_loss:3.0 val_bpb:1.3 eval_time:30000ms",
+            "total_eval_time:30.0s",
+        ]
+    )
+    phases = upstream_phases(log)
+    assert (phases["train_loop_s"], phases["steps"], phases["step_avg_ms"]) == (60.5, 70, 864.286)
+    text = "\n".join(_phases_section([{"seed": 42, "metrics": {"phases": phases}}]))
+    assert "## Where the time went" in text and "| seed 42 |" in text
+    for row in ("training loop (timed by the script) | 60.5", "GPTQ Hessians; training time under the rules) | 4.2"):
+        assert row in text
+    assert "compression (as logged) | 88.0" in text and "evaluation with TTT | 30.0" in text
+    assert "TTT compile warm-up | 120.5" in text and "evaluation without TTT | 9.0" in text
+    assert _phases_section([{"seed": 1, "metrics": {}}]) == []
