@@ -340,3 +340,36 @@ def test_the_record_shows_the_phases_and_the_prepare_provenance(prep, tmp_path):
     assert "compression (as logged) | 88.0" in text and "evaluation with TTT | 30.0" in text
     assert "TTT compile warm-up | 120.5" in text and "evaluation without TTT | 9.0" in text
     assert _phases_section([{"seed": 1, "metrics": {}}]) == []
+
+
+def test_an_fa3_build_without_varlen_stops_a_script_that_calls_it(tmp_path, monkeypatch):
+    """The frontier records call flash_attn_varlen_func; the config's default build switches leave VARLEN out (the
+    import still works, the call fails mid-run): stop before training, naming fa3.disable."""
+    from pgolf import fa3
+
+    monkeypatch.setattr(fa3, "fa3_importable", lambda: True)
+    script = tmp_path / "train_gpt.py"
+    script.write_text(
+        "from flash_attn_interface import (\n    flash_attn_func as flash_attn_3_func,\n"
+        "    flash_attn_varlen_func,\n)\n"
+    )
+    status = tmp_path / "fa3.json"
+    switches = {f"FLASH_ATTENTION_DISABLE_{x}": "TRUE" for x in ("SM80", "FP8", "VARLEN")}
+    status.write_text(json.dumps({"available": True, "state": "built", "switches": switches}))
+    with pytest.raises(
+        RuntimeError, match=r"calls flash_attn_varlen_func, but .*remove VARLEN from config fa3.disable"
+    ):
+        fa3.require_for_script(script, status)
+    del switches["FLASH_ATTENTION_DISABLE_VARLEN"]
+    status.write_text(json.dumps({"available": True, "state": "built", "switches": switches}))
+    assert fa3.require_for_script(script, status) is None
+    status.write_text(json.dumps({"available": True, "state": "prebuilt"}))  # the full prebuilt wheel
+    assert fa3.require_for_script(script, status) is None
+
+
+def test_the_examples_keep_what_the_scripts_call_in_an_fa3_build():
+    import yaml
+
+    for name in ("upstream_1.0611_caseops.yaml", "upstream_1.0565_caseops.yaml"):
+        cfg = yaml.safe_load((REPO / "config" / "examples" / name).read_text())
+        assert cfg["fa3"]["required"] is True and "VARLEN" not in cfg["fa3"]["disable"], name

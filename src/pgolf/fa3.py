@@ -483,6 +483,8 @@ def require_for_script(script: str | os.PathLike, status_path: str | os.PathLike
     files = [Path(script).resolve(), *sorted(p for p in folder.glob("*.py") if p.resolve() != Path(script).resolve())]
     pattern = re.compile(r"^(?:from|import)\s+flash_attn_interface\b", re.MULTILINE)
     users = [p for p in files if p.is_file() and pattern.search(p.read_text(errors="replace"))]
+    if users and fa3_importable():
+        _require_features(users, load_status(status_path), status_path)
     if not users or fa3_importable():
         return
     status = load_status(status_path)
@@ -491,6 +493,26 @@ def require_for_script(script: str | os.PathLike, status_path: str | os.PathLike
         f"{users[0]} imports flash_attn_interface (FlashAttention 3), which is not importable here{why}. Upstream-mode "
         "runs need FA3: enable it (config fa3.enabled: true; fa3.required: true makes the fa3 step fail instead)"
     )
+
+
+# Features an FA3 build can leave out (fa3.disable) that a script's call names: (switch, pattern in the script)
+FEATURE_CALLS = (("VARLEN", re.compile(r"\bflash_attn_varlen_func\b")),)
+
+
+def _require_features(users: list[Path], status: dict | None, status_path) -> None:
+    """Stop before training when the FA3 the fa3 step built leaves out a feature the script calls (e.g. the frontier
+    records call flash_attn_varlen_func, which a build with fa3.disable: [VARLEN] imports but cannot run)."""
+    switches = (status or {}).get("switches") or {}
+    for feature, pattern in FEATURE_CALLS:
+        if str(switches.get(f"FLASH_ATTENTION_DISABLE_{feature}", "")).upper() != "TRUE":
+            continue
+        callers = [p for p in users if pattern.search(p.read_text(errors="replace"))]
+        if callers:
+            raise RuntimeError(
+                f"{callers[0]} calls {pattern.pattern.strip(chr(92) + 'b')}, but the FA3 the fa3 step built"
+                f" ({status_path}) leaves it out (FLASH_ATTENTION_DISABLE_{feature}): remove {feature} from config"
+                " fa3.disable"
+            )
 
 
 def load_fa3_config(args: argparse.Namespace) -> dict:
