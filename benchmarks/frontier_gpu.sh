@@ -158,6 +158,9 @@ EOF
 smk() {  # smk TAG TIMEOUT ARGS...: snakemake with the example and the overlay, in the repository
   local tag=$1 limit=$2
   shift 2
+  # a call cut short by its timeout may have left the working folder locked (the next call keeps .snakemake/)
+  snakemake -s "$ROOT/Snakefile" -d "$ROOT" --configfile "$ROOT/config/config.yaml" "$ROOT/${EXAMPLE[$tag]}" \
+    "$DEST/overlay_$tag.yaml" --unlock >/dev/null 2>&1
   timeout "$limit" snakemake -s "$ROOT/Snakefile" -d "$ROOT" --profile "$ROOT/profiles/pod" --resources gpus=1 \
     --configfile "$ROOT/config/config.yaml" "$ROOT/${EXAMPLE[$tag]}" "$DEST/overlay_$tag.yaml" "$@"
 }
