@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:16} {run:9} {'-':>6} {'-':>9} {'-':>8}  (no log)")
                 continue
             ms = p["step_avg_ms"]
-            rel = f"{100.0 * (ms / bare_ms - 1):+.2f}%" if run == "pipeline" and ms and bare_ms else ""
+            rel = ""
+            if run == "pipeline" and ms and bare_ms:
+                diff = 100.0 * (ms / bare_ms - 1)
+                rel = f"{diff:+.2f}%  ({'within' if abs(diff) <= 2.0 else 'NOT within'} 2%)"
             print(f"{name:16} {run:9} {_fmt(p['steps'], 'd'):>6} {_fmt(ms, '.2f'):>9} {rel:>8}")
     if phases:
         print()
