@@ -14,6 +14,11 @@
 #      run(command="bash benchmarks/frontier_gpu.sh r0565 table", carry=["upstream", ".frontier"], timeout_s=600)
 #    and, if the table shows a bare run skipped (the call's budget spent): run(command="bash benchmarks/frontier_gpu.sh
 #    bare table", ...) (a bare run whose training loop already ended on this machine is not run again).
+#    The machine goes back after 30 s idle: a later call may start cold. So the first call returns the FA3 wheel it
+#    built (flash_attn_3-*.whl beside table.txt): copy it into .frontier/fa3/ before the next calls, which then
+#    install it (seconds) instead of building it. Each call returns rows.tsv and logs.tar.gz: for the whole table
+#    from several machines, unpack every logs.tar.gz into one folder, concatenate the rows.tsv files, and run
+#      python benchmarks/frontier_table.py --rows ROWS.tsv --logs FOLDER
 #    (on a machine without a 10-minute limit: bash benchmarks/frontier_gpu.sh all)
 #    Expected (not measured; from the records' 8xH100 logs and issue 19's FA3 build): FA3 build 2-4 min cold (VARLEN
 #    is built: the scripts call flash_attn_varlen_func), 15 s cached; each CaseOps prep under a minute; a bare run
@@ -52,6 +57,8 @@ declare -A EXAMPLE=([r0611]=config/examples/upstream_1.0611_caseops.yaml
   [r0565]=config/examples/upstream_1.0565_caseops.yaml)
 TOK=tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model
 BUNDLE=$(ls "$ROOT"/.frontier/fa3/*.bundle | head -n 1)
+COMMIT=$(git bundle list-heads "$BUNDLE" | awk '$2 == "HEAD" {print $1}')
+[ -n "$COMMIT" ] || COMMIT=$(git bundle list-heads "$BUNDLE" | awk 'NR == 1 {print $1}')
 export NCCL_NVLS_ENABLE=0
 # one compile cache for the bare and the pipeline runs (the later runs start faster; step times exclude compiling)
 export TORCHINDUCTOR_CACHE_DIR=$STATE/inductor TRITON_CACHE_DIR=$STATE/triton
@@ -116,6 +123,18 @@ EOF
   row prep tools "$(($(date +%s) - t0))" "$(grep -E '^(python|torch|sentencepiece) ' "$DEST/tools.txt" | awk '{print $1, $2}' | paste -sd, -); missing: $missing"
 }
 
+# FA3: a wheel an earlier call built and returned (copied into .frontier/fa3/ and carried: a cold machine installs it
+# in seconds), else a build from the bundle (the examples' switches: VARLEN kept)
+WHEEL=$(ls "$ROOT"/.frontier/fa3/flash_attn_3-*.whl 2>/dev/null | head -n 1)
+if [ -n "$WHEEL" ]; then
+  FA3_SOURCE="  source: wheel
+  wheel: {url: $WHEEL, sha256: $(sha256sum "$WHEEL" | cut -d' ' -f1)}"
+else
+  FA3_SOURCE="  source: build
+  repo: $BUNDLE
+  commit: $COMMIT"
+fi
+
 overlay() {  # overlay TAG: the short-run config on top of the record's example
   local tag=$1 folder=${FOLDER[$1]}
   cat >"$DEST/overlay_$tag.yaml" <<EOF
@@ -134,9 +153,7 @@ data:
 fa3:
   enabled: true
   required: true
-  source: build
-  repo: $BUNDLE
-  commit: $COMMIT
+$FA3_SOURCE
 train:
   env:
     MAX_WALLCLOCK_SECONDS: $CAP_S
@@ -165,8 +182,6 @@ smk() {  # smk TAG TIMEOUT ARGS...: snakemake with the example and the overlay, 
     --configfile "$ROOT/config/config.yaml" "$ROOT/${EXAMPLE[$tag]}" "$DEST/overlay_$tag.yaml" "$@"
 }
 
-COMMIT=$(git bundle list-heads "$BUNDLE" | awk '$2 == "HEAD" {print $1}')
-[ -n "$COMMIT" ] || COMMIT=$(git bundle list-heads "$BUNDLE" | awk 'NR == 1 {print $1}')
 
 prep() {
   setup || return 1
@@ -189,6 +204,11 @@ prep() {
     local built=$(grep -m1 -oE "built .* in [0-9]+ s|cache hit" "$DEST/fa3_$tag.log" 2>/dev/null)
     local data=$(grep -m1 -oE "[0-9]+ docs -> .*train_shards: [0-9]+" "$DEST/data_$tag.log" 2>/dev/null)
     row prep "fa3+data $tag" "$secs" "rc $rc; ${fa3:-no fa3 line} (${built:-?}); ${data:-data: see data_$tag.log}"
+    # the built wheel comes back: carried in .frontier/fa3/ by the next calls, a cold machine need not build it again
+    local whl
+    whl=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("wheel") or "")' \
+      "results/frontier_$tag/env/fa3.json" 2>/dev/null)
+    if [ -z "$WHEEL" ] && [ -f "$whl" ] && [ ! -f "$OUTDIR/$(basename "$whl")" ]; then cp "$whl" "$OUTDIR/"; fi
   done
 }
 
