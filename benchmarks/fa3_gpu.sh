@@ -11,7 +11,8 @@
 #   then on the GPU machine: bash benchmarks/fa3_gpu.sh .fa3src/flash-attention-0251105a-hopper.bundle
 # Needs only what the GPU machine has (python3 with torch, pip, setuptools, wheel, ninja, packaging; nvcc; git):
 # `python -m pgolf.fa3` runs from src/ on PYTHONPATH and imports neither Snakemake nor jsonschema, zstandard, brotli.
-# FA3 is installed into a throw-away venv (/tmp/fa3-venv, with the system's site-packages), not the system Python.
+# FA3 is installed into a throw-away venv (/tmp/fa3-venv, layered over python3's environment: benchmarks/layered_venv.sh),
+# not python3's own environment.
 # Logs, statuses and the table go to $OUT/fa3 (or /tmp/fa3_gpu). MAX_JOBS: the machine's cores (nproc).
 set -uo pipefail
 
@@ -34,7 +35,11 @@ rm -rf /tmp/fa3-venv  # a warm machine keeps /tmp: start from no FA3 installed
 if python3 -c 'import flash_attn_interface' 2>/dev/null; then
   echo "note: the system Python already has flash_attn_interface: the step will report it as preinstalled" >&2
 fi
-if python3 -m venv --without-pip --system-site-packages /tmp/fa3-venv 2>"$DEST/venv.err"; then
+# Not `python3 -m venv --system-site-packages` alone: python3 is /opt/torch/.venv's there, and a venv made from a
+# venv's python is a venv of the base interpreter, without torch ("No module named 'torch'" in 0.1 s, issue 27):
+# benchmarks/layered_venv.sh adds python3's own site-packages to the new venv.
+if bash "$ROOT/benchmarks/layered_venv.sh" python3 /tmp/fa3-venv >"$DEST/venv.err" 2>&1 &&
+  /tmp/fa3-venv/bin/python -c 'import torch' 2>>"$DEST/venv.err"; then
   PY=/tmp/fa3-venv/bin/python
 else
   echo "no venv ($(tail -1 "$DEST/venv.err")): installing into the system Python" >&2

@@ -483,6 +483,8 @@ def require_for_script(script: str | os.PathLike, status_path: str | os.PathLike
     files = [Path(script).resolve(), *sorted(p for p in folder.glob("*.py") if p.resolve() != Path(script).resolve())]
     pattern = re.compile(r"^(?:from|import)\s+flash_attn_interface\b", re.MULTILINE)
     users = [p for p in files if p.is_file() and pattern.search(p.read_text(errors="replace"))]
+    if users and fa3_importable():
+        _require_features(users, load_status(status_path), status_path)
     if not users or fa3_importable():
         return
     status = load_status(status_path)
@@ -491,6 +493,26 @@ def require_for_script(script: str | os.PathLike, status_path: str | os.PathLike
         f"{users[0]} imports flash_attn_interface (FlashAttention 3), which is not importable here{why}. Upstream-mode "
         "runs need FA3: enable it (config fa3.enabled: true; fa3.required: true makes the fa3 step fail instead)"
     )
+
+
+# Features an FA3 build can leave out (fa3.disable) that a script's call names: (switch, pattern in the script)
+FEATURE_CALLS = (("VARLEN", re.compile(r"\bflash_attn_varlen_func\b")),)
+
+
+def _require_features(users: list[Path], status: dict | None, status_path) -> None:
+    """Stop before training when the FA3 the fa3 step built leaves out a feature the script calls (e.g. the frontier
+    records call flash_attn_varlen_func, which a build with fa3.disable: [VARLEN] imports but cannot run)."""
+    switches = (status or {}).get("switches") or {}
+    for feature, pattern in FEATURE_CALLS:
+        if str(switches.get(f"FLASH_ATTENTION_DISABLE_{feature}", "")).upper() != "TRUE":
+            continue
+        callers = [p for p in users if pattern.search(p.read_text(errors="replace"))]
+        if callers:
+            raise RuntimeError(
+                f"{callers[0]} calls {pattern.pattern.strip(chr(92) + 'b')}, but the FA3 the fa3 step built"
+                f" ({status_path}) leaves it out (FLASH_ATTENTION_DISABLE_{feature}): remove {feature} from config"
+                " fa3.disable"
+            )
 
 
 def load_fa3_config(args: argparse.Namespace) -> dict:
@@ -512,9 +534,47 @@ def load_fa3_config(args: argparse.Namespace) -> dict:
     return cfg
 
 
+def _pyvenv_cfg(prefix: str | os.PathLike) -> dict[str, str]:
+    path = Path(prefix) / "pyvenv.cfg"
+    if not path.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text(errors="replace").splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def torch_problem(python: str | os.PathLike | None = None) -> str | None:
+    """Why ``python`` (default: this interpreter) cannot import torch, which building and checking FA3 need, or None.
+    The hole of issue 27: ``python3 -m venv --system-site-packages`` run with a python that itself lives in a venv
+    (the GPU machine's /opt/torch/.venv) makes a venv of the BASE interpreter, which does not see that venv's torch;
+    the message names the venv's base and the command that made it (pyvenv.cfg) and the fix."""
+    python = str(python or sys.executable)
+    probe = "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix]))"
+    proc = subprocess.run([python, "-c", f"{probe}\nimport torch"], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    try:
+        prefix, base = json.loads(proc.stdout.strip().splitlines()[0])
+    except (IndexError, json.JSONDecodeError):
+        return f"{python} cannot run: {proc.stderr.strip()[-300:]}"
+    why = f"{python} cannot import torch ({(proc.stderr.strip().splitlines() or ['?'])[-1]})"
+    if prefix == base:
+        return why + "; install torch, or run the pipeline with the Python that has it"
+    cfg = _pyvenv_cfg(prefix)
+    made = f", made by `{cfg['command']}`" if cfg.get("command") else ""
+    return (
+        f"{why}: it is a venv ({prefix}) of the base interpreter {cfg.get('executable') or base}{made}. A venv made"
+        " from a python that itself lives in a venv gets the BASE interpreter's site-packages, not that venv's,"
+        " even with --system-site-packages, so that venv's torch is not seen here. Run the pipeline with the python"
+        " that has torch itself, or layer the new venv over it: bash benchmarks/layered_venv.sh PYTHON DEST"
+    )
+
+
 def cmd_fa3(args: argparse.Namespace) -> int:
     from pgolf.env import probe_environment
 
+    problem = torch_problem()  # before anything else: the probe, the build and the check all import torch
+    if problem:
+        raise RuntimeError(f"fa3: {problem}")
     cfg = load_fa3_config(args)
     env = probe_environment(args.repo_dir)
     cache_dir = Path(args.cache_dir)

@@ -594,3 +594,83 @@ def progress_line(line: str, budget_s: float | None) -> str | None:
         where = f"elapsed {elapsed:.1f}s (no time budget)"
     eta_txt = "unknown" if eta is None else f"{eta:.0f}s"
     return f"progress: step {step}/{total}{loss}, {where}, ETA {eta_txt}"
+
+
+# --- what an upstream script's run spent its time on (issue 27) ----------------------------------------------------
+
+_COMPRESS_LINES = (  # (phase, regex with the seconds in group 1): what the scripts log of their serialization
+    ("compression", re.compile(r"^Serialize: per-group compression done in\s+(" + _NUM + r")s\b")),
+    ("compression", re.compile(r"^GPTQ:compressed\+saved in\s+(" + _NUM + r")s\b")),
+    ("compression", re.compile(r"^serialize_wallclock:\s*(" + _NUM + r")s\b")),
+    ("compression", re.compile(r"^pergroup:similarity sort done in\s+(" + _NUM + r")s\b")),
+    ("decompression", re.compile(r"^Deserialize: decompression done in\s+(" + _NUM + r")s\b")),
+    ("ttt_compile", re.compile(r"^ttt_lora:compile warmup done \((" + _NUM + r")s\)")),
+    ("ngram_precompute", re.compile(r"^ngram_tilt:precompute_done elapsed=(" + _NUM + r")s\b")),
+)
+
+
+_STOP_TIME = re.compile(
+    r"^(?:\S+\s+)?stopping_early:.*?\btrain_time:\s*(" + _NUM + r")ms(?:.*?\bstep:\s*(\d+)/)?", re.MULTILINE
+)
+
+
+def _is_ttt(tag: str) -> bool:
+    return "ttt" in tag.lower()
+
+
+def upstream_phases(source: str | os.PathLike) -> dict:
+    """Where an upstream script's run spent its time, from its own log lines (path or text), each phase apart (None
+    where the log does not say):
+
+    - ``train_loop_s``: the timed training loop (``stopping_early: ... train_time:``, else the last step line's);
+    - ``calibration_s``: post-loop calibration reading training data (GPTQ Hessians: ``GPTQ:collected 67 Hessians in
+      4.7s``; training time under the rules); ``calibration_selfgen_s``: calibration on self-generated data;
+    - ``compression_s``: serialization/compression as logged (``Serialize: per-group compression done in 99.9s``,
+      ``pergroup:similarity sort done in 51.8s`` (the part #2135's log times), ``GPTQ:compressed+saved in``,
+      ``serialize_wallclock:``); ``decompression_s``: the roundtrips' decompression (summed);
+    - ``eval_s``: the evaluations without test-time training (the metric lines' ``eval_time``, pre-quantization
+      diagnostics included), ``ttt_eval_s``: those with TTT (tag contains ``ttt``), ``ttt_compile_s`` (the TTT
+      compile warm-up, outside the TTT eval timer), ``ngram_precompute_s`` (#2135's n-gram hints, inside it),
+      ``total_eval_s`` (``total_eval_time:``, what the script counts against the eval budget);
+    - ``evals``: [{"tag", "seconds", "ttt"}] in log order; ``steps``, ``step_avg_ms``; ``evidence``: the lines.
+    """
+    text = _read(source)
+    info = parse_log(text)
+    stop = _STOP_TIME.search(text)  # exact, where the step lines round (train_time: 10.0m)
+    loop_ms = float(stop.group(1)) if stop else info["train_time_ms"]
+    steps = int(stop.group(2)) if stop and stop.group(2) else info["steps"]
+    step_avg = info["step_avg_ms"]
+    if stop and steps and not info["step_avg_logged"]:
+        step_avg = round(loop_ms / steps, 3)
+    out: dict = {
+        "train_loop_s": None if loop_ms is None else loop_ms / 1000.0,
+        "steps": steps,
+        "step_avg_ms": step_avg,
+        "calibration_s": info["calib_ms"] / 1000.0 if "calib" in info["evidence"] else None,
+        "calibration_selfgen_s": info["calib_selfgen_ms"] / 1000.0 if "calib_selfgen" in info["evidence"] else None,
+        "compression_s": None,
+        "decompression_s": None,
+        "ttt_compile_s": None,
+        "ngram_precompute_s": None,
+        "evals": [
+            {"tag": tag, "seconds": round(ms / 1000.0, 3), "ttt": _is_ttt(tag)}
+            for tag, ms in info["eval_times_ms"].items()
+        ],
+        "eval_s": None,
+        "ttt_eval_s": None,
+        "total_eval_s": info["total_eval_time_s"],
+        "evidence": {k: v for k, v in info["evidence"].items() if k in ("train_time_ms", "calib", "total_eval_time_s")},
+    }
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = clean_line(raw)
+        for phase, rx in _COMPRESS_LINES:
+            m = rx.search(line)
+            if m:
+                key = f"{phase}_s"
+                out[key] = round((out[key] or 0.0) + float(m.group(1)), 3)
+                out["evidence"].setdefault(key, f"line {lineno}: {line.strip()}")
+    plain = [e["seconds"] for e in out["evals"] if not e["ttt"]]
+    ttt = [e["seconds"] for e in out["evals"] if e["ttt"]]
+    out["eval_s"] = round(sum(plain), 3) if plain else None
+    out["ttt_eval_s"] = round(sum(ttt), 3) if ttt else None
+    return out

@@ -46,6 +46,10 @@ def data_provenance(manifest_path: str | os.PathLike) -> dict:
     elif source.get("kind") == "documents":
         out["documents"] = Path(str(source["docs"])).name if source.get("docs") else None
         out["documents_sha256"] = source.get("docs_sha256")
+        if source.get("prepare_script"):  # shards made by a record's own prepare script (pgolf.data.prepare)
+            out["prepare_script"] = Path(str(source["prepare_script"])).name
+            out.update({k: source.get(k) for k in ("prepare_script_sha256", "prepare_helpers_sha256", "train_docs")})
+            out["val_docs"] = source.get("val_docs")
         out["files_sha256"] = _manifest_hashes(m)
     else:
         out["files_sha256"] = _manifest_hashes(m)
@@ -83,6 +87,12 @@ def data_section(data: dict | None) -> list[str]:
         )
     elif data.get("source") == "documents":
         out.append(f"- Source: documents `{data['documents']}` (sha256 `{data['documents_sha256']}`)")
+        if data.get("prepare_script"):
+            out.append(
+                f"- Shards made by the record's own `{data['prepare_script']}` (sha256"
+                f" `{data['prepare_script_sha256']}`): the first {data['val_docs']} documents are validation,"
+                f" {data['train_docs']} train; no document in both"
+            )
     else:
         out.append(f"- Source: {data.get('source')}")
     out += [

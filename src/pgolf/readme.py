@@ -149,6 +149,39 @@ def _fa3_step(status: dict | None) -> str | None:
     return status["state"]
 
 
+PHASE_ROWS = (
+    ("train_loop_s", "training loop (timed by the script)"),
+    ("calibration_s", "post-loop calibration on training data (GPTQ Hessians; training time under the rules)"),
+    ("compression_s", "compression (as logged)"),
+    ("decompression_s", "decompression (roundtrips)"),
+    ("eval_s", "evaluation without TTT"),
+    ("ttt_compile_s", "TTT compile warm-up"),
+    ("ngram_precompute_s", "n-gram hints precompute"),
+    ("ttt_eval_s", "evaluation with TTT"),
+    ("total_eval_s", "total_eval_time (the script's eval budget figure)"),
+)
+
+
+def _phases_section(seeds: list[dict]) -> list[str]:
+    """Where an upstream script's run spent its time, per seed, from its own log lines (metrics.json ``phases``)."""
+    with_phases = [s for s in seeds if s["metrics"].get("phases")]
+    if not with_phases:
+        return []
+    out = [
+        "## Where the time went",
+        "",
+        "Seconds per phase, from the script's own log lines (`-`: not logged).",
+        "",
+        "| Phase | " + " | ".join(f"seed {s['seed']}" for s in with_phases) + " |",
+        "|---|" + "---:|" * len(with_phases),
+    ]
+    for key, label in PHASE_ROWS:
+        cells = [s["metrics"]["phases"].get(key) for s in with_phases]
+        if any(c is not None for c in cells):
+            out.append(f"| {label} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells) + " |")
+    return [*out, ""]
+
+
 def _readme(
     sub: dict,
     settings: dict,
@@ -215,6 +248,7 @@ def _readme(
         f"![train_loss at every logged step and validation val_loss points, per seed, from the logs]({PLOT_NAME})",
         "",
     ]
+    out += _phases_section(seeds)
     if comparison is not None:
         b = comparison["b"]
         out += [

@@ -189,6 +189,8 @@ def _submission(settings: dict, environment: dict, seeds: list[dict], nproc: int
             "pre_quant_val_bpb": _round(m.get("pre_quant_val_bpb")),
             "attention_backend": m.get("attention_backend"),
         }
+        if m.get("phases"):  # an upstream script's run, phase by phase from its log (pgolf.logs.upstream_phases)
+            seed_results[str(s["seed"])]["phases"] = {k: v for k, v in m["phases"].items() if k != "evals"}
     return {
         "author": settings.get("author"),
         "github_id": settings.get("github_id"),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pgolf import TRAIN_BUDGET_S, fa3, fsio
 from pgolf.data import verify_manifest
-from pgolf.logs import best_of_kind, parse_log
+from pgolf.logs import best_of_kind, parse_log, upstream_phases
 from pgolf.stages import THREAD_VARS, env_value, stream
 
 DATA_LINKS = "pgolf_data"
@@ -44,6 +44,27 @@ def missing_tools(folder: str | os.PathLike) -> list[str]:
     1.0611 record's per-group compressor calls: `apt-get install lrzip`)."""
     text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(Path(folder).glob("*.py")))
     return [t for t in SYSTEM_TOOLS if re.search(rf"\b{re.escape(t)}\b", text) and shutil.which(t) is None]
+
+
+_TRAIN_SHARDS = re.compile(r"^train_shards:\s*(\d+)\s*$", re.MULTILINE)
+
+
+def check_logged_shards(text: str, manifest_path: str | os.PathLike, where: str | os.PathLike) -> int | None:
+    """The ``train_shards: N`` an upstream script logs against the data set's train shards (ValueError when they
+    differ: the script read other data than the pipeline's, or a prep put more shards there: upstream #2127/#2146,
+    a leaky prep, showed ``train_shards: 1499``); returns N, or None when the log has no such line."""
+    m = _TRAIN_SHARDS.search(text)
+    if not m:
+        return None
+    man = verify_manifest(manifest_path)
+    logged, have = int(m.group(1)), len(man.get("train_files", []))
+    expected = ((man.get("source") or {}).get("expected_log") or {}).get("train_shards", have)
+    if logged != have or logged != expected:
+        raise ValueError(
+            f"{where}: the script logged train_shards: {logged}, but the data set {manifest_path} has {have} train"
+            f" shards (its prep expected the log to print {expected}): it trained on other data than the pipeline's"
+        )
+    return logged
 
 
 def link_data(manifest_path: str | os.PathLike, dest: str | os.PathLike) -> dict[str, str]:
@@ -186,6 +207,9 @@ def run_upstream(
     print(f"upstream script finished in {time.perf_counter() - t0:.1f} s", flush=True)
     metrics = metrics_from_log(parse_log(partial), seed, run, nproc, device, logfile.name)
     metrics["script_sha256"] = fsio.sha256_file(copy)
+    text = partial.read_text(encoding="utf-8", errors="replace")
+    metrics["phases"] = {k: v for k, v in upstream_phases(text).items() if k != "evidence"}
+    check_logged_shards(text, manifest, partial)
     os.replace(partial, logfile)
     fsio.write_json(metrics_path, metrics)
     return metrics

@@ -134,7 +134,9 @@ def data_inputs(wildcards):
     the rule)."""
     d = config["data"]
     if d["source"] == "documents":
-        return [here(repo_path(d["documents"]["path"]))]
+        doc = d["documents"]
+        extra = [doc[k] for k in ("prepare_script", "tokenizer") if doc.get(k)]
+        return [here(repo_path(p)) for p in [doc["path"], *extra]]
     return []
 
 

@@ -26,10 +26,22 @@ def build_from_documents(
     tokenizer_max_docs: int | None = None,
     threads: int | None = None,
     log: Callable[[str], None] = _log,
+    prepare_script: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> dict:
     """Build data folder ``out`` from a documents file: ``tokenizer_sp<vocab_size>.model`` trained on its first
     ``tokenizer_max_docs`` documents, shards ``{name}_{val,train}_NNNNNN.bin`` (the first ``val_docs`` documents are
-    val), and the manifest (written last; the old one is removed first). Returns the manifest."""
+    val), and the manifest (written last; the old one is removed first). Returns the manifest. With
+    ``prepare_script`` (a record's own, e.g. prepare_caseops_data.py) and its ``tokenizer``, that script makes the
+    shards instead (``pgolf.data.prepare``; shard_tokens is the script's own)."""
+    if prepare_script is not None:
+        if tokenizer is None:
+            raise ValueError("config data.documents.tokenizer is required with data.documents.prepare_script")
+        from pgolf.data.prepare import build_with_prepare_script
+
+        return build_with_prepare_script(
+            docs, out, name, val_docs, prepare_script, tokenizer, vocab_size, max_docs=max_docs, log=log
+        )
     out = Path(out)
     check_name(name, "--name")
     out.mkdir(parents=True, exist_ok=True)

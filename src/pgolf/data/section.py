@@ -125,7 +125,18 @@ def documents_arguments(data: Any, root: str | os.PathLike = ".") -> dict:
     if d["source"] != "documents":
         raise ValueError(f"config data.source is {d['source']!r}, not 'documents'")
     doc = d["documents"]
-    return {
+    prepare = {}
+    if doc.get("prepare_script") is not None:  # a record's own prepare script and tokenizer (pgolf.data.prepare)
+        for key in ("prepare_script", "tokenizer"):
+            prepare[key] = repo_relative(root, _string(doc.get(key), f"data.documents.{key}"))
+        if doc.get("tokenizer_max_docs"):
+            raise ValueError(
+                "config data.documents.tokenizer_max_docs goes without prepare_script: the record's tokenizer"
+                " (data.documents.tokenizer) is used, none is trained"
+            )
+    elif doc.get("tokenizer") is not None:
+        raise ValueError("config data.documents.tokenizer is set without data.documents.prepare_script")
+    return prepare | {
         "docs": repo_relative(root, _string(doc.get("path"), "data.documents.path")),
         "name": d["name"],
         "vocab_size": _count(doc.get("vocab_size"), "data.documents.vocab_size"),
