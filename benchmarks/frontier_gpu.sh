@@ -78,8 +78,9 @@ setup() {  # wheels into $SITE, a venv layered over python3's environment, launc
       $(ls "$ROOT"/.frontier/wheels/*.whl | grep -v sentencepiece) >"$DEST/pip.log" 2>&1 ||
       { row prep wheels - "pip install failed: $(tail -n 1 "$DEST/pip.log")"; return 1; }
   fi
-  # the CaseOps prepare scripts call SentencePieceProcessor.encode_as_immutable_proto (sentencepiece < 0.2.3)
-  if ! python3 -c 'import sentencepiece as s, sys; sys.exit(not hasattr(s.SentencePieceProcessor, "encode_as_immutable_proto"))' 2>/dev/null; then
+  # the CaseOps prepare scripts call SentencePieceProcessor.encode_as_immutable_proto: 0.2.2 (the GPU machine's) keeps
+  # the name but raises "immutable_proto is deprecated", 0.2.3 removed it; the project pins 0.2.1
+  if ! python3 -c 'import sentencepiece as s, sys; sys.exit(s.__version__ != "0.2.1")' 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --target "$SITE" "$ROOT"/.frontier/wheels/sentencepiece-*.whl >>"$DEST/pip.log" 2>&1
   fi
   # a venv made with python3 -m venv from /opt/torch/.venv's python is a venv of the BASE interpreter (no torch):

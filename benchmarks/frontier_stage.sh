@@ -32,7 +32,7 @@ mkdir -p "$st/wheels" "$st/lrzip/bin" "$st/lrzip/lib" "$st/fa3" "$st/docs"
 cp "$shared"/wheels/gpu-py312/*.whl "$st/wheels/"
 python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d "$st/wheels" sentencepiece==0.2.1 python-minifier==3.4.0
+  -d "$st/wheels" sentencepiece==0.2.1 python-minifier==3.2.0
 cp "$shared"/fa3/*.bundle "$st/fa3/"
 cp "$shared/data/blog_authorship_sp1024/blogs_val_text.jsonl.xz" "$st/docs/"
 tmp=$(mktemp -d)

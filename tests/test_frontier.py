@@ -170,7 +170,7 @@ def test_the_records_own_prepare_script_on_demo_documents(record, tmp_path):
     kw = dict(vocab_size=8192, max_docs=400, prepare_script=record / "prepare_caseops_data.py")
     kw["tokenizer"] = record / CASEOPS_TOK
     if not hasattr(sentencepiece.SentencePieceProcessor, "encode_as_immutable_proto"):
-        # sentencepiece 0.2.3 (the project's pin) removed the API the script calls: the step says so and what to do
+        # a sentencepiece without it (0.2.3 removed it) the API the script calls: the step says so and what to do
         with pytest.raises(RuntimeError, match=r"encode_as_immutable_proto.*sentencepiece==0.2.1"):
             build_from_documents(docs, tmp_path / "data", "caseops_demo", 40, **kw)
         return
