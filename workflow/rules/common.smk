@@ -36,6 +36,13 @@ NPROC = resolve_nproc(config["nproc_per_node"], config["device"], MACHINE_GPUS)
 # No two GPU jobs share a GPU: the gpus resource is the machine's count unless --resources gpus=N gives it.
 if MACHINE_GPUS and "gpus" not in workflow.global_resources:
     workflow.register_resource("gpus", MACHINE_GPUS)
+if MACHINE_GPUS is not None:
+    _limit = getattr(workflow.global_resources.get("gpus"), "value", None)
+    print(
+        f"pgolf: {MACHINE_GPUS} CUDA GPU(s) here; nproc_per_node {NPROC}"
+        f"{' (auto)' if config['nproc_per_node'] == 'auto' else ''}; gpus resource {_limit}",
+        file=sys.stderr,
+    )
 OUT = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 GPUS = NPROC if config["device"] == "cuda" else 0
