@@ -368,3 +368,18 @@ def test_the_slurm_executor_plugin_is_an_extra_and_in_test():
     extras = project()["optional-dependencies"]
     (plugin,) = [d for d in extras["slurm"] if d.startswith("snakemake-executor-plugin-slurm")]
     assert "==" in plugin and plugin in extras["test"]
+
+
+def test_the_rehearsal_runs_the_readmes_own_commands():
+    """benchmarks/pod_run.sh is the README's bare-pod route: its install and run commands are the README's (the
+    rehearsal adds only --no-index --find-links for a machine without network, and its overlay)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### The bare pod, step by step", 1)[1].split("\n## ", 1)[0]
+    script = (REPO / "benchmarks" / "pod_run.sh").read_text()
+    install = "python3 -m pip install -e '.[pod]'"
+    assert install in section
+    assert "python3 -m pip install --no-index --find-links .gpu/wheels -e '.[pod]'" in script
+    assert "snakemake --profile profiles/pod --configfile me.yaml" in section
+    assert "snakemake --profile profiles/pod --configfile .gpu/rehearsal.yaml" in script
+    assert "CUDA_VISIBLE_DEVICES= " in script and "pgolf check \"$record\"" in script
+    assert "<!-- pod-figures" in section and "measured" in section and "projected" in section
