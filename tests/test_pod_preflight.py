@@ -381,5 +381,5 @@ def test_the_rehearsal_runs_the_readmes_own_commands():
     assert "python3 -m pip install --no-index --find-links .gpu/wheels -e '.[pod]'" in script
     assert "snakemake --profile profiles/pod --configfile me.yaml" in section
     assert "snakemake --profile profiles/pod --configfile .gpu/rehearsal.yaml" in script
-    assert "CUDA_VISIBLE_DEVICES= " in script and "pgolf check \"$record\"" in script
+    assert "CUDA_VISIBLE_DEVICES= " in script and 'pgolf check "$record"' in script
     assert "<!-- pod-figures" in section and "measured" in section and "projected" in section
