@@ -54,7 +54,8 @@ rc=$?
 torch_after=$(python3 -c 'import torch; print(torch.__version__)' 2>&1)
 bin=$(python3 -c 'import sys, sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$bin:$PATH"
-row install "$(since "$t")" "exit $rc" "pip install -e '.[pod]' (offline): torch $torch_before -> $torch_after; $(grep -m1 '^Successfully installed' "$OUT/install.log" | wc -w) packages installed; snakemake $(snakemake --version 2>&1)"
+installed=$(grep -m1 '^Successfully installed' "$OUT/install.log" | cut -d' ' -f3- | wc -w)
+row install "$(since "$t")" "exit $rc" "pip install -e '.[pod]' (offline): torch $torch_before -> $torch_after; $installed packages installed; snakemake $(snakemake --version 2>&1)"
 [ "$rc" -eq 0 ] || { tail -n 30 "$OUT/install.log"; }
 
 # The rehearsal's overlay on config/config.yaml (nproc_per_node: not given, so the machine's GPU count).
@@ -88,7 +89,7 @@ rm -rf data/demo_wiki_sp1024 logs/data
 CUDA_VISIBLE_DEVICES= timeout 120 snakemake --profile profiles/pod --configfile .gpu/rehearsal.yaml > "$OUT/refusal.log" 2>&1
 rc=$?
 jobs_ran=$( [ -e data/demo_wiki_sp1024 ] || [ -e logs/data ] && echo "a data job ran" || echo "no job ran")
-row "refusal without GPU" "$(since "$t")" "exit $rc" "$(grep -m1 -i 'gpu' "$OUT/refusal.log" | cut -c1-150); $jobs_ran"
+row "refusal without GPU" "$(since "$t")" "exit $rc" "$( (grep -m1 'no CUDA GPU' "$OUT/refusal.log" || grep -m1 -i 'gpu' "$OUT/refusal.log") | sed 's/^ *- //' | cut -c1-150); $jobs_ran"
 rm -rf data/demo_wiki_sp1024 logs/data results/pod_rehearsal
 
 # 2. The run: the README's command with the overlay; its console (progress lines, the closing summary) in console.log.
