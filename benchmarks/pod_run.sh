@@ -90,6 +90,7 @@ CUDA_VISIBLE_DEVICES= timeout 120 snakemake --profile profiles/pod --configfile 
 rc=$?
 jobs_ran=$( [ -e data/demo_wiki_sp1024 ] || [ -e logs/data ] && echo "a data job ran" || echo "no job ran")
 row "refusal without GPU" "$(since "$t")" "exit $rc" "$( (grep -m1 'no CUDA GPU' "$OUT/refusal.log" || grep -m1 -i 'gpu' "$OUT/refusal.log") | sed 's/^ *- //' | cut -c1-150); $jobs_ran"
+tail -n 6 "$OUT/refusal.log"
 rm -rf data/demo_wiki_sp1024 logs/data results/pod_rehearsal
 
 # 2. The run: the README's command with the overlay; its console (progress lines, the closing summary) in console.log.
