@@ -311,6 +311,25 @@ def test_console_shows_progress_and_a_heartbeat_at_least_every_30_s():
     os.close(w)
 
 
+def test_a_silent_job_still_reaches_the_terminal(capfd):
+    """Through stream() with a real child: the start, a heartbeat while it prints nothing, its step, its end."""
+    import sys
+
+    from pgolf.stages import stream
+
+    r, w = os.pipe()
+    code = "import time; print('loading', flush=True); time.sleep(1.5); print('step:1/2 train_loss:3 train_time:100ms')"
+    console = Console(w, "seed 7 train", interval_s=0.5, min_gap_s=0)
+    assert stream([sys.executable, "-c", code], dict(os.environ), budget_s=10, console=console) == 0
+    os.close(w)
+    text = os.read(r, 65536).decode()
+    os.close(r)
+    assert text.startswith("[seed 7 train] 0s: started\n"), text
+    assert re.search(r"\[seed 7 train\] \d+s: running, no step logged yet .*last line: loading", text), text
+    assert "progress: step 1/2, loss 3, elapsed 0.1s of 10s budget, ETA 0s" in text
+    assert text.rstrip().endswith("finished")
+
+
 def test_console_without_a_descriptor_does_nothing():
     c = Console(None, "x").start()
     c.line("step", "progress: step 1/2")
