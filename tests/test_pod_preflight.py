@@ -330,6 +330,29 @@ def test_a_silent_job_still_reaches_the_terminal(capfd):
     assert text.rstrip().endswith("finished")
 
 
+def test_any_command_shows_its_status_with_the_top_level_option(tmp_path, monkeypatch):
+    """`pgolf --console-fd N <command>` (the fa3 rule): the start, the last output line in heartbeats, the end."""
+    import sys
+
+    from pgolf import cli
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # the option taps stdout: restored after the test
+    r, w = os.pipe()
+    script = tmp_path / "s.py"
+    script.write_text("x = 1\n" * 50)
+    assert cli.main(["--console-fd", str(w), "pack", "--script", str(script), "--out", str(tmp_path / "p.py")]) == 0
+    assert cli.main(["--console-fd", str(w), "pack", "--script", str(tmp_path / "none.py"), "--out", "x.py"]) == 2
+    os.close(w)
+    lines = os.read(r, 65536).decode().splitlines()
+    os.close(r)
+    assert lines == [
+        "[pack] 0s: started",
+        "[pack] 0s: finished",
+        "[pack] 0s: started",
+        "[pack] 0s: failed (exit code 2); the step's log has the whole output",
+    ]
+
+
 def test_console_without_a_descriptor_does_nothing():
     c = Console(None, "x").start()
     c.line("step", "progress: step 1/2")

@@ -8,7 +8,10 @@ fd 3 is Snakemake's stderr) also writes a short status to that descriptor:
   the job (``[seed 42 train]``) and its wall time, at most one every ``min_gap_s``;
 - a heartbeat when nothing was shown for ``interval_s`` (30 s): the last progress again, or what the job is doing
   before its first logged step (start-up: compile, warm-up) with its last output line;
-- the job's end (finished in N s, or failed).
+- the job's end (finished, or failed).
+
+``pgolf --console-fd N <command>`` does the same for any command: the steps without a training script's progress (the
+fa3 build, the data download) show their last output line at least every 30 s (``tap_stdout``).
 
 ``closing_summary`` is what the run prints at its end (Snakemake's ``onsuccess``): the score, the record's path and the
 next commands (check, compare, open the pull request).
@@ -43,8 +46,10 @@ class Console:
         interval_s: float = HEARTBEAT_S,
         min_gap_s: float = MIN_GAP_S,
         clock=time.monotonic,
+        idle: str = "running, no step logged yet (start-up: data, model, compile, warm-up)",
     ):
         self.fd, self.label, self.interval_s, self.min_gap_s, self.clock = fd, label, interval_s, min_gap_s, clock
+        self.idle = idle
         self.t0 = clock()
         self.last_shown = self.t0
         self.progress: str | None = None
@@ -81,7 +86,7 @@ class Console:
             self.write(f"{self.progress} (running)")
         else:
             last = self.last_line[:LAST_LINE_CHARS] + ("..." if len(self.last_line) > LAST_LINE_CHARS else "")
-            self.write(f"running, no step logged yet (start-up: data, model, compile, warm-up); last line: {last}")
+            self.write(f"{self.idle}; last line: {last}")
 
     def start(self) -> Console:
         if self.fd is not None and self._thread is None:
@@ -101,6 +106,35 @@ class Console:
             self._thread.join(timeout=5)
             self._thread = None
             self.write("finished" if code == 0 else f"failed (exit code {code}); the step's log has the whole output")
+
+
+class LineTap:
+    """A text stream that passes everything to ``stream`` and each whole line to ``console`` (for the steps that print
+    their own progress: the fa3 build's and the data download's heartbeats reach the terminal this way)."""
+
+    def __init__(self, stream, console: Console):
+        self._stream, self._console, self._partial = stream, console, ""
+
+    def write(self, text: str) -> int:
+        n = self._stream.write(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._console.line(line, None)
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def tap_stdout(fd: int | None, label: str) -> Console | None:
+    """Show this process's status on ``fd``: its stdout's last line at least every ``HEARTBEAT_S`` seconds."""
+    if fd is None:
+        return None
+    import sys
+
+    console = Console(fd, label, idle="running").start()
+    sys.stdout = LineTap(sys.stdout, console)
+    return console
 
 
 def closing_summary(record_dir: str | os.PathLike, previous: str | None = None) -> str | None:
