@@ -316,7 +316,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         env.update({k: env_value(v) for k, v in json.loads(args.env_json).items()})
     outs = {"checkpoint": args.checkpoint, "summary": args.summary, "logfile": args.logfile}
     config = {"train": train_identity(train, fsio.sha256_file(args.script))}
-    console = Console(args.console_fd, f"seed {args.seed} train")
+    console = Console(getattr(args, "console_fd", None), f"seed {args.seed} train")
     run_stage(args.script, "train", outs, env, args.nproc, config=config, console=console)
     return 0
 
@@ -340,7 +340,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         extra=extra,
         config={"train": train, "quantize": section},
         files=files,
-        console=Console(args.console_fd, f"seed {args.seed} quantize"),
+        console=Console(getattr(args, "console_fd", None), f"seed {args.seed} quantize"),
     )
     return 0
 
@@ -372,7 +372,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extra=["--artifact", args.artifact],
         config=config,
         files={"artifact": artifact},
-        console=Console(args.console_fd, f"seed {args.seed} evaluate"),
+        console=Console(getattr(args, "console_fd", None), f"seed {args.seed} evaluate"),
     )
     metrics = merge_metrics(args.seed, args.run, args.train_summary, args.quantize_summary, args.summary)
     metrics["eval_time_budget_s"] = budget

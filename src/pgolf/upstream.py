@@ -211,7 +211,7 @@ def _cmd_run_upstream(args: argparse.Namespace) -> int:
         device=args.device,
         budget_s=args.budget_s,
         fa3_status=args.fa3_status,
-        console_fd=args.console_fd,
+        console_fd=getattr(args, "console_fd", None),
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
