@@ -37,7 +37,7 @@ NPROC = resolve_nproc(config["nproc_per_node"], config["device"], MACHINE_GPUS)
 if MACHINE_GPUS and "gpus" not in workflow.global_resources:
     workflow.register_resource("gpus", MACHINE_GPUS)
 if MACHINE_GPUS is not None:
-    _limit = getattr(workflow.global_resources.get("gpus"), "value", None)
+    _limit = getattr(workflow.global_resources.get("gpus"), "value", None) or "not set"
     print(
         f"pgolf: {MACHINE_GPUS} CUDA GPU(s) here; nproc_per_node {NPROC}"
         f"{' (auto)' if config['nproc_per_node'] == 'auto' else ''}; gpus resource {_limit}",
