@@ -96,12 +96,28 @@ rm -rf data/demo_wiki_sp1024 logs/data results/pod_rehearsal
 # 2. The run: the README's command with the overlay; its console (progress lines, the closing summary) in console.log.
 t=$(date +%s)
 limit=$(( $(left) - 40 ))
+[ "$limit" -ge 60 ] || limit=60
 # --set-threads data=8: the demo corpus's encoding beside the FA3 build, as the hub download runs (min(8, cores)
 # threads); the documents source would otherwise take every core and the build would wait for it
 timeout "$limit" snakemake --profile profiles/pod --configfile .gpu/rehearsal.yaml --set-threads data=8 \
   > "$OUT/console.log" 2>&1
 rc=$?
-row "snakemake --profile profiles/pod" "$(since "$t")" "exit $rc" "cap ${CAP} s, limit ${limit} s; $(grep -c '^progress:\|progress: ' "$OUT/console.log") progress lines on the console"
+# the terminal's job status lines ([seed 42 train] 1m05s: ...): how many, and the longest silence within a job
+gaps=$(python3 - "$OUT/console.log" <<'PY'
+import re, sys
+seen, worst = {}, {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"\[([^\]]+)\] (?:(\d+)m)?(\d+)s: ", line)
+    if m:
+        t = int(m.group(2) or 0) * 60 + int(m.group(3))
+        worst[m.group(1)] = max(worst.get(m.group(1), 0), t - seen.get(m.group(1), 0))
+        seen[m.group(1)] = t
+lines = sum(1 for line in open(sys.argv[1], errors="replace") if re.match(r"\[[^\]]+\] \S+: ", line))
+print(f"{lines} job status lines on the terminal, longest silence per job "
+      + ", ".join(f"{k} {v}s" for k, v in worst.items()))
+PY
+)
+row "snakemake --profile profiles/pod" "$(since "$t")" "exit $rc" "cap ${CAP} s, limit ${limit} s; $gaps"
 grep -E "progress:|pgolf: " "$OUT/console.log" | tail -n 12
 tail -n 25 "$OUT/console.log"
 

@@ -6,12 +6,12 @@ fd 3 is Snakemake's stderr) also writes a short status to that descriptor:
 
 - each ``progress:`` line (``pgolf.logs.progress_line``: step, loss, elapsed against the budget, ETA), prefixed with
   the job (``[seed 42 train]``) and its wall time, at most one every ``min_gap_s``;
-- a heartbeat when nothing was shown for ``interval_s`` (30 s): the last progress again, or what the job is doing
+- a heartbeat when nothing was shown for ``interval_s`` (25 s): the last progress again, or what the job is doing
   before its first logged step (start-up: compile, warm-up) with its last output line;
 - the job's end (finished, or failed).
 
 ``pgolf --console-fd N <command>`` does the same for any command: the steps without a training script's progress (the
-fa3 build, the data download) show their last output line at least every 30 s (``tap_stdout``).
+fa3 build, the data download) show their last output line the same way (``tap_stdout``).
 
 ``closing_summary`` is what the run prints at its end (Snakemake's ``onsuccess``): the score, the record's path and the
 next commands (check, compare, open the pull request).
@@ -25,7 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-HEARTBEAT_S = 30.0
+# A heartbeat after 25 s without a line, checked every second: never more than 30 s of silence per job.
+HEARTBEAT_S = 25.0
+CHECK_S = 1.0
 MIN_GAP_S = 5.0
 LAST_LINE_CHARS = 100
 
@@ -93,7 +95,7 @@ class Console:
             self.write("started")
 
             def beat() -> None:
-                while not self._stop.wait(min(5.0, self.interval_s)):
+                while not self._stop.wait(min(CHECK_S, self.interval_s)):
                     self.heartbeat()
 
             self._thread = threading.Thread(target=beat, daemon=True)
