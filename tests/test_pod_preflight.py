@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 
@@ -220,8 +221,14 @@ def pod(tmp_path, monkeypatch, *args, gpus: int | None = None, visible: str | No
     return proc, wd, proc.stdout + proc.stderr
 
 
-def test_bar_the_pod_profile_without_gpus_is_refused_before_any_data_job(tmp_path, monkeypatch):
-    proc, wd, out = pod(tmp_path, monkeypatch, gpus=8, visible="")  # 8 GPUs on the machine, none visible
+@pytest.mark.parametrize("machine", ["this machine", "8 GPUs, none visible"])
+def test_bar_the_pod_profile_without_gpus_is_refused_before_any_data_job(tmp_path, monkeypatch, machine):
+    if machine == "this machine":
+        if shutil.which("nvidia-smi"):
+            pytest.skip("this machine has nvidia-smi: the other case hides its GPUs")
+        proc, wd, out = pod(tmp_path, monkeypatch)
+    else:
+        proc, wd, out = pod(tmp_path, monkeypatch, gpus=8, visible="")
     assert proc.returncode != 0, out[-3000:]
     assert "preflight" in out and "no CUDA GPU here" in out, out[-3000:]
     assert not (wd / "data").exists() and not (wd / "logs").exists(), "a job ran before the refusal"
