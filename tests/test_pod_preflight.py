@@ -403,7 +403,11 @@ def test_the_pod_extra_leaves_the_images_torch_numpy_and_matplotlib_alone():
     for name in ("torch", "numpy", "matplotlib"):
         specs = [d for d in deps if re.match(rf"{name}\b", d)]
         assert all("==" not in s for s in specs), specs
-    assert any(d.startswith("ninja==") for d in project()["optional-dependencies"]["pod"])  # the FA3 build
+    pod = project()["optional-dependencies"]["pod"]
+    assert any(d.startswith("ninja==") for d in pod) and any(d.startswith("wheel==") for d in pod)  # the FA3 build
+    # the same versions as the image's (docker/requirements.in)
+    image = (REPO / "docker" / "requirements.in").read_text().split()
+    assert all(d in image for d in pod), (pod, image)
 
 
 def test_snakemake_report_needs_nothing_beyond_the_install():
