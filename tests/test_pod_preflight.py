@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 from conftest import REPO, SHARED, job_counts, snakemake
@@ -438,3 +439,23 @@ def test_the_rehearsal_runs_the_readmes_own_commands():
     assert "snakemake --profile profiles/pod --configfile .gpu/rehearsal.yaml" in script
     assert "CUDA_VISIBLE_DEVICES= " in script and 'pgolf check "$record"' in script
     assert "<!-- pod-figures" in section and "measured" in section and "projected" in section
+
+
+def test_on_a_cluster_auto_is_8_and_the_submit_host_gpus_are_not_counted(tmp_path, monkeypatch):
+    """profiles/slurm: the jobs run on the cluster's nodes, so the submit host's GPUs (none here, or a fake 1) decide
+    nothing: nproc_per_node auto is 8, and no gpus resource is set here."""
+    shim = fake_gpus(tmp_path, 1)
+    (shim / "apptainer").write_text('#!/bin/sh\necho "apptainer version 1.4.5"\n')
+    (shim / "apptainer").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    image = {"container": "docker://registry.example.org/pgolf@sha256:" + "0123456789abcdef" * 4}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(json.dumps({**json.loads(Path(pod_overlay(tmp_path)).read_text()), **image}))
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    proc = snakemake(wd, "-n", "--profile", str(REPO / "profiles" / "slurm"), configs=[path], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "CUDA GPU(s) here" not in out
+    found = train_resources(out)
+    assert found and all(nproc == "8" for _, nproc in found), found
