@@ -146,6 +146,8 @@ disk=$(du -sch data/demo_wiki_sp1024 results/pod_rehearsal .cache logs/pod_rehea
   echo
   python3 benchmarks/pod_table.py . --run pod_rehearsal 2>&1
 } > "$table"
-tar czf "$OUT/logs.tar.gz" logs/pod_rehearsal results/pod_rehearsal/*/*.json results/pod_rehearsal/env \
-  ${record:+"$record"} .gpu/rehearsal.yaml 2>/dev/null
+# the FA3 build's log can be megabytes: its last 200 lines only
+tail -n 200 logs/pod_rehearsal/fa3.build.log > "$OUT/fa3.build.tail.log" 2>/dev/null
+tar czf "$OUT/logs.tar.gz" --exclude=fa3.build.log logs/pod_rehearsal results/pod_rehearsal/*/*.json \
+  results/pod_rehearsal/env ${record:+"$record"} .gpu/rehearsal.yaml 2>/dev/null
 cat "$table"
