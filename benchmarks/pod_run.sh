@@ -15,6 +15,9 @@
 #   .fa3src/      flash-attention-0251105a-hopper.bundle (FA3 source; its commit is read from the bundle)
 # The device command (one call, at most 9 minutes):
 #   run(command="bash benchmarks/pod_run.sh", carry=[".gpu", ".fa3src"], timeout_s=600)
+# What comes back in $OUT (8 files): table.md (printed last), machine.txt, install.log, refusal.log, console.log (the
+# run's terminal: job status lines, the closing summary), check.txt, fa3.build.tail.log, logs.tar.gz (step logs,
+# summaries, the record, the overlay).
 # Knobs: CAP (training cap per seed, s; default 20), POD_BUDGET_S (the whole script's budget, default 540: the
 # pipeline gets what is left of it, so the table and the check still come back), OUT (default /tmp/pod_run).
 # On the lent H200, python3 is /opt/torch/.venv/bin/python3 (torch 2.11.0+cu130): the install goes into that venv (a
