@@ -243,6 +243,15 @@ def test_fewer_gpus_than_nproc_per_node_is_refused(tmp_path, monkeypatch):
     assert not (wd / "data").exists()
 
 
+def test_a_dry_run_lists_what_the_preflight_would_refuse(tmp_path, monkeypatch):
+    proc, wd, out = pod(tmp_path, monkeypatch, "-n", gpus=4, nproc_per_node=8, record={"author": ""})
+    assert proc.returncode == 0, out[-3000:]
+    assert "pgolf preflight (a run would stop here): config nproc_per_node: 8 but this machine has 4" in out
+    assert "pgolf preflight (a run would stop here): config record.author is empty" in out
+    assert preflight.dry_run_requested(["snakemake", "-np"]) and preflight.dry_run_requested(["x", "--dry-run"])
+    assert not preflight.dry_run_requested(["snakemake", "--profile", "profiles/pod", "-c", "4"])
+
+
 def train_resources(out: str) -> list[tuple[str, str]]:
     blocks = re.split(r"\n(?=\[[^\]]+\]\nrule )", out)
     found = []

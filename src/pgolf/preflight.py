@@ -89,6 +89,11 @@ def profile_overlays(argv: list[str], environ: dict, given: list[str], bases: li
     return missing
 
 
+def dry_run_requested(argv: list[str]) -> bool:
+    """Whether this command line asks Snakemake for a dry run (``-n``, ``--dry-run``, ``--dryrun``, ``-np``...)."""
+    return any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in argv[1:])
+
+
 def executor_of(argv: list[str], environ: dict, bases: list[str]) -> str:
     """The Snakemake executor of this command line (``--executor``/``-e``, else the ``executor`` of the profile it
     names, else "local"): the Snakefile is read before Snakemake sets up its executor."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from pgolf.data import used_section
 from pgolf.fsio import sha256_file
 from pgolf.preflight import (
+    dry_run_requested,
     executor_of,
     gpu_count,
     machine_problems,
@@ -70,9 +71,14 @@ if _PROBLEMS:
     )
 
 
-# The machine against the config (device cuda: the pod and SLURM profiles), when the run starts (not for -n): GPUs,
-# disk for the data, FA3 and system tools an upstream script needs, a record attempt's author and GitHub id. It refuses
-# before any job, naming the key or the fact and what to do (pgolf.preflight.machine_problems).
+# The machine against the config (device cuda: the pod and SLURM profiles), when the run starts: GPUs, disk for the
+# data, FA3 and system tools an upstream script needs, a record attempt's author and GitHub id. It refuses before any
+# job, naming the key or the fact and what to do (pgolf.preflight.machine_problems); a dry run (-n) only lists them.
+if config["device"] == "cuda" and dry_run_requested(sys.argv):
+    for _problem in machine_problems(config, SCRIPT, os.getcwd(), MACHINE_GPUS, NPROC):
+        print(f"pgolf preflight (a run would stop here): {_problem}", file=sys.stderr)
+
+
 onstart:
     if config["device"] == "cuda":
         _problems = machine_problems(
