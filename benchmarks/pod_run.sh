@@ -54,6 +54,7 @@ python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip >/dev/null 2>&1
 torch_before=$(python3 -c 'import torch; print(torch.__version__)' 2>&1)
 python3 -m pip install --no-index --find-links .gpu/wheels -e '.[pod]' > "$OUT/install.log" 2>&1
 rc=$?
+ok_install=$([ "$rc" -eq 0 ] && [ "$torch_before" = "$(python3 -c 'import torch; print(torch.__version__)' 2>&1)" ] && echo yes || echo no)
 torch_after=$(python3 -c 'import torch; print(torch.__version__)' 2>&1)
 bin=$(python3 -c 'import sys, sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$bin:$PATH"
@@ -92,6 +93,7 @@ rm -rf data/demo_wiki_sp1024 logs/data
 CUDA_VISIBLE_DEVICES= timeout 120 snakemake --profile profiles/pod --configfile .gpu/rehearsal.yaml > "$OUT/refusal.log" 2>&1
 rc=$?
 jobs_ran=$( [ -e data/demo_wiki_sp1024 ] || [ -e logs/data ] && echo "a data job ran" || echo "no job ran")
+ok_refusal=$([ "$rc" -ne 0 ] && [ "$jobs_ran" = "no job ran" ] && grep -q 'no CUDA GPU' "$OUT/refusal.log" && echo yes || echo no)
 row "refusal without GPU" "$(since "$t")" "exit $rc" "$( (grep -m1 'no CUDA GPU' "$OUT/refusal.log" || grep -m1 -i 'gpu' "$OUT/refusal.log") | sed 's/^ *- //' | cut -c1-150); $jobs_ran"
 tail -n 6 "$OUT/refusal.log"
 rm -rf data/demo_wiki_sp1024 logs/data results/pod_rehearsal
@@ -105,6 +107,7 @@ limit=$(( $(left) - 40 ))
 timeout "$limit" snakemake --profile profiles/pod --configfile .gpu/rehearsal.yaml --set-threads data=8 \
   > "$OUT/console.log" 2>&1
 rc=$?
+ok_run=$([ "$rc" -eq 0 ] && echo yes || echo no)
 # the terminal's job status lines ([seed 42 train] 1m05s: ...): how many, and the longest silence within a job
 gaps=$(python3 - "$OUT/console.log" <<'PY'
 import re, sys
@@ -126,10 +129,12 @@ tail -n 25 "$OUT/console.log"
 
 # 3. The record, checked as anyone would; disk; per-step times.
 record=$(ls -d records/track_non_record_16mb/*_pod_rehearsal 2>/dev/null | head -n 1)
+ok_check=no
 t=$(date +%s)
 if [ -n "$record" ]; then
   pgolf check "$record" > "$OUT/check.txt" 2>&1
   rc=$?
+  ok_check=$([ "$rc" -eq 0 ] && echo yes || echo no)
   row "pgolf check $record" "$(since "$t")" "exit $rc" "$(head -n 1 "$OUT/check.txt" | cut -c1-150)"
 else
   row "pgolf check" 0 "-" "no record folder"
@@ -144,6 +149,10 @@ disk=$(du -sch data/demo_wiki_sp1024 results/pod_rehearsal .cache logs/pod_rehea
   echo "| step | s | result | notes |"
   echo "|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  echo
+  verdict=$([ "$ok_install$ok_refusal$ok_run$ok_check" = yesyesyesyes ] && echo PASS || echo FAIL)
+  echo "REHEARSAL $verdict: install (torch untouched) $ok_install, refusal without GPU before any job $ok_refusal," \
+    "pipeline $ok_run, plain pgolf check $ok_check"
   echo
   echo "whole script: $(since "$START") s; disk: $disk"
   echo
