@@ -340,7 +340,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         extra=extra,
         config={"train": train, "quantize": section},
         files=files,
-        console=Console(getattr(args, "console_fd", None), f"seed {args.seed} quantize"),
+        console=Console(
+            getattr(args, "console_fd", None), f"seed {args.seed} quantize", idle="quantizing, compressing"
+        ),
     )
     return 0
 
@@ -372,7 +374,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extra=["--artifact", args.artifact],
         config=config,
         files={"artifact": artifact},
-        console=Console(getattr(args, "console_fd", None), f"seed {args.seed} evaluate"),
+        console=Console(
+            getattr(args, "console_fd", None), f"seed {args.seed} evaluate", idle="loading, compiling, scoring"
+        ),
     )
     metrics = merge_metrics(args.seed, args.run, args.train_summary, args.quantize_summary, args.summary)
     metrics["eval_time_budget_s"] = budget
