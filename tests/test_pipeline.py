@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def pipeline(tmp_path_factory):
     proc = snakemake(wd, configs=base)
     first_run_s = time.perf_counter() - t0
     assert job_counts(proc) == {"data": 1, "fa3": 1, **SCRIPT_CHAIN}
-    return {"wd": wd, "base": base, "script": script, "first_run_s": first_run_s}
+    return {"wd": wd, "base": base, "script": script, "first_run_s": first_run_s, "terminal": proc.stdout + proc.stderr}
 
 
 def test_pipeline_products(pipeline):
@@ -118,6 +119,20 @@ def test_pipeline_products(pipeline):
     # no options: the seed rule comes from the record's track (one seed for a non-record; this record has two)
     check = subprocess.run(["pgolf", "check", str(record)], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_terminal_shows_each_job_and_the_end(pipeline):
+    """Not only the step logs: Snakemake's terminal shows each train/quantize/evaluate job (its status through
+    --console-fd), then the score, the record's path and the next commands (pgolf.console)."""
+    out = pipeline["terminal"]
+    for seed in (1, 2):
+        for step in ("train", "quantize", "evaluate"):
+            assert f"[seed {seed} {step}] " in out and re.search(rf"\[seed {seed} {step}\] \S+: finished", out), step
+    assert re.search(r"\[seed 1 train\] \S+: progress: step \d+/12, loss [\d.]+", out)
+    record = "records/track_non_record_16mb/2026-01-01_pgolf_test"
+    metrics = json.loads((pipeline["wd"] / record / "submission.json").read_text())
+    assert f"val_bpb {metrics['val_bpb']} (mean of 2 seeds" in out
+    assert f"pgolf check {record}" in out and f"pgolf compare {record}" in out and "pull request" in out
 
 
 def test_same_command_again_does_nothing(pipeline):

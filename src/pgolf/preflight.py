@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import ast
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -84,6 +87,29 @@ def profile_overlays(argv: list[str], environ: dict, given: list[str], bases: li
             if os.path.realpath(full) not in have:
                 missing.append((profile, str(full)))
     return missing
+
+
+def dry_run_requested(argv: list[str]) -> bool:
+    """Whether this command line asks Snakemake for a dry run (``-n``, ``--dry-run``, ``--dryrun``, ``-np``...)."""
+    return any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in argv[1:])
+
+
+def executor_of(argv: list[str], environ: dict, bases: list[str]) -> str:
+    """The Snakemake executor of this command line (``--executor``/``-e``, else the ``executor`` of the profile it
+    names, else "local"): the Snakefile is read before Snakemake sets up its executor."""
+    given = _option_values(argv, ("--executor", "-e"))
+    if given:
+        return given[-1]
+    profiles = _option_values(argv, ("--profile",))
+    if not profiles and environ.get("SNAKEMAKE_PROFILE"):
+        profiles = [environ["SNAKEMAKE_PROFILE"]]
+    for profile in reversed(profiles):
+        found = _profile_file(profile, [Path(b) for b in bases])
+        if found is not None:
+            settings = yaml.safe_load(found[1].read_text(encoding="utf-8")) or {}
+            if settings.get("executor"):
+                return str(settings["executor"])
+    return "local"
 
 
 def script_defaults(script: str | os.PathLike) -> dict:
@@ -165,4 +191,218 @@ def path_problems(config: dict, resolve) -> list[str]:
     ref = record.get("reference")
     if ref and not os.path.isdir(resolve(ref)):
         out.append(f"config record.reference: {ref} is not a folder (looked for {resolve(ref)})")
+    return out
+
+
+# --- the pod/SLURM preflight: the machine against the config, before any download or job (issue 26) -------------------
+
+# A full challenge shard: a 1024-byte header and 100M uint16 tokens (a variant's validation split is at most that).
+SHARD_BYTES = 1024 + 2 * 100_000_000
+# What a run needs on disk beyond the data: the FA3 build's sources and objects, compile caches, checkpoints and
+# artifacts of 3 seeds, logs (measured on one H200: about 2 GB; doubled).
+RUN_HEADROOM_BYTES = 4 * 1024**3
+FA3_IMPORT_RE = re.compile(r"^(?:from|import)\s+flash_attn_interface\b", re.MULTILINE)
+# System programs that upstream record scripts run, and the environment variable (with the values) that makes them do
+# it when the script reads one: the 2026-05 frontier (PR #2135) runs lrzip for COMPRESSOR=pergroup and gcc (its
+# online_ngram_state.c) for NGRAM_TILT_ENABLED=1; a script that calls the tool and reads no such variable needs it.
+TOOL_GATES = {"lrzip": ("COMPRESSOR", {"pergroup"}), "gcc": ("NGRAM_TILT_ENABLED", {"1", "true", "True"})}
+TOOL_INSTALL = {"lrzip": "apt-get install -y lrzip", "gcc": "apt-get install -y gcc"}
+RECORD_TRACK = "track_10min_16mb"
+NON_RECORD_TRACK = "track_non_record_16mb"
+
+
+def gpu_count(environ=None, runner=subprocess.run) -> int:
+    """The CUDA GPUs this process may use: `nvidia-smi -L` (0 without it), narrowed by CUDA_VISIBLE_DEVICES when set
+    (empty or -1: none)."""
+    environ = os.environ if environ is None else environ
+    try:
+        proc = runner(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+        listed = [line for line in proc.stdout.splitlines() if line.startswith("GPU ")] if proc.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError):
+        listed = []
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return len(listed)
+    ids = [v.strip() for v in visible.split(",") if v.strip()]
+    if "-1" in ids:
+        ids = ids[: ids.index("-1")]  # CUDA stops at the first invalid id
+    return min(len(ids), len(listed))
+
+
+def resolve_nproc(value, device: str, gpus: int | None) -> int:
+    """config nproc_per_node: a number as given; "auto": the GPUs found here for device cuda (``gpus``; None on a
+    cluster's submit host, where the jobs' nodes have the challenge's 8), 1 on a CPU."""
+    if value != "auto":
+        return int(value)
+    if device != "cuda":
+        return 1
+    return 8 if gpus is None else max(1, min(gpus, 8))
+
+
+def gpu_problems(nproc: int, gpus: int) -> list[str]:
+    """No CUDA GPU, or fewer than nproc_per_node."""
+    if gpus == 0:
+        return [
+            "no CUDA GPU here (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them): config device: cuda trains "
+            "on GPUs; run on a GPU machine (the pod), or use the CPU demo: snakemake --profile profiles/demo"
+        ]
+    if nproc > gpus:
+        return [
+            f"config nproc_per_node: {nproc} but this machine has {gpus} CUDA GPU(s): give nproc_per_node: auto (the "
+            f"machine's count) or at most {gpus} (e.g. --config nproc_per_node={gpus})"
+        ]
+    return []
+
+
+def hub_fetch_bytes(data: dict, out_dir: str | os.PathLike) -> tuple[int, str]:
+    """(bytes the hub data step will still fetch into ``out_dir``, how that was counted): the variant's train shards
+    plus one validation shard, each a full challenge shard at most, less the shard files already there."""
+    hub = data.get("hub") or {}
+    variant = hub.get("variant")
+    repo = (hub.get("repos") or {}).get(variant) or {}
+    shards = int(hub.get("train_shards") or repo.get("train_shards") or 0)
+    want = {f"fineweb_train_{i:06d}.bin" for i in range(shards)} | {"fineweb_val_000000.bin"}
+    have = 0
+    for name in want:
+        path = Path(out_dir, name)
+        if path.is_file():
+            have += min(path.stat().st_size, SHARD_BYTES)
+    need = max(0, len(want) * SHARD_BYTES - have)
+    return need, f"{shards} train shards + the val shard of {variant}, about {SHARD_BYTES / 1e6:.0f} MB each"
+
+
+def disk_problems(config: dict, workdir: str | os.PathLike, free_bytes: int | None = None) -> list[str]:
+    """Free disk at the working folder against what the data step will fetch and what the run writes."""
+    data = config.get("data") or {}
+    need, how = (0, "") if data.get("source") != "hub" else hub_fetch_bytes(data, Path(workdir, "data", data["name"]))
+    if free_bytes is None:
+        free_bytes = shutil.disk_usage(workdir).free
+    total = need + RUN_HEADROOM_BYTES
+    if free_bytes >= total:
+        return []
+    gib = 1024**3
+    what = f"the data step will fetch about {need / gib:.1f} GiB ({how}) and " if need else ""
+    return [
+        f"free disk: {free_bytes / gib:.1f} GiB at {Path(workdir).resolve()}, but {what}the run needs about "
+        f"{RUN_HEADROOM_BYTES / gib:.0f} GiB more (FA3 build, compile caches, checkpoints): free space, give the pod a "
+        f"larger disk or volume, or fetch fewer shards (config data.hub.train_shards)"
+    ]
+
+
+def script_folder_sources(script: str | os.PathLike) -> dict[Path, str]:
+    """The training script and the other .py files of its folder (helpers it imports), by path."""
+    script = Path(script).resolve()
+    files = [script, *sorted(p for p in script.parent.glob("*.py") if p.resolve() != script)]
+    return {p: p.read_text(encoding="utf-8", errors="replace") for p in files if p.is_file()}
+
+
+def fa3_problems(config: dict, script: str | os.PathLike, importable: bool, nvcc: bool) -> list[str]:
+    """An upstream script that imports flash_attn_interface at module level when the fa3 step will not provide it;
+    an FA3 build that is required (fa3.required) without a CUDA compiler."""
+    train = config.get("train") or {}
+    fa3 = config.get("fa3") or {}
+    building = fa3.get("enabled", True) and fa3.get("source") == "build" and not importable
+    if building and fa3.get("required") and not nvcc:
+        return [
+            "config fa3.required is true and fa3.source is build, but there is no CUDA compiler (nvcc) on PATH: put "
+            "the CUDA toolkit's bin on PATH (export PATH=/usr/local/cuda/bin:$PATH), or set fa3.source: wheel"
+        ]
+    if train.get("mode", "staged") != "upstream" or importable or not os.path.exists(script):
+        return []
+    users = [p for p, text in script_folder_sources(script).items() if FA3_IMPORT_RE.search(text)]
+    if not users:
+        return []
+    who = f"train.script {users[0].name} imports flash_attn_interface (FlashAttention 3), which is not installed"
+    if not fa3.get("enabled", True):
+        return [f"{who} and config fa3.enabled is false: set fa3.enabled: true (the fa3 step installs or builds it)"]
+    if fa3.get("source", "wheel") == "build" and not nvcc:
+        return [
+            f"{who}, config fa3.source is build and there is no CUDA compiler (nvcc) on PATH: put the CUDA toolkit's "
+            "bin on PATH, or set fa3.source: wheel (the pinned prebuilt wheel)"
+        ]
+    return []
+
+
+def _env_default(texts, var: str) -> str | None:
+    """The default a script gives ``var`` (``os.environ.get("VAR", "d")`` / ``os.getenv``), None when it reads none."""
+    pattern = re.compile(rf"""(?:environ\.get|getenv)\(\s*["']{re.escape(var)}["']\s*(?:,\s*["']?([^"')]*)["']?)?\)""")
+    for text in texts:
+        m = pattern.search(text)
+        if m:
+            return m.group(1) or ""
+    return None
+
+
+def tool_problems(config: dict, script: str | os.PathLike, which=shutil.which) -> list[str]:
+    """System programs an upstream script runs (lrzip, gcc) that are not on PATH, when the config's train.env (or the
+    script's default) makes it run them."""
+    train = config.get("train") or {}
+    if train.get("mode", "staged") != "upstream" or not os.path.exists(script):
+        return []
+    texts = list(script_folder_sources(script).values())
+    env = {k: str(v) for k, v in (train.get("env") or {}).items()}
+    out = []
+    for tool, (var, values) in TOOL_GATES.items():
+        called = re.compile(rf"""["']{re.escape(tool)}["']\s*,""")
+        if not any(called.search(t) for t in texts) or which(tool):
+            continue
+        default = _env_default(texts, var)
+        value = env.get(var, default)
+        if default is not None and value not in values:
+            continue
+        why = f"with {var}={value}" if default is not None else "(it calls it)"
+        out.append(
+            f"train.script's folder runs `{tool}` {why}, and {tool} is not on PATH: {TOOL_INSTALL[tool]}"
+            + (f" (or set train.env.{var} to another value)" if default is not None else "")
+        )
+    return out
+
+
+def record_problems(record: dict) -> list[str]:
+    """A record attempt needs its author and GitHub id, and the track must agree with record.non_record."""
+    track, non_record = record.get("track"), bool(record.get("non_record"))
+    out = []
+    if track == RECORD_TRACK and non_record:
+        out.append(
+            f"config record.track is {RECORD_TRACK} but record.non_record is true: set record.track: "
+            f"{NON_RECORD_TRACK} for a non-record run, or record.non_record: false for a record attempt"
+        )
+    if track == NON_RECORD_TRACK and not non_record:
+        out.append(
+            f"config record.track is {NON_RECORD_TRACK} but record.non_record is false: set record.non_record: true, "
+            f"or record.track: {RECORD_TRACK} for a record attempt"
+        )
+    if track == RECORD_TRACK and not non_record:
+        for key in ("author", "github_id"):
+            if not str(record.get(key) or "").strip():
+                out.append(
+                    f"config record.{key} is empty: a record attempt ({RECORD_TRACK}) is submitted under your name and "
+                    f"GitHub id: set record.{key} in config/config.yaml or in the file you pass with --configfile "
+                    f"(record: {{author: Your Name, github_id: your-github-id}})"
+                )
+    return out
+
+
+def machine_problems(
+    config: dict,
+    script: str | os.PathLike,
+    workdir: str | os.PathLike,
+    gpus: int | None,
+    nproc: int,
+    importable_fa3: bool | None = None,
+    nvcc: bool | None = None,
+) -> list[str]:
+    """Every pod/SLURM preflight check: GPUs (``gpus``: None where the jobs run elsewhere, a cluster), disk, FA3 and
+    system tools for an upstream script, and the record's identity."""
+    import importlib.util
+
+    if importable_fa3 is None:
+        importable_fa3 = importlib.util.find_spec("flash_attn_interface") is not None
+    if nvcc is None:
+        nvcc = shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc")
+    out = [] if gpus is None else gpu_problems(nproc, gpus)
+    out += disk_problems(config, workdir)
+    out += fa3_problems(config, script, importable_fa3, nvcc)
+    out += tool_problems(config, script)
+    out += record_problems(config.get("record") or {})
     return out

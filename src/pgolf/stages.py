@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pgolf import EVAL_BUDGET_S, fa3, fsio, procs
+from pgolf.console import Console
 from pgolf.data import verify_manifest
 from pgolf.logs import progress_line
 
@@ -167,23 +168,34 @@ def stream(
     cwd: str | os.PathLike | None = None,
     sink: BinaryIO | None = None,
     budget_s: float | None = None,
+    console: Console | None = None,
 ) -> int:
     """Run ``cmd``, echoing its output (stdout and stderr) on stdout with a ``progress:`` line
     (``pgolf.logs.progress_line``) after each logged training step, and writing it to ``sink`` (bytes as written) when
-    given; return the exit code."""
+    given; ``console``: the job's status on the terminal (``pgolf.console``). Return the exit code."""
     proc = procs.popen_guarded(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     killed = procs.guard(proc)
     assert proc.stdout is not None
     out = sys.stdout.buffer
-    for raw in iter(proc.stdout.readline, b""):
-        if sink is not None:
-            sink.write(raw)
-        out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-        progress = progress_line(raw.decode("utf-8", errors="replace"), budget_s)
-        if progress is not None:
-            out.write(progress.encode() + b"\n")
-        out.flush()
-    code = proc.wait()
+    if console is not None:
+        console.start()
+    code = None
+    try:
+        for raw in iter(proc.stdout.readline, b""):
+            if sink is not None:
+                sink.write(raw)
+            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            text = raw.decode("utf-8", errors="replace")
+            progress = progress_line(text, budget_s)
+            if progress is not None:
+                out.write(progress.encode() + b"\n")
+            out.flush()
+            if console is not None:
+                console.line(text, progress)
+        code = proc.wait()
+    finally:
+        if console is not None:
+            console.stop(code)
     if killed.is_set():
         raise RuntimeError(f"{Path(cmd[-1]).name}: stopped: the pipeline that started it is gone or was interrupted")
     return code
@@ -217,7 +229,7 @@ def compile_cache_env(environ, workdir: str | os.PathLike) -> tuple[dict[str, st
     return env, "compile cache: " + " ".join(shown)
 
 
-def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) -> None:
+def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int, console: Console | None = None) -> None:
     """Run the script (under torchrun for nproc >= 1 ranks), streaming its output; raise if it fails."""
     script = str(Path(script).resolve())
     if not Path(script).is_file():
@@ -240,7 +252,7 @@ def launch(script: str, stage_args: list[str], env: dict[str, str], nproc: int) 
     print("+ " + " ".join(f"{k}={v}" for k, v in shown.items()) + " " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     budget = float(env["MAX_WALLCLOCK_SECONDS"]) if "MAX_WALLCLOCK_SECONDS" in env else None
-    returncode = stream(cmd, full_env, budget_s=budget)
+    returncode = stream(cmd, full_env, budget_s=budget, console=console)
     if returncode != 0:
         raise RuntimeError(f"{Path(script).name} {' '.join(stage_args[:2])} failed with exit code {returncode}")
     print(f"stage finished in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -259,6 +271,7 @@ def run_stage(
     extra=(),
     config: dict | None = None,
     files: dict | None = None,
+    console: Console | None = None,
 ) -> None:
     """Run one stage with every output (log, summary, checkpoint or artifact) first written under a temporary
     name; the real names appear only when the stage succeeded, so a failure never leaves a half product and the last
@@ -275,7 +288,7 @@ def run_stage(
         for flag, path in tmp.items():
             args += [f"--{flag}", path]
         try:
-            launch(script, args, env, nproc)
+            launch(script, args, env, nproc, console)
             for flag, path in tmp.items():
                 if not Path(path).exists():
                     raise RuntimeError(f"{Path(script).name} --stage {stage} did not write {outputs[flag]}")
@@ -305,7 +318,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env.update({k: env_value(v) for k, v in json.loads(args.env_json).items()})
     outs = {"checkpoint": args.checkpoint, "summary": args.summary, "logfile": args.logfile}
     config = {"train": train_identity(train, fsio.sha256_file(args.script))}
-    run_stage(args.script, "train", outs, env, args.nproc, config=config)
+    console = Console(getattr(args, "console_fd", None), f"seed {args.seed} train")
+    run_stage(args.script, "train", outs, env, args.nproc, config=config, console=console)
     return 0
 
 
@@ -320,7 +334,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     extra = ["--checkpoint", args.checkpoint, "--code-file", code_file]
     files = {"checkpoint": checkpoint, "code_file": {"path": local_path(code_file), **measure(code_file)}}
     run_stage(
-        args.script, "quantize", outs, env, 0, extra=extra, config={"train": train, "quantize": section}, files=files
+        args.script,
+        "quantize",
+        outs,
+        env,
+        0,
+        extra=extra,
+        config={"train": train, "quantize": section},
+        files=files,
+        console=Console(
+            getattr(args, "console_fd", None), f"seed {args.seed} quantize", idle="quantizing, compressing"
+        ),
     )
     return 0
 
@@ -352,6 +376,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extra=["--artifact", args.artifact],
         config=config,
         files={"artifact": artifact},
+        console=Console(
+            getattr(args, "console_fd", None), f"seed {args.seed} evaluate", idle="loading, compiling, scoring"
+        ),
     )
     metrics = merge_metrics(args.seed, args.run, args.train_summary, args.quantize_summary, args.summary)
     metrics["eval_time_budget_s"] = budget
@@ -425,7 +452,16 @@ def stage_outputs(p: argparse.ArgumentParser, func) -> None:
     """The outputs every stage writes (its summary JSON and the script's own log), and the handler."""
     p.add_argument("--summary", required=True, help="the stage's summary (JSON)")
     p.add_argument("--logfile", required=True, help="the training script's log of this stage")
+    console_option(p)
     p.set_defaults(func=func)
+
+
+def console_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--console-fd",
+        type=int,
+        help="also show the job's status on this file descriptor (the terminal), at least every 30 s: pgolf.console",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 
 from pgolf import TRAIN_BUDGET_S, fa3, fsio
+from pgolf.console import Console
 from pgolf.data import verify_manifest
 from pgolf.logs import best_of_kind, parse_log, upstream_phases
-from pgolf.stages import THREAD_VARS, env_value, stream
+from pgolf.stages import THREAD_VARS, console_option, env_value, stream
 
 DATA_LINKS = "pgolf_data"
 SCRIPT_NAME = "train_gpt.py"
@@ -171,6 +172,7 @@ def run_upstream(
     device: str | None = None,
     budget_s: float | None = None,
     fa3_status: str | os.PathLike | None = None,
+    console_fd: int | None = None,
 ) -> dict:
     """Run one seed of an upstream script in ``workdir``; write its log to ``logfile`` and ``metrics_path``."""
     workdir, logfile = Path(workdir), Path(logfile)
@@ -201,7 +203,7 @@ def run_upstream(
     partial.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(partial, "wb") as sink:
-        code = stream(cmd, full_env, workdir, sink, budget_s)
+        code = stream(cmd, full_env, workdir, sink, budget_s, Console(console_fd, f"seed {seed} train (upstream)"))
     if code != 0:
         raise RuntimeError(f"{script} (seed {seed}) failed with exit code {code}; its output is in {partial}")
     print(f"upstream script finished in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -233,6 +235,7 @@ def _cmd_run_upstream(args: argparse.Namespace) -> int:
         device=args.device,
         budget_s=args.budget_s,
         fa3_status=args.fa3_status,
+        console_fd=getattr(args, "console_fd", None),
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
@@ -260,4 +263,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--logfile", required=True, help="the script's output, as written (the record's train_seed<N>.log)")
     p.add_argument("--metrics", required=True)
     p.add_argument("--fa3-status", help="the fa3 step's status JSON (quoted when the script needs FA3 and lacks it)")
+    console_option(p)
     p.set_defaults(func=_cmd_run_upstream)

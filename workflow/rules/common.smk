@@ -6,7 +6,16 @@ from pathlib import Path
 
 from pgolf.data import used_section
 from pgolf.fsio import sha256_file
-from pgolf.preflight import model_problems, path_problems, script_defaults
+from pgolf.preflight import (
+    dry_run_requested,
+    executor_of,
+    gpu_count,
+    machine_problems,
+    model_problems,
+    path_problems,
+    resolve_nproc,
+    script_defaults,
+)
 from pgolf.stages import config_digest, train_env, train_identity
 
 
@@ -16,7 +25,25 @@ wildcard_constraints:
 
 RUN = config["run"]
 SEEDS = [int(s) for s in config["seeds"]]
-NPROC = int(config["nproc_per_node"])
+# Where the jobs run: on this machine (the pod) or on a cluster's nodes (profiles/slurm: executor slurm).
+EXECUTOR = executor_of(
+    sys.argv, os.environ, [os.getcwd(), workflow.basedir, os.environ.get("PWD", ".")]
+)
+LOCAL = EXECUTOR in ("local", "dryrun", "touch")
+# The machine's CUDA GPUs (nvidia-smi, narrowed by CUDA_VISIBLE_DEVICES); None where the jobs run elsewhere.
+MACHINE_GPUS = gpu_count() if config["device"] == "cuda" and LOCAL else None
+# nproc_per_node: auto is the machine's GPU count (8 on a cluster, 1 on a CPU)
+NPROC = resolve_nproc(config["nproc_per_node"], config["device"], MACHINE_GPUS)
+# No two GPU jobs share a GPU: the gpus resource is the machine's count unless --resources gpus=N gives it.
+if MACHINE_GPUS and "gpus" not in workflow.global_resources:
+    workflow.register_resource("gpus", MACHINE_GPUS)
+if MACHINE_GPUS is not None:
+    _limit = getattr(workflow.global_resources.get("gpus"), "value", None) or "not set"
+    print(
+        f"pgolf: {MACHINE_GPUS} CUDA GPU(s) here; nproc_per_node {NPROC}"
+        f"{' (auto)' if config['nproc_per_node'] == 'auto' else ''}; gpus resource {_limit}",
+        file=sys.stderr,
+    )
 OUT = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 GPUS = NPROC if config["device"] == "cuda" else 0
@@ -37,13 +64,46 @@ SCRIPT = repo_path(config["train"]["script"])
 # Refuse, before any job, a config that cannot work: missing input files, model shapes the script would refuse.
 _PROBLEMS = path_problems(config, repo_path)
 if config["train"].get("mode", "staged") == "staged" and os.path.exists(SCRIPT):
-    _PROBLEMS += model_problems(
-        config["train"], script_defaults(SCRIPT), int(config["nproc_per_node"])
-    )
+    _PROBLEMS += model_problems(config["train"], script_defaults(SCRIPT), NPROC)
 if _PROBLEMS:
     raise WorkflowError(
         "the config cannot work:\n" + "\n".join(f"  - {p}" for p in _PROBLEMS)
     )
+
+
+# The machine against the config (device cuda: the pod and SLURM profiles), when the run starts: GPUs, disk for the
+# data, FA3 and system tools an upstream script needs, a record attempt's author and GitHub id. It refuses before any
+# job, naming the key or the fact and what to do (pgolf.preflight.machine_problems); a dry run (-n) only lists them.
+if config["device"] == "cuda" and dry_run_requested(sys.argv):
+    for _problem in machine_problems(config, SCRIPT, os.getcwd(), MACHINE_GPUS, NPROC):
+        print(f"pgolf preflight (a run would stop here): {_problem}", file=sys.stderr)
+
+
+onstart:
+    if config["device"] == "cuda":
+        _problems = machine_problems(
+            config,
+            SCRIPT,
+            os.getcwd(),
+            MACHINE_GPUS if workflow.local_exec else None,
+            NPROC,
+        )
+        if _problems:
+            raise WorkflowError(
+                "preflight: this run cannot succeed here, so nothing was started:\n"
+                + "\n".join(f"  - {p}" for p in _problems)
+            )
+        _where = (
+            f"{MACHINE_GPUS} GPU(s) here"
+            if workflow.local_exec
+            else f"executor {EXECUTOR}"
+        )
+        print(
+            f"pgolf preflight: ok ({_where}, nproc_per_node {NPROC})",
+            file=sys.stderr,
+        )
+
+
 # train.mode: "staged" (the default: our script, per seed train -> quantize -> evaluate) or "upstream" (an upstream
 # record's train_gpt.py run whole by one rule per seed, which only train.env configures; see config/README.md).
 TRAIN_MODE = config["train"].get("mode", "staged")

@@ -31,5 +31,5 @@ if not UPSTREAM:
             " --seed {wildcards.seed} --run {params.run} --nproc {params.nproc} --eval-json {params.eval:q}"
             " --quantize-json {params.quantize:q}"
             " --train-summary {input.train_summary} --quantize-summary {input.quantize_summary}"
-            " --summary {output.summary} --logfile {output.evallog} --metrics {output.metrics} > {log} 2>&1"
+            " --summary {output.summary} --logfile {output.evallog} --metrics {output.metrics} --console-fd 3 3>&2 > {log} 2>&1"
             " && touch {output.done}"

@@ -12,5 +12,5 @@ rule fa3:
     params:
         fa3=as_json(config["fa3"]),
     shell:
-        "pgolf fa3 --fa3-json {params.fa3:q} --cache-dir .cache/fa3 --status {output.status}"
-        " --environment {output.environment} --build-log {log.build} > {log.step} 2>&1"
+        "pgolf --console-fd 3 fa3 --fa3-json {params.fa3:q} --cache-dir .cache/fa3 --status {output.status}"
+        " --environment {output.environment} --build-log {log.build} 3>&2 > {log.step} 2>&1"

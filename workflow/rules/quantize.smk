@@ -37,5 +37,5 @@ if not UPSTREAM:
         shell:
             "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --seed {wildcards.seed}"
             " --train-summary {input.train_summary} --train-json {params.train:q} --quantize-json {params.quantize:q}"
-            " --code-file {input.shipped} --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} > {log} 2>&1"
+            " --code-file {input.shipped} --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} --console-fd 3 3>&2 > {log} 2>&1"
             " && touch {output.done}"

@@ -1,3 +1,6 @@
+from pgolf.console import closing_summary
+
+
 # The record folder and, for `snakemake --report report.html`, its loss curves and per-seed table.
 report: "../report/workflow.rst"
 
@@ -62,3 +65,11 @@ rule record:
         " --environment {input.environment} --data-manifest {input.data} --settings-json {params.settings:q}"
         " --hparams-json {params.hparams:q} --nproc {params.nproc} {params.staged} --out {params.record_dir}"
         " --report-dir {params.report_dir} --expect-configs {params.configs:q} > {log} 2>&1 && touch {output.done}"
+
+
+# The end of a run, on the terminal: the score, the record's path and the next commands (check, compare, open the pull
+# request); pgolf.console.closing_summary.
+onsuccess:
+    _closing = closing_summary(RECORD_DIR, RECORD_SETTINGS.get("reference"))
+    if _closing:
+        print(_closing, file=sys.stderr)

@@ -26,7 +26,7 @@ if not UPSTREAM:
             "pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run-id {params.run}_seed{wildcards.seed} --nproc {params.nproc} --train-json {params.train:q}"
             " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog}"
-            " --fa3-status {input.fa3} > {log} 2>&1"
+            " --fa3-status {input.fa3} --console-fd 3 3>&2 > {log} 2>&1"
             " && touch {output.done}"
 
 else:
@@ -60,5 +60,5 @@ else:
             "pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run {params.run} --nproc {params.nproc} --env-json {params.env:q} --device {params.device}"
             " --workdir {params.workdir} --logfile {output.trainlog} --metrics {output.metrics}"
-            " --fa3-status {input.fa3} > {log} 2>&1"
+            " --fa3-status {input.fa3} --console-fd 3 3>&2 > {log} 2>&1"
             " && touch {output.done}"
