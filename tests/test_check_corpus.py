@@ -228,6 +228,8 @@ def test_a_packed_latin1_script_is_read_as_python_reads_it(tmp_path):
     problems = check_record(d)
     assert len(problems) == 3
     assert "leaves out 18000 bytes of code the run uses (train_gpt.py, h\u00e9lper.py)" in problems[0]
+    (d / HUMAN_NAME).write_text("def f(:\n")  # a readable copy that is not Python: counted, and no crash
+    assert HUMAN_NAME in check_record(d)[0]
     (d / HUMAN_NAME).write_text(source + "\nX = 2\n")  # not what packs to train_gpt.py: more code the run may use
     human = len((d / HUMAN_NAME).read_bytes())
     assert (
