@@ -205,8 +205,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     packed = out / "packed" / "train_gpt.py"
     packed.parent.mkdir(exist_ok=True)
-    text, how = ship(SCRIPT.read_text(encoding="utf-8"))
-    packed.write_bytes(text.encode("utf-8"))
+    shipped, how = ship(SCRIPT.read_bytes())
+    packed.write_bytes(shipped)
     print(f"{SCRIPT} ({SCRIPT.stat().st_size} bytes) -> {packed} ({packed.stat().st_size} bytes, {how})")
     overrides = dict(kv.split("=", 1) for kv in a.env)
     settings = {**SMALL, **overrides, "SEED": str(a.seed)}

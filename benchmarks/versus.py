@@ -398,8 +398,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             wd = work / "ours"
             shutil.rmtree(wd, ignore_errors=True)
             wd.mkdir(parents=True)
-            packed, _ = ship((REPO / "src/pgolf/train_gpt.py").read_text())
-            (wd / "train_gpt.py").write_text(packed)  # the bytes a record ships: the artifact counts these
+            packed, _ = ship((REPO / "src/pgolf/train_gpt.py").read_bytes())
+            (wd / "train_gpt.py").write_bytes(packed)  # the bytes a record ships: the artifact counts these
             d = Path(base["DATA_PATH"])
             env = {
                 **base,

@@ -150,12 +150,13 @@ SCORES = {42: (1.0810, 1.0790), 314: (1.0812, 1.0795), 999: (1.0809, 1.0788)}
 
 
 def make_folder(
-    tmp_path: Path, track: str = RECORD, val_bpb: float | None = None, script: str = "print(1)\n", **log_kw
+    tmp_path: Path, track: str = RECORD, val_bpb: float | None = None, script: str | bytes = "print(1)\n", **log_kw
 ) -> Path:
     d = tmp_path / track / "2026-04-01_Synthetic"
     d.mkdir(parents=True)
     (d / "README.md").write_text("# synthetic\n")
-    (d / "train_gpt.py").write_text(script)
+    script = script if isinstance(script, bytes) else script.encode()
+    (d / "train_gpt.py").write_bytes(script)
     for seed, (sw, ttt) in SCORES.items():
         (d / f"train_seed{seed}.log").write_text(upstream_log(seed, sw, ttt, code=len(script), **log_kw))
     mean_sliding = sum(sw for sw, _ in SCORES.values()) / 3
@@ -213,6 +214,30 @@ def test_helper_code_the_run_uses_counts_toward_the_cap(tmp_path):
     assert "leaves out 18000 bytes of code the run uses (train_gpt.py, helper_kernels.py)" in problems[0]
     (d / "helper_kernels.py").write_text("x = 1\n")  # small enough: within the cap
     assert check_record(d) == []
+
+
+def test_a_packed_latin1_script_is_read_as_python_reads_it(tmp_path):
+    """A packed script is latin-1 (pgolf pack): its text is read in its declared coding, so the helper its docstring
+    names (not ASCII) is found and counted, and its readable copy (train_gpt_human.py, named there too) is not."""
+    from pgolf.pack import HUMAN_NAME, pack
+
+    source = '"""Loads its kernels from h\u00e9lper.py."""\n' + "exec(open('h\u00e9lper.py').read())\n" * 200
+    packed = pack(source)
+    assert b"h\xe9lper.py" in packed and HUMAN_NAME.encode() in packed  # latin-1 bytes: not UTF-8
+    d = make_folder(tmp_path, script=packed, model=15_990_000)
+    (d / HUMAN_NAME).write_text(source)
+    (d / "h\u00e9lper.py").write_text("x = 1\n" * 3000)
+    problems = check_record(d)
+    assert len(problems) == 3
+    assert "leaves out 18000 bytes of code the run uses (train_gpt.py, h\u00e9lper.py)" in problems[0]
+    (d / HUMAN_NAME).write_text("def f(:\n")  # a readable copy that is not Python: counted, and no crash
+    assert HUMAN_NAME in check_record(d)[0]
+    (d / HUMAN_NAME).write_text(source + "\nX = 2\n")  # not what packs to train_gpt.py: more code the run may use
+    human = len((d / HUMAN_NAME).read_bytes())
+    assert (
+        f"leaves out {18000 + human} bytes of code the run uses (train_gpt.py, h\u00e9lper.py, {HUMAN_NAME})"
+        in (check_record(d)[0])
+    )
 
 
 def test_inconsistencies_are_warnings_not_failures(tmp_path):

@@ -108,7 +108,7 @@ def test_pipeline_products(pipeline):
     assert not any(n.startswith(".") for n in names), names  # nothing but the record's own files
     # the packed script ships, its bytes counted everywhere; the readable source beside it
     shipped = (record / "train_gpt.py").read_bytes()
-    assert shipped == ship(pipeline["script"].read_text())[0].encode() and len(shipped) <= 30_000
+    assert shipped == ship(pipeline["script"].read_bytes())[0] and len(shipped) <= 30_000
     assert (record / "train_gpt_human.py").read_bytes() == pipeline["script"].read_bytes()
     sub = json.loads((record / "submission.json").read_text())
     assert sorted(int(s) for s in sub["seeds"]) == [1, 2]

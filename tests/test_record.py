@@ -650,7 +650,7 @@ def packed_run(tmp_path) -> dict:
 
     packed = tmp_path / "ship" / "train_gpt.py"
     packed.parent.mkdir()
-    packed.write_bytes(ship(SOURCE.read_text())[0].encode())
+    packed.write_bytes(ship(SOURCE.read_bytes())[0])
     run_dir = tmp_path / "results" / "run1"
     dirs = [make_seed(run_dir, s, bpb, loss, packed.stat().st_size) for s, (bpb, loss) in SEEDS.items()]
     return {"script": packed, "source": SOURCE, "dirs": dirs, "out": tmp_path / "records" / "2026-05-01_Test"}

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgolf.logs import metric_kind
+from pgolf.pack import HUMAN_NAME, read_source_text, ship
 from pgolf.recordfolder import (
     NON_RECORD_TRACK,
     RECORD_TRACK,
@@ -373,19 +374,11 @@ def _used_code(record_dir: Path, script: Path | None, texts: list[str]) -> list[
         and len(p.relative_to(record_dir).parts) <= 3
     ]
     if script is not None:  # the readable copy of a packed script is that script, not more code (pgolf pack)
-        from pgolf.pack import HUMAN_NAME, ship
-
         packed = script.read_bytes()
-        files = [
-            p
-            for p in files
-            if not (
-                p.name == HUMAN_NAME and ship(p.read_text(encoding="utf-8", errors="replace"))[0].encode() == packed
-            )
-        ]
+        files = [p for p in files if not (p.name == HUMAN_NAME and _packs_to(p, packed))]
     queue = list(texts)
-    if script is not None:
-        queue.append(script.read_text(encoding="utf-8", errors="replace"))
+    if script is not None:  # a packed script is latin-1 (its coding line): read as Python reads it
+        queue.append(read_source_text(script))
     used: list[Path] = []
     while queue:
         text = queue.pop()
@@ -396,8 +389,16 @@ def _used_code(record_dir: Path, script: Path | None, texts: list[str]) -> list[
                 rf"(?<![\w.]){re.escape(p.stem)}(?![\w])", text
             ):
                 used.append(p)
-                queue.append(p.read_text(encoding="utf-8", errors="replace"))
+                queue.append(read_source_text(p))
     return used
+
+
+def _packs_to(source: Path, packed: bytes) -> bool:
+    """Whether ``pgolf pack`` makes ``packed`` of the file ``source`` (False for a source it cannot read or parse)."""
+    try:
+        return ship(source.read_bytes())[0] == packed
+    except (SyntaxError, ValueError):
+        return False
 
 
 def inspect_record(

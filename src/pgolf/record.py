@@ -296,7 +296,7 @@ def build_record(
             raise FileNotFoundError(f"{human}: file not found")
         if human.read_bytes() == script.read_bytes():
             human = None
-        elif ship(human.read_text(encoding="utf-8"))[0].encode("utf-8") != script.read_bytes():
+        elif ship(human.read_bytes())[0] != script.read_bytes():
             raise ValueError(f"{script} is not what `pgolf pack` makes of {human}: the readable copy would not match")
     verify_seed_files(seeds, script, expected_configs)
     environment = dict(environment or {})

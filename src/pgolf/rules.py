@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pgolf.pack import read_source_text
 from pgolf.recordfolder import RECORD_TRACK, RecordFolder, code_difference, code_recipe, counted_code_size
 
 VIOLATION, WARNING, NOTE = "violation", "warning", "note"
@@ -205,9 +206,9 @@ def logged_code_is_shipped_code(folder: RecordFolder, report) -> None:
     script = folder.script
     if script is None:
         return
-    shipped = script.read_text(encoding="utf-8", errors="replace")
+    shipped = read_source_text(script)
     others = {
-        p.read_text(encoding="utf-8", errors="replace")
+        read_source_text(p)
         for p in folder.path.rglob("*.py")
         if p.is_file() and p != script and len(p.relative_to(folder.path).parts) <= 3
     }
@@ -235,7 +236,7 @@ def counted_code_matches(folder: RecordFolder, report) -> None:
     if script is None:
         return
     size = script.stat().st_size
-    text = script.read_text(encoding="utf-8", errors="replace")
+    text = read_source_text(script)
     recipe = code_recipe(text)
     for rel in report.backing:
         info = folder.logs[rel]
