@@ -1550,22 +1550,26 @@ def hessian_for(name: str, hessians: dict | None) -> torch.Tensor | None:
     return (hessians or {}).get(name.replace(".c_k.", ".c_q.").replace(".c_v.", ".c_q."))
 
 
-def quantize_state(state: dict[str, torch.Tensor], args: Hyperparameters, hessians: dict | None = None):
-    """Returns (payload, group of each tensor). payload: q (int8 values), scales (fp16 per row), bits, floats."""
+def quantize_state(state: dict[str, torch.Tensor], args: Hyperparameters, hessians: dict | None = None, device="cpu"):
+    """Returns (payload, group of each tensor). payload: q (int8 values), scales (fp16 per row), bits, floats; on the
+    CPU. The clip search and GPTQ run on `device` (the quantize stage: CUDA when present, seconds instead of minutes);
+    each device gives the same codes run to run (GPTQ in float64), and CPU and GPU agree unless a weight lies within
+    float64 rounding of a rounding boundary (benchmarks/overhead_gpu.sh compares the two artifacts)."""
     payload, groups = {"q": {}, "scales": {}, "bits": {}, "floats": {}}, {}
     for name, t in state.items():
-        t = t.detach().float().cpu()
+        t = t.detach().float()
         groups[name], bits = tensor_group(name, t, args)
         if bits >= 16:
-            payload["floats"][name] = t if bits == 32 else t.half()
+            payload["floats"][name] = (t if bits == 32 else t.half()).cpu()
             continue
         qmax, H = 2 ** (bits - 1) - 1, hessian_for(name, hessians) if args.gptq else None
+        t, H = t.to(device), None if H is None else H.to(device)
         s = row_scales(t, qmax, None if H is None else H.diag().float()[None], args.quant_clip_search)
         if H is not None:
             q = gptq_quantize(t, H, s, qmax, args.gptq_block, args.gptq_damp)
         else:
             q = (t / s).round().clamp(-qmax, qmax).to(torch.int8)
-        payload["q"][name], payload["scales"][name], payload["bits"][name] = q, s.squeeze(1).half(), bits
+        payload["q"][name], payload["scales"][name], payload["bits"][name] = q.cpu(), s.squeeze(1).half().cpu(), bits
     return payload, groups
 
 
@@ -1892,13 +1896,31 @@ def choose_encoding(payload: dict, meta: dict, codecs: list, layouts: list, args
     return codec, layout, blob, report
 
 
+def group_bytes(payload: dict, groups: dict, meta: dict, codec: str, layout: str, args: Hyperparameters) -> dict:
+    """{group: bytes of its tensors encoded alone} (what `encode` gives for the group's part of the payload), every
+    group's chunks compressed in one thread pool, slowest first: the groups' sizes in about the time of one."""
+    raws = {}
+    for g in sorted(set(groups.values())):
+        names = {n for n, gg in groups.items() if gg == g}
+        raws[g] = serialize({k: {n: v for n, v in d.items() if n in names} for k, d in payload.items()}, meta, layout)
+    jobs = sorted(((g, c) for g, raw in raws.items() for c in split_chunks(raw, args)), key=lambda j: -len(j[1]))
+    sizes = dict.fromkeys(raws, 0)
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        for (g, _), n in zip(jobs, pool.map(lambda j: len(compress_chunk(j[1], codec, args)), jobs), strict=True):
+            sizes[g] += 4 + n
+    return {g: len(artifact_head(raw, codec)) + 4 + sizes[g] for g, raw in raws.items()}
+
+
 def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, hessians=None, code_file=None) -> dict:
     """Quantize, pick the smallest encoding, prune only if the cap needs it, write `path` atomically; log and
     return the size report (per group: params, bits, bytes of the group's tensors compressed alone)."""
     t0 = time.perf_counter()
     use_h = bool(args.gptq and hessians)
     rt.log(f"gptq:{'on' if use_h else 'off'}" + ("" if use_h or not args.gptq else " (no Hessians: clip search only)"))
-    payload, groups = quantize_state(state, args, hessians if use_h else None)
+    t_quant = time.perf_counter()
+    payload, groups = quantize_state(state, args, hessians if use_h else None, rt.device)
+    t_quant = time.perf_counter() - t_quant
+    rt.log(f"quantize_weights: device:{rt.device.type} time:{t_quant:.1f}s")
     meta = artifact_meta(args)
     codecs = [
         c for c in choices(args.compressor, CODECS, "COMPRESSOR") if {"zstd": zstandard, "brotli": brotli}.get(c, 1)
@@ -1915,7 +1937,7 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and 0 < args.quant_fit_mlp_bits < mlp_bits:
         rt.log(f"fit_cap: {code_bytes + len(blob)} bytes at int{mlp_bits} MLP; MLP now int{args.quant_fit_mlp_bits}")
         args = args.replace(quant_bits_mlp=args.quant_fit_mlp_bits)  # this export only
-        payload, groups = quantize_state(state, args, hessians if use_h else None)
+        payload, groups = quantize_state(state, args, hessians if use_h else None, rt.device)
         blob = encode(payload, meta, codec, layout, args)
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and args.prune_max_frac > 0:
         order = prune_order(payload)
@@ -1934,17 +1956,19 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         blob = encode(payload, meta, codec, layout, args)
         rt.log(f"prune_to_fit: fraction:{frac:.6f} of nonzero matrix weights zeroed -> model {len(blob)} bytes")
     write_atomic(path, lambda f: f.write(blob), "artifact")
+    t_report = time.perf_counter()
     report = {}
-    for g in sorted(set(groups.values())):
+    sizes = group_bytes(payload, groups, meta, codec, layout, args)
+    for g, size in sizes.items():
         names = {n for n, gg in groups.items() if gg == g}
-        sub = {k: {n: v for n, v in d.items() if n in names} for k, d in payload.items()}
         bits = sorted({tensor_group(n, state[n], args)[1] for n in names})
         report[g] = {
             "tensors": len(names),
             "params": sum(state[n].numel() for n in names),
             "bits": bits[0] if len(bits) == 1 else bits,
-            "bytes": len(encode(sub, meta, codec, layout, args)),
+            "bytes": size,
         }
+    t_report = time.perf_counter() - t_report
     tag = f"int{args.quant_bits_matrix}_{codec}"
     total = code_bytes + len(blob)
     rt.log(f"quant_groups (bytes: each group compressed alone):{json.dumps(report, sort_keys=True)}")
@@ -1967,7 +1991,10 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         "compressor": codec,
         "layout": layout,
         "encodings": encodings,
+        "quantize_weights_s": t_quant,
+        "quantize_device": rt.device.type,
         "encoding_choice_s": t_choice,
+        "group_report_s": t_report,
         "gptq": use_h,
         "prune_frac": frac,
         "groups": report,

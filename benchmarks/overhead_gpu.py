@@ -1,0 +1,214 @@
+"""Per-seed overhead on one GPU: everything a seed's three steps spend beyond training and scoring (issue 26, item 9).
+
+    python benchmarks/overhead_gpu.py --data DIR --out OUT [--seeds 2] [--cap 8] [--budget 280]
+
+Runs each seed's train -> quantize -> evaluate as the pipeline runs them (`pgolf.stages.launch`: torchrun for train and
+evaluate, a plain process for quantize, the compile caches under the working folder's `.cache/`, one thread per rank as
+Snakemake gives the rules) with the production config (`config/config.yaml`) except:
+- one pod rank's work per step: TRAIN_BATCH_TOKENS = 48 x 2048 and GRAD_ACCUM_STEPS=1, the micro-batch each of the
+  8 ranks of a pod runs, so the compile, the warm-up steps and the step time are those of a pod's rank;
+- a short training cap (`--cap`, GPTQ_RESERVE_SECONDS=2) and VAL_TOKENS_LIMIT (`--val-tokens`) for the scoring: both
+  are outside the overhead, which is what this measures;
+- the over-cap path off (QUANT_FIT_MLP_BITS=0, PRUNE_MAX_FRAC=0, ENFORCE_CAP=0): a model trained for seconds
+  compresses worse than a real one, and a real one fits without refitting or pruning (issue 26: measure on a
+  checkpoint that fits).
+The first seed starts with empty compile caches (a fresh pod), the others reuse them. Then seed 1's checkpoint is
+quantized again on the GPU (the same bytes run to run?) and on the CPU (CUDA hidden, all cores: do CPU and GPU agree?),
+while the time budget lasts.
+
+DIR holds blogs_train_000000.bin (or any *train*.bin), fineweb_val_prefix_sp1024.bin and fineweb_1024_bpe.model.
+OUT gets table.md (printed too), one log per step and the steps' summaries (logs.tar.gz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE / "src"))
+
+from pgolf.stages import EVAL_ENV, QUANTIZE_ENV, launch, section_env, train_env  # noqa: E402
+
+SCRIPT = HERE / "src" / "pgolf" / "train_gpt.py"
+T0 = time.perf_counter()
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(stage: str, extra: list[str], env: dict, nproc: int, log: Path, threads: int = 1) -> float:
+    """One stage through the pipeline's launcher, its output into `log`; returns its wall time (the process's)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # Snakemake's threads for the rule (launch splits them per rank)
+    t = time.perf_counter()
+    with open(log, "w") as f:  # launch() echoes the stage's output to sys.stdout (and its .buffer)
+        old, sys.stdout = sys.stdout, f
+        try:
+            launch(str(SCRIPT), ["--stage", stage, *extra], env, nproc)
+        except RuntimeError as e:
+            print(f"FAILED: {e}", flush=True)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stdout = old
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/pgolf-overhead"))
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--cap", type=float, default=8.0, help="training cap in seconds (MAX_WALLCLOCK_SECONDS)")
+    p.add_argument("--val-tokens", type=int, default=262144)
+    p.add_argument("--budget", type=float, default=280.0, help="seconds: later steps are skipped past it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a knob for every step (tests)")
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(a.workdir)  # the compile caches go to <workdir>/.cache (empty at first: a fresh pod)
+    cfg = yaml.safe_load((HERE / "config" / "config.yaml").read_text())
+    train = {k: v for k, v in cfg["train"].items() if k != "mode"}
+    seq = int(train["train_seq_len"])
+    trains = sorted(glob.glob(str(a.data / "*train*.bin")))
+    if not trains:
+        raise SystemExit(f"{a.data}: no *train*.bin shard (see benchmarks/overhead_gpu.sh stage)")
+    data = {
+        "TRAIN_FILES": trains[0],
+        "VAL_FILES": str(a.data / "fineweb_val_prefix_sp1024.bin"),
+        "TOKENIZER_PATH": str(a.data / "fineweb_1024_bpe.model"),
+        "VOCAB_SIZE": "1024",
+        "VAL_BYTES_FILES": "",
+    }
+    tenv = {
+        **train_env(train),
+        **data,
+        "MAX_WALLCLOCK_SECONDS": str(a.cap),
+        "GPTQ_RESERVE_SECONDS": "2",
+        "TRAIN_BATCH_TOKENS": str(48 * seq),
+        "GRAD_ACCUM_STEPS": "1",
+        "VAL_TOKENS_LIMIT": str(a.val_tokens),
+        "TRAIN_LOG_EVERY": "50",
+    }
+    quant = {**cfg["quantize"], "quant_fit_mlp_bits": 0, "prune_max_frac": 0, "enforce_cap": False}
+    qenv = section_env(quant, QUANTIZE_ENV, "quantize")
+    ev = {k: v for k, v in cfg["eval"].items() if k != "time_budget_s"}
+    eenv = {**section_env(ev, EVAL_ENV, "eval"), **data, "VAL_TOKENS_LIMIT": str(a.val_tokens)}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        for env in (tenv, qenv, eenv):
+            env[k] = v
+    rows, checks = [], []
+    res = a.workdir / "results"
+    res.mkdir(exist_ok=True)
+
+    def left() -> float:
+        return a.budget - (time.perf_counter() - T0)
+
+    def write_table() -> None:
+        lines = [
+            f"# Per-seed overhead, one GPU ({a.seeds} seeds, cap {a.cap} s, one pod rank's batch; "
+            f"{time.perf_counter() - T0:.0f} s so far)",
+            "",
+            "| seed | caches | train start-up | train rest | quantize (weights / choice / groups) | "
+            "eval load | eval compile | eval rest | **overhead** | trained | scored |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            q = r.get("q", {})
+            qs = (
+                f"{r['quantize']:.1f} ({q.get('quantize_weights_s', 0):.1f} / {q.get('encoding_choice_s', 0):.1f} / "
+                f"{q.get('group_report_s', 0):.1f}, {q.get('quantize_device', '?')})"
+                if "quantize" in r
+                else "-"
+            )
+            e = r.get("e", {})
+            t = r.get("t", {})
+            trained = t.get("train_time_s", 0.0) + t.get("gptq_calib_time_s", 0.0)
+            walls = [r.get(k) for k in ("train", "quantize", "eval")]
+            over = sum(w for w in walls if w) - trained - e.get("eval_time_s", 0.0) if all(walls) else None
+            train_rest = r["train"] - trained - t.get("startup_s", 0.0) if "train" in r and t else None
+            eval_rest = r["eval"] - e["eval_time_s"] - e["load_s"] - e["compile_s"] if e else None
+
+            def f(x):
+                return "-" if x is None else f"{x:.1f}"
+
+            lines.append(
+                f"| {r['seed']} | {r['caches']} | {f(t.get('startup_s'))} | {f(train_rest)} | {qs} | "
+                f"{f(e.get('load_s'))} | {f(e.get('compile_s'))} | {f(eval_rest)} | **{f(over)}** | "
+                f"{f(trained if t else None)} | {f(e.get('eval_time_s'))} |"
+            )
+        lines += ["", *checks, ""]
+        text = "\n".join(lines)
+        (a.out / "table.md").write_text(text)
+
+    try:
+        for i in range(a.seeds):
+            seed = 1 + i
+            d = res / f"seed_{seed}"
+            d.mkdir(exist_ok=True)
+            r = {"seed": seed, "caches": "cold" if i == 0 else "warm"}
+            rows.append(r)
+            if left() < 90:
+                checks.append(f"seed {seed}: skipped, {left():.0f} s of the budget left")
+                break
+            env = {**tenv, "SEED": str(seed), "RUN_ID": f"overhead_seed{seed}"}
+            ck = ["--checkpoint", str(d / "checkpoint.pt"), "--summary", str(d / "train.json")]
+            r["train"] = run("train", [*ck, "--logfile", str(d / "train.txt")], env, 1, a.out / f"s{seed}_train.log")
+            r["t"] = json.loads((d / "train.json").read_text())
+            write_table()
+            qa = ["--checkpoint", str(d / "checkpoint.pt"), "--artifact", str(d / "model.ptz")]
+            qa += ["--code-file", str(SCRIPT), "--summary", str(d / "quantize.json"), "--logfile", str(d / "q.txt")]
+            r["quantize"] = run("quantize", qa, {**qenv, "SEED": str(seed)}, 0, a.out / f"s{seed}_quantize.log")
+            r["q"] = json.loads((d / "quantize.json").read_text())
+            write_table()
+            ea = ["--artifact", str(d / "model.ptz"), "--summary", str(d / "eval.json"), "--logfile", str(d / "e.txt")]
+            r["eval"] = run("eval", ea, {**eenv, "SEED": str(seed)}, 1, a.out / f"s{seed}_eval.log")
+            r["e"] = json.loads((d / "eval.json").read_text())
+            write_table()
+        d = res / "seed_1"
+        ref = d / "model.ptz"
+        for name, extra_env, threads, hide in (("gpu_again", {}, 1, False), ("cpu", {}, os.cpu_count() or 1, True)):
+            if not ref.is_file() or left() < (30 if not hide else 90):
+                checks.append(f"quantize {name}: skipped ({left():.0f} s of the budget left)")
+                continue
+            art = d / f"model_{name}.ptz"
+            qa = ["--checkpoint", str(d / "checkpoint.pt"), "--artifact", str(art), "--code-file", str(SCRIPT)]
+            qa += ["--summary", str(d / f"quantize_{name}.json"), "--logfile", str(d / f"q_{name}.txt")]
+            if hide:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ""
+            try:
+                wall = run("quantize", qa, {**qenv, "SEED": "1", **extra_env}, 0, a.out / f"s1_q_{name}.log", threads)
+            finally:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            q = json.loads((d / f"quantize_{name}.json").read_text())
+            same = sha(art) == sha(ref)
+            checks.append(
+                f"quantize seed 1 again, {name} ({q['quantize_device']}, {threads} threads): {wall:.1f} s "
+                f"(weights {q['quantize_weights_s']:.1f} s); artifact {'IDENTICAL to' if same else 'DIFFERS from'} "
+                f"the first ({art.stat().st_size} vs {ref.stat().st_size} bytes)"
+            )
+            write_table()
+    finally:
+        write_table()
+        with tarfile.open(a.out / "logs.tar.gz", "w:gz") as tar:
+            for f in sorted(res.rglob("*")):
+                if f.suffix in (".json", ".txt"):
+                    tar.add(f, arcname=str(f.relative_to(res)))
+        print((a.out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
