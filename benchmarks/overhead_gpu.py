@@ -17,16 +17,17 @@ quantized again on the GPU (the same bytes run to run?) and on the CPU (CUDA hid
 while the time budget lasts.
 
 DIR holds blogs_train_000000.bin (or any *train*.bin), fineweb_val_prefix_sp1024.bin and fineweb_1024_bpe.model.
-OUT gets table.md (printed too), one log per step and the steps' summaries (logs.tar.gz).
+OUT gets table.md (printed too), compare.log and logs.tar.gz (each step's output, log and summary).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import tarfile
 import time
@@ -37,14 +38,44 @@ import yaml
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE / "src"))
 
-from pgolf.stages import EVAL_ENV, QUANTIZE_ENV, launch, section_env, train_env  # noqa: E402
+from pgolf.stages import EVAL_ENV, QUANTIZE_ENV, THREAD_VARS, launch, section_env, train_env  # noqa: E402
 
 SCRIPT = HERE / "src" / "pgolf" / "train_gpt.py"
 T0 = time.perf_counter()
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def compare(checkpoint: Path) -> int:
+    """The quantized weights (codes, scales, floats) of `checkpoint` with the stage's settings (the environment) on the
+    GPU twice and on the CPU (every core): prints one "- " line per comparison."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_gpt_overhead", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    args = mod.Hyperparameters.from_env().with_model(ckpt["model"], str(checkpoint))
+    hs = ckpt.get("hessians") if args.gptq else None
+    out, secs = {}, {}
+    gpu = "cuda" if torch.cuda.is_available() else "cpu"  # (a CPU machine compares the CPU with itself)
+    for name, device in (("gpu", gpu), ("gpu again", gpu), ("cpu", "cpu")):
+        t = time.perf_counter()
+        out[name] = mod.quantize_state(ckpt["state_dict"], args, hs, device)[0]
+        secs[name] = time.perf_counter() - t
+        print(f"{name} ({device}): {secs[name]:.1f} s ({torch.get_num_threads()} CPU threads)", flush=True)
+    ref = out["gpu"]
+    for name in ("gpu again", "cpu"):
+        diff, total = 0, 0
+        for part in ("q", "scales", "floats"):
+            for k, v in ref[part].items():
+                diff += int((out[name][part][k] != v).sum())
+                total += v.numel()
+        print(
+            f"- {name} ({secs[name]:.1f} s) vs gpu ({secs['gpu']:.1f} s): "
+            f"{'IDENTICAL' if diff == 0 else f'{diff} of {total} values differ'} (codes, scales and floats; GPTQ "
+            f"{'on' if hs else 'off'}, {torch.get_num_threads()} CPU threads)"
+        )
+    return 0
 
 
 def run(stage: str, extra: list[str], env: dict, nproc: int, log: Path, threads: int = 1) -> float:
@@ -74,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-tokens", type=int, default=262144)
     p.add_argument("--budget", type=float, default=280.0, help="seconds: later steps are skipped past it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a knob for every step (tests)")
+    p.add_argument("--compare", type=Path, help="(internal) compare the quantized weights of this checkpoint")
     a = p.parse_args(argv)
+    if a.compare:
+        return compare(a.compare)
     a.out.mkdir(parents=True, exist_ok=True)
     a.workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(a.workdir)  # the compile caches go to <workdir>/.cache (empty at first: a fresh pod)
@@ -160,51 +194,45 @@ def main(argv: list[str] | None = None) -> int:
             d.mkdir(exist_ok=True)
             r = {"seed": seed, "caches": "cold" if i == 0 else "warm"}
             rows.append(r)
-            if left() < 90:
+            if left() < 60:
                 checks.append(f"seed {seed}: skipped, {left():.0f} s of the budget left")
                 break
             env = {**tenv, "SEED": str(seed), "RUN_ID": f"overhead_seed{seed}"}
             ck = ["--checkpoint", str(d / "checkpoint.pt"), "--summary", str(d / "train.json")]
-            r["train"] = run("train", [*ck, "--logfile", str(d / "train.txt")], env, 1, a.out / f"s{seed}_train.log")
+            r["train"] = run("train", [*ck, "--logfile", str(d / "train.txt")], env, 1, res / f"s{seed}_train.log")
             r["t"] = json.loads((d / "train.json").read_text())
             write_table()
             qa = ["--checkpoint", str(d / "checkpoint.pt"), "--artifact", str(d / "model.ptz")]
             qa += ["--code-file", str(SCRIPT), "--summary", str(d / "quantize.json"), "--logfile", str(d / "q.txt")]
-            r["quantize"] = run("quantize", qa, {**qenv, "SEED": str(seed)}, 0, a.out / f"s{seed}_quantize.log")
+            r["quantize"] = run("quantize", qa, {**qenv, "SEED": str(seed)}, 0, res / f"s{seed}_quantize.log")
             r["q"] = json.loads((d / "quantize.json").read_text())
             write_table()
             ea = ["--artifact", str(d / "model.ptz"), "--summary", str(d / "eval.json"), "--logfile", str(d / "e.txt")]
-            r["eval"] = run("eval", ea, {**eenv, "SEED": str(seed)}, 1, a.out / f"s{seed}_eval.log")
+            r["eval"] = run("eval", ea, {**eenv, "SEED": str(seed)}, 1, res / f"s{seed}_eval.log")
             r["e"] = json.loads((d / "eval.json").read_text())
             write_table()
-        d = res / "seed_1"
-        ref = d / "model.ptz"
-        for name, extra_env, threads, hide in (("gpu_again", {}, 1, False), ("cpu", {}, os.cpu_count() or 1, True)):
-            if not ref.is_file() or left() < (30 if not hide else 90):
-                checks.append(f"quantize {name}: skipped ({left():.0f} s of the budget left)")
-                continue
-            art = d / f"model_{name}.ptz"
-            qa = ["--checkpoint", str(d / "checkpoint.pt"), "--artifact", str(art), "--code-file", str(SCRIPT)]
-            qa += ["--summary", str(d / f"quantize_{name}.json"), "--logfile", str(d / f"q_{name}.txt")]
-            if hide:
-                os.environ["CUDA_VISIBLE_DEVICES"] = ""
-            try:
-                wall = run("quantize", qa, {**qenv, "SEED": "1", **extra_env}, 0, a.out / f"s1_q_{name}.log", threads)
-            finally:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            q = json.loads((d / f"quantize_{name}.json").read_text())
-            same = sha(art) == sha(ref)
-            checks.append(
-                f"quantize seed 1 again, {name} ({q['quantize_device']}, {threads} threads): {wall:.1f} s "
-                f"(weights {q['quantize_weights_s']:.1f} s); artifact {'IDENTICAL to' if same else 'DIFFERS from'} "
-                f"the first ({art.stat().st_size} vs {ref.stat().st_size} bytes)"
+        ck = res / "seed_1" / "checkpoint.pt"
+        if ck.is_file() and left() > 20:
+            os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+            t = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, __file__, "--compare", str(ck), "--data", str(a.data), "--out", str(a.out)],
+                env={**os.environ, **qenv, **{k: str(os.cpu_count() or 1) for k in THREAD_VARS}},
+                capture_output=True,
+                text=True,
+                timeout=max(left(), 1),
             )
-            write_table()
+            (a.out / "compare.log").write_text(proc.stdout + proc.stderr)
+            checks.append(f"quantized weights of seed 1, CPU vs GPU ({time.perf_counter() - t:.0f} s):")
+            found = [line for line in proc.stdout.splitlines() if line.startswith("- ")]
+            checks += found or ["- FAILED, see compare.log"]
+        else:
+            checks.append(f"CPU vs GPU comparison: skipped ({left():.0f} s of the budget left)")
     finally:
         write_table()
         with tarfile.open(a.out / "logs.tar.gz", "w:gz") as tar:
             for f in sorted(res.rglob("*")):
-                if f.suffix in (".json", ".txt"):
+                if f.suffix in (".json", ".txt", ".log"):
                     tar.add(f, arcname=str(f.relative_to(res)))
         print((a.out / "table.md").read_text())
     return 0

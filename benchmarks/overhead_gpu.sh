@@ -22,11 +22,12 @@ stage)
 run)
   out=${2:?usage: overhead_gpu.sh run OUT}
   mkdir -p "$out"
-  py=/opt/torch/.venv/bin/python3
+  py=${PY:-/opt/torch/.venv/bin/python3}
   [ -x "$py" ] || py=python3
   site=/tmp/pgolf-ovh-site data=/tmp/pgolf-ovh-data
-  [ -d "$site/brotli" ] || [ -f "$site/brotli.py" ] ||
+  if ! PYTHONPATH="$site" "$py" -c "import brotli, zstandard" 2> /dev/null; then
     "$py" -m pip install -q --no-index --no-deps --target "$site" "$carry"/wheels/*.whl
+  fi
   mkdir -p "$data"
   [ -f "$data/blogs_train_000000.bin" ] || xz -dc "$carry/data/blogs_train_000000.bin.xz" > "$data/blogs_train_000000.bin"
   cp -f "$carry/data/fineweb_val_prefix_sp1024.bin" "$carry/data/fineweb_1024_bpe.model" "$data/"
