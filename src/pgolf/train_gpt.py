@@ -1896,24 +1896,30 @@ def choose_encoding(payload: dict, meta: dict, codecs: list, layouts: list, args
     return codec, layout, blob, report
 
 
-def group_bytes(payload: dict, groups: dict, meta: dict, codec: str, layout: str, args: Hyperparameters) -> dict:
-    """{group: bytes of its tensors encoded alone} (what `encode` gives for the group's part of the payload), every
-    group's chunks compressed in one thread pool, slowest first: the groups' sizes in about the time of one."""
-    raws = {}
-    for g in sorted(set(groups.values())):
-        names = {n for n, gg in groups.items() if gg == g}
-        raws[g] = serialize({k: {n: v for n, v in d.items() if n in names} for k, d in payload.items()}, meta, layout)
-    jobs = sorted(((g, c) for g, raw in raws.items() for c in split_chunks(raw, args)), key=lambda j: -len(j[1]))
-    sizes = dict.fromkeys(raws, 0)
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        for (g, _), n in zip(jobs, pool.map(lambda j: len(compress_chunk(j[1], codec, args)), jobs), strict=True):
-            sizes[g] += 4 + n
-    return {g: len(artifact_head(raw, codec)) + 4 + sizes[g] for g, raw in raws.items()}
+def group_bytes(raw: bytes, blob: bytes, groups: dict, args: Hyperparameters) -> dict[str, dict]:
+    """{group: {"bytes": the artifact's compressed bytes attributed to it, "raw_bytes": its serialized bytes}}, from
+    `blob`'s own chunk sizes (no compression): each chunk's compressed bytes are shared among the tensors in proportion
+    to their raw bytes in it (`raw`: the serialized payload `blob` holds); the header's share, the chunk framing and
+    the artifact head go to no group."""
+    sizes, pos = [], 23
+    for _ in range(int.from_bytes(blob[19:23], "little")):
+        sizes.append(int.from_bytes(blob[pos : pos + 4], "little"))
+        pos += 4 + sizes[-1]
+    step = args.compress_chunk or len(raw) or 1
+    n = int.from_bytes(raw[:4], "little")
+    names = [e[0] for e in json.loads(raw[4 : 4 + n])["tensors"]]
+    out = {g: [0.0, 0] for g in sorted(set(groups.values()))}
+    for name, (start, length) in zip(names, payload_spans(raw)[1:], strict=True):
+        out[groups[name]][1] += length
+        for c in range(start // step, -(-(start + length) // step)):
+            lo, hi = max(start, c * step), min(start + length, (c + 1) * step)
+            out[groups[name]][0] += sizes[c] * (hi - lo) / min(step, len(raw) - c * step)
+    return {g: {"bytes": round(b), "raw_bytes": r} for g, (b, r) in out.items()}
 
 
 def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, hessians=None, code_file=None) -> dict:
     """Quantize, pick the smallest encoding, prune only if the cap needs it, write `path` atomically; log and
-    return the size report (per group: params, bits, bytes of the group's tensors compressed alone)."""
+    return the size report (per group: params, bits, raw bytes and the artifact's bytes attributed to it)."""
     t0 = time.perf_counter()
     use_h = bool(args.gptq and hessians)
     rt.log(f"gptq:{'on' if use_h else 'off'}" + ("" if use_h or not args.gptq else " (no Hessians: clip search only)"))
@@ -1957,24 +1963,22 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         rt.log(f"prune_to_fit: fraction:{frac:.6f} of nonzero matrix weights zeroed -> model {len(blob)} bytes")
     write_atomic(path, lambda f: f.write(blob), "artifact")
     t_report = time.perf_counter()
-    report = {}
-    sizes = group_bytes(payload, groups, meta, codec, layout, args)
-    for g, size in sizes.items():
+    report, raw = {}, serialize(payload, meta, layout)
+    for g, size in group_bytes(raw, blob, groups, args).items():
         names = {n for n, gg in groups.items() if gg == g}
         bits = sorted({tensor_group(n, state[n], args)[1] for n in names})
         report[g] = {
             "tensors": len(names),
             "params": sum(state[n].numel() for n in names),
             "bits": bits[0] if len(bits) == 1 else bits,
-            "bytes": size,
+            **size,
         }
     t_report = time.perf_counter() - t_report
     tag = f"int{args.quant_bits_matrix}_{codec}"
     total = code_bytes + len(blob)
-    rt.log(f"quant_groups (bytes: each group compressed alone):{json.dumps(report, sort_keys=True)}")
+    rt.log(f"quant_groups (bytes: the artifact's, by share of each chunk):{json.dumps(report, sort_keys=True)}")
     rt.log(
-        f"Serialized model {tag}: {len(blob)} bytes (raw payload {len(serialize(payload, meta, layout))} bytes, "
-        f"{codec}/{layout}, pruned {frac:.6f})"
+        f"Serialized model {tag}: {len(blob)} bytes (raw payload {len(raw)} bytes, {codec}/{layout}, pruned {frac:.6f})"
     )
     rt.log(f"Code size: {code_bytes} bytes")
     rt.log(f"Total submission size {tag}: {total} bytes")
