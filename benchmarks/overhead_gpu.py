@@ -155,16 +155,16 @@ def main(argv: list[str] | None = None) -> int:
             f"# Per-seed overhead, one GPU ({a.seeds} seeds, cap {a.cap} s, one pod rank's batch; "
             f"{time.perf_counter() - T0:.0f} s so far)",
             "",
-            "| seed | caches | train start-up | train rest | quantize (weights / choice / groups) | "
+            "| seed | caches | train start-up | train rest | quantize | "
             "eval load | eval compile | eval rest | **overhead** | trained | scored |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             q = r.get("q", {})
             qs = (
-                f"{r['quantize']:.1f} ({q.get('quantize_weights_s', 0):.1f} / {q.get('encoding_choice_s', 0):.1f} / "
-                f"{q.get('group_report_s', 0):.1f}, {q.get('quantize_device', '?')})"
-                if "quantize" in r
+                f"{r['quantize']:.1f} (choice {q.get('encoding_choice_s', 0):.1f}, GPTQ on "
+                f"{'CPU' if 'device:cpu' in r.get('qlog', '') else 'GPU'})"
+                if "quantize" in r and q
                 else "-"
             )
             e = r.get("e", {})
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             qa += ["--code-file", str(SCRIPT), "--summary", str(d / "quantize.json"), "--logfile", str(d / "q.txt")]
             r["quantize"] = run("quantize", qa, {**qenv, "SEED": str(seed)}, 0, res / f"s{seed}_quantize.log")
             r["q"] = json.loads((d / "quantize.json").read_text())
+            r["qlog"] = (d / "q.txt").read_text()
             write_table()
             ea = ["--artifact", str(d / "model.ptz"), "--summary", str(d / "eval.json"), "--logfile", str(d / "e.txt")]
             r["eval"] = run("eval", ea, {**eenv, "SEED": str(seed)}, 1, res / f"s{seed}_eval.log")

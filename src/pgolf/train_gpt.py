@@ -1557,13 +1557,13 @@ def quantize_state(state: dict[str, torch.Tensor], args: Hyperparameters, hessia
     float64 rounding of a rounding boundary (benchmarks/overhead_gpu.sh compares the two artifacts)."""
     payload, groups = {"q": {}, "scales": {}, "bits": {}, "floats": {}}, {}
     for name, t in state.items():
-        t = t.detach().float()
+        t = t.detach().float().to(device)
         groups[name], bits = tensor_group(name, t, args)
         if bits >= 16:
             payload["floats"][name] = (t if bits == 32 else t.half()).cpu()
             continue
         qmax, H = 2 ** (bits - 1) - 1, hessian_for(name, hessians) if args.gptq else None
-        t, H = t.to(device), None if H is None else H.to(device)
+        H = None if H is None else H.to(device)
         s = row_scales(t, qmax, None if H is None else H.diag().float()[None], args.quant_clip_search)
         if H is not None:
             q = gptq_quantize(t, H, s, qmax, args.gptq_block, args.gptq_damp)
@@ -1896,37 +1896,14 @@ def choose_encoding(payload: dict, meta: dict, codecs: list, layouts: list, args
     return codec, layout, blob, report
 
 
-def group_bytes(raw: bytes, blob: bytes, groups: dict, args: Hyperparameters) -> dict[str, dict]:
-    """{group: {"bytes": the artifact's compressed bytes attributed to it, "raw_bytes": its serialized bytes}}, from
-    `blob`'s own chunk sizes (no compression): each chunk's compressed bytes are shared among the tensors in proportion
-    to their raw bytes in it (`raw`: the serialized payload `blob` holds); the header's share, the chunk framing and
-    the artifact head go to no group."""
-    sizes, pos = [], 23
-    for _ in range(int.from_bytes(blob[19:23], "little")):
-        sizes.append(int.from_bytes(blob[pos : pos + 4], "little"))
-        pos += 4 + sizes[-1]
-    step = args.compress_chunk or len(raw) or 1
-    n = int.from_bytes(raw[:4], "little")
-    names = [e[0] for e in json.loads(raw[4 : 4 + n])["tensors"]]
-    out = {g: [0.0, 0] for g in sorted(set(groups.values()))}
-    for name, (start, length) in zip(names, payload_spans(raw)[1:], strict=True):
-        out[groups[name]][1] += length
-        for c in range(start // step, -(-(start + length) // step)):
-            lo, hi = max(start, c * step), min(start + length, (c + 1) * step)
-            out[groups[name]][0] += sizes[c] * (hi - lo) / min(step, len(raw) - c * step)
-    return {g: {"bytes": round(b), "raw_bytes": r} for g, (b, r) in out.items()}
-
-
 def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, hessians=None, code_file=None) -> dict:
     """Quantize, pick the smallest encoding, prune only if the cap needs it, write `path` atomically; log and
-    return the size report (per group: params, bits, raw bytes and the artifact's bytes attributed to it)."""
+    return the size report (per group: tensors, params, bits; no group is compressed alone again: that cost one more
+    full encoding, seconds per seed on the pod's critical path)."""
     t0 = time.perf_counter()
     use_h = bool(args.gptq and hessians)
     rt.log(f"gptq:{'on' if use_h else 'off'}" + ("" if use_h or not args.gptq else " (no Hessians: clip search only)"))
-    t_quant = time.perf_counter()
     payload, groups = quantize_state(state, args, hessians if use_h else None, rt.device)
-    t_quant = time.perf_counter() - t_quant
-    rt.log(f"quantize_weights: device:{rt.device.type} time:{t_quant:.1f}s")
     meta = artifact_meta(args)
     codecs = [
         c for c in choices(args.compressor, CODECS, "COMPRESSOR") if {"zstd": zstandard, "brotli": brotli}.get(c, 1)
@@ -1962,21 +1939,18 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         blob = encode(payload, meta, codec, layout, args)
         rt.log(f"prune_to_fit: fraction:{frac:.6f} of nonzero matrix weights zeroed -> model {len(blob)} bytes")
     write_atomic(path, lambda f: f.write(blob), "artifact")
-    t_report = time.perf_counter()
     report, raw = {}, serialize(payload, meta, layout)
-    for g, size in group_bytes(raw, blob, groups, args).items():
+    for g in sorted(set(groups.values())):
         names = {n for n, gg in groups.items() if gg == g}
         bits = sorted({tensor_group(n, state[n], args)[1] for n in names})
         report[g] = {
             "tensors": len(names),
             "params": sum(state[n].numel() for n in names),
             "bits": bits[0] if len(bits) == 1 else bits,
-            **size,
         }
-    t_report = time.perf_counter() - t_report
     tag = f"int{args.quant_bits_matrix}_{codec}"
     total = code_bytes + len(blob)
-    rt.log(f"quant_groups (bytes: the artifact's, by share of each chunk):{json.dumps(report, sort_keys=True)}")
+    rt.log(f"quant_groups:{json.dumps(report, sort_keys=True)}")
     rt.log(
         f"Serialized model {tag}: {len(blob)} bytes (raw payload {len(raw)} bytes, {codec}/{layout}, pruned {frac:.6f})"
     )
@@ -1995,10 +1969,7 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         "compressor": codec,
         "layout": layout,
         "encodings": encodings,
-        "quantize_weights_s": t_quant,
-        "quantize_device": rt.device.type,
         "encoding_choice_s": t_choice,
-        "group_report_s": t_report,
         "gptq": use_h,
         "prune_frac": frac,
         "groups": report,
