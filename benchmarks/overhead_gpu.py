@@ -27,6 +27,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             f"# Per-seed overhead, one GPU ({a.seeds} seeds, cap {a.cap} s, one pod rank's batch; "
             f"{time.perf_counter() - T0:.0f} s so far)",
             "",
-            "| seed | caches | train start-up | train rest | quantize | "
+            "| seed | caches | train start-up (first warm-up step done) | train rest | quantize | "
             "eval load | eval compile | eval rest | **overhead** | trained | scored |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 return "-" if x is None else f"{x:.1f}"
 
             lines.append(
-                f"| {r['seed']} | {r['caches']} | {f(t.get('startup_s'))} | {f(train_rest)} | {qs} | "
+                f"| {r['seed']} | {r['caches']} | {f(t.get('startup_s'))} ({f(r.get('first_step'))}) | "
+                f"{f(train_rest)} | {qs} | "
                 f"{f(e.get('load_s'))} | {f(e.get('compile_s'))} | {f(eval_rest)} | **{f(over)}** | "
                 f"{f(trained if t else None)} | {f(e.get('eval_time_s'))} |"
             )
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             ck = ["--checkpoint", str(d / "checkpoint.pt"), "--summary", str(d / "train.json")]
             r["train"] = run("train", [*ck, "--logfile", str(d / "train.txt")], env, 1, res / f"s{seed}_train.log")
             r["t"] = json.loads((d / "train.json").read_text())
+            first = re.search(r"^warmup_step:1/\d+ time:([\d.]+)s", (d / "train.txt").read_text(), re.M)
+            r["first_step"] = float(first.group(1)) if first else None
             write_table()
             qa = ["--checkpoint", str(d / "checkpoint.pt"), "--artifact", str(d / "model.ptz")]
             qa += ["--code-file", str(SCRIPT), "--summary", str(d / "quantize.json"), "--logfile", str(d / "q.txt")]

@@ -2142,7 +2142,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
         init_opt = [json.loads(json.dumps(o.state_dict()["param_groups"])) for o in optimizers]
         for s in range(args.warmup_steps):
             step_fn(0, 0.0)
-            rt.log(f"warmup_step:{s + 1}/{args.warmup_steps}")
+            rt.log(f"warmup_step:{s + 1}/{args.warmup_steps} time:{time.perf_counter() - PROCESS_START:.1f}s")
         model.load_state_dict(init_model)
         for opt, groups in zip(optimizers, init_opt, strict=True):
             opt.state.clear()
