@@ -1,6 +1,6 @@
 """Per-seed overhead on one GPU: everything a seed's three steps spend beyond training and scoring (issue 26, item 9).
 
-    python benchmarks/overhead_gpu.py --data DIR --out OUT [--seeds 2] [--cap 5] [--budget 285]
+    python benchmarks/overhead_gpu.py --data DIR --out OUT [--seeds 2] [--cap 5] [--budget 265]
 
 Runs each seed's train -> quantize -> evaluate as the pipeline runs them (`pgolf.stages.launch`: torchrun for train
 and evaluate, a plain process for quantize, the compile caches under the working folder's `.cache/`, one thread per
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--cap", type=float, default=5.0, help="training cap in seconds (MAX_WALLCLOCK_SECONDS)")
     p.add_argument("--val-tokens", type=int, default=262144)
-    p.add_argument("--budget", type=float, default=285.0, help="seconds: later steps are skipped past it")
+    p.add_argument("--budget", type=float, default=265.0, help="seconds: later steps are skipped past it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a knob for every step (tests)")
     p.add_argument("--compare", type=Path, help="(internal) compare the quantized weights of this checkpoint")
     a = p.parse_args(argv)
