@@ -149,6 +149,29 @@ def test_sample_chunks_zero_is_the_exhaustive_choice(mod, tmp_path):
     assert f"{s['compressor']}/{s['layout']}" == min(truth, key=lambda k: (truth[k], list(truth).index(k)))
 
 
+def test_the_export_compresses_nothing_beyond_the_encoding_choice(mod, tmp_path, monkeypatch):
+    """The per-group size report used to compress every group alone again: one more full encoding of the model (74 s
+    of a 232 s export on 2 cores, seconds per seed on the pod's critical path). The report keeps the groups' tensors,
+    params and bits; the artifact is the choice's own chunks."""
+    args, model = tiny_state(mod, compress_chunk=700, encode_sample_chunks=0)
+    state = model.state_dict()
+    real, calls = mod.compress_chunk, []
+    monkeypatch.setattr(mod, "compress_chunk", lambda c, *a: calls.append(1) or real(c, *a))
+    s = mod.export_artifact(state, args, str(tmp_path / "m.ptz"), mod.Runtime())
+    n_export = len(calls)
+    calls.clear()
+    payload, groups = mod.quantize_state(state, args)
+    blob = mod.choose_encoding(
+        payload, mod.artifact_meta(args), installed_codecs(mod), list(mod.LAYOUTS), args, mod.Runtime()
+    )[2]
+    assert n_export == len(calls) and (tmp_path / "m.ptz").read_bytes() == blob
+    assert s["groups"]["mlp"] == {
+        "tensors": 6,
+        "params": sum(state[n].numel() for n in groups if groups[n] == "mlp"),
+        "bits": 6,
+    }
+
+
 @pytest.mark.parametrize("bits", range(2, 9))
 def test_bit_packing_round_trips(mod, bits):
     qmax = 2 ** (bits - 1) - 1

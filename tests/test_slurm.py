@@ -46,6 +46,8 @@ def test_slurm_profile_runs_each_seed_as_its_own_8_gpu_job_in_the_pinned_image(t
         resources = re.search(r"resources: (.*)", block).group(1)
         assert re.search(r"(^|, )gpu=8(,|$)", resources), resources
         assert "slurm_partition=" in resources
+    quantize = [b for b in blocks if "\nrule quantize:" in b]  # GPTQ on a GPU: one is enough
+    assert len(quantize) == 2 and all(re.search(r"resources: .*\bgpu=1\b", b) for b in quantize)
 
 
 def test_the_container_must_be_pinned_by_digest(tmp_path):

@@ -31,6 +31,10 @@ if not UPSTREAM:
             f"{LOGS}/seed_{{seed}}/quantize.log",
         conda:
             CONDA_ENV
+        # GPTQ runs on the GPU when there is one (seconds instead of minutes): the step holds the GPUs as train and
+        # evaluate do, so that it never shares one with a training (a slower rank slows every rank)
+        resources:
+            gpus=GPUS,
         params:
             quantize=as_json(config["quantize"]),
             train=as_json(TRAIN_SECTION),
