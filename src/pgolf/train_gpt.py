@@ -248,7 +248,7 @@ class Hyperparameters:
         only those, replace ours."""
         missing = [k for k in self.knobs(arch=True) if k not in model]
         if missing:
-            raise SystemExit(f"{what}: no {', '.join(missing)} in its model description (written by another version?)")
+            raise SystemExit(f"{what}: no {', '.join(missing)} in its model description")
         return self.replace(**{k: model[k] for k in self.knobs(arch=True)})
 
 
@@ -401,10 +401,9 @@ class DistributedTokenLoader:
         return x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
 
 
-def load_val_tokens(args: Hyperparameters) -> np.ndarray:
+def load_val_tokens(args: Hyperparameters, limit: int | None = None) -> np.ndarray:
     tokens = np.concatenate([load_shard(p) for p in shard_paths(args.val_files, "validation")])
-    if args.val_tokens_limit > 0:
-        tokens = tokens[: args.val_tokens_limit]
+    tokens = tokens[: (args.val_tokens_limit if limit is None else limit) or None]
     if tokens.size < 2:
         raise ValueError(f"validation split {args.val_files} has fewer than 2 tokens")
     return tokens
@@ -426,7 +425,7 @@ def load_val_bytes(tokens: np.ndarray, args: Hyperparameters) -> np.ndarray | No
         counts = load_shard(b)
         n = int(np.fromfile(v, dtype="<i4", count=SHARD_HEADER_WORDS)[2])
         if counts.size != n:
-            raise ValueError(f"{b}: {counts.size} byte counts, but {v} has {n} tokens (a sidecar of other data?)")
+            raise ValueError(f"{b}: {counts.size} byte counts, but {v} has {n} tokens")
         parts.append(counts)
     return np.concatenate(parts)[: tokens.size].astype(np.int64)
 
@@ -463,6 +462,21 @@ def byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int, val_bytes: np.nda
 def token_bytes(prev: np.ndarray, tgt: np.ndarray, luts) -> np.ndarray:
     base, space, boundary = luts[:3]
     return base[tgt] + (space[tgt] & ~boundary[prev])
+
+
+def load_val(args: Hyperparameters, rt: Runtime) -> tuple[np.ndarray, ByteLuts]:
+    """(the validation tokens scored, their byte tables); logs val_scope: the targets and bytes scored
+    (VAL_TOKENS_LIMIT: a prefix) and those of the whole split."""
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if sp.get_piece_size() > args.vocab_size:
+        raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
+    full = load_val_tokens(args, 0)
+    tokens = full[: args.val_tokens_limit or None]
+    vb = load_val_bytes(full, args)
+    b, n = target_bytes(full, byte_luts(sp, args.vocab_size, vb)), tokens.size - 1
+    rt.log(f"val_bytes:{'pieces' if vb is None else 'sidecar ' + os.environ['VAL_BYTES_FILES']}")
+    rt.log(f"val_scope: scored_tokens:{n} scored_bytes:{b[:n].sum()} split_tokens:{b.size} split_bytes:{b.sum()}")
+    return tokens, byte_luts(sp, args.vocab_size, vb if vb is None else vb[: n + 1])
 
 
 def target_bytes(tokens: np.ndarray, luts) -> np.ndarray:
@@ -1012,8 +1026,7 @@ def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
     if args.attn_backend == "fa4" or (args.attn_backend == "auto" and fa4_usable(rt)):
         if not fa4_usable(rt):
             raise SystemExit(
-                "ATTN_BACKEND=fa4 but flash_attn.cute (flash-attn-4) is not importable on a CUDA device "
-                "of compute capability 9.0 or newer"
+                "ATTN_BACKEND=fa4 but flash_attn.cute (flash-attn-4) is not importable on a CUDA device >= sm90"
             )
         return "fa4"
     if args.attn_backend in SDPA_ONLY:
@@ -1918,15 +1931,17 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         payload, groups = quantize_state(state, args, hessians if use_h else None)
         blob = encode(payload, meta, codec, layout, args)
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and args.prune_max_frac > 0:
-        order = prune_order(payload)
+        # nothing to prune (every matrix kept in float): no search, the setting to lower named
+        order = any("emb" not in n for n in payload["q"]) and prune_order(payload)
         fit = lambda f: (
             code_bytes + len(encode(prune(payload, order, f), meta, codec, layout, args)) <= ARTIFACT_CAP_BYTES
         )
-        found = smallest_fit(fit, args.prune_max_frac)
-        if found is None:
+        found = order and smallest_fit(fit, args.prune_max_frac)
+        if found is None or not order:
             msg = (
                 f"artifact over the cap even with PRUNE_MAX_FRAC={args.prune_max_frac} of the quantized matrix "
                 f"weights pruned: code {code_bytes} + model {len(blob)} > {ARTIFACT_CAP_BYTES} bytes"
+                + ("" if order else "; none to prune: lower QUANT_KEEP_FLOAT_NUMEL")
             )
             rt.log(f"ERROR: {msg}")
             raise SystemExit(msg)
@@ -2100,12 +2115,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
     optimizers = build_optimizers(model, args, rt)
     muon = optimizers[1]
     loader = DistributedTokenLoader(args.train_files, rt)
-    val_tokens = load_val_tokens(args)
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    if sp.get_piece_size() > args.vocab_size:
-        raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
-    luts = byte_luts(sp, args.vocab_size, load_val_bytes(val_tokens, args))
-    rt.log(f"val_bytes:{'sidecar ' + os.environ['VAL_BYTES_FILES'] if luts.val_bytes is not None else 'pieces'}")
+    val_tokens, luts = load_val(args, rt)
 
     def step_fn(step: int, elapsed_ms: float) -> tuple[torch.Tensor, float]:
         """One optimizer step; returns the mean training loss as a device tensor (read only when logged, so the host
@@ -2259,16 +2269,13 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     t0 = time.perf_counter()
     model, qtag, args = model_from_artifact(artifact, args, rt)
     rt.log(f"eval artifact:{Path(artifact).name} attention_backend:{attention_backend(rt, args)}")
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    val_tokens = load_val_tokens(args)
-    luts = byte_luts(sp, args.vocab_size, load_val_bytes(val_tokens, args))
-    rt.log(f"val_bytes:{'sidecar ' + os.environ['VAL_BYTES_FILES'] if luts.val_bytes is not None else 'pieces'}")
+    val_tokens, luts = load_val(args, rt)
     net = maybe_compile(model, args, rt)
     strides = [args.eval_seq_len] + ([args.eval_stride] if args.eval_stride < args.eval_seq_len else [])
     load_s, compile_s = time.perf_counter() - t0, 0.0
     if net is not model:  # compiled: every batch shape of the scoring compiled first, so eval_time is the scoring
         compile_s, n_shapes = warm_up_eval(net, val_tokens.size - 1, args, rt, strides)
-        rt.log(f"eval_compile: warm-up of {n_shapes} batch shapes (random tokens, no validation data) {compile_s:.1f}s")
+        rt.log(f"eval_compile: warm-up of {n_shapes} batch shapes (random tokens) {compile_s:.1f}s")
     else:
         rt.log("eval_compile: off (eager)")
     rt.barrier()
