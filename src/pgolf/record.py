@@ -11,6 +11,7 @@ On request the loss-curve plot and the per-seed table (HTML and CSV) are also wr
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -26,10 +27,12 @@ from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_te
 from pgolf.logs import parse_log
 from pgolf.pack import HUMAN_NAME, ship
 from pgolf.provenance import data_provenance, pinned_requirements
-from pgolf.readme import _readme, is_non_record, reproduce_env
+from pgolf.preflight import script_defaults
+from pgolf.readme import _readme, is_non_record, recipe_blurb, reproduce_env
 from pgolf.report import PLOT_NAME, loss_curve_png, seed_table_csv, seed_table_html
 from pgolf.stages import is_secret, measure
 from pgolf.stats import mean, std
+from pgolf.valscope import scope_problems
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -189,6 +192,7 @@ def _submission(settings: dict, environment: dict, seeds: list[dict], nproc: int
             "attention_backend": m.get("attention_backend"),
         }
     return {
+        "run": _uniform([s["metrics"].get("run") for s in seeds]),  # the pipeline run that owns the folder
         "author": settings.get("author"),
         "github_id": settings.get("github_id"),
         "name": settings.get("name"),
@@ -233,6 +237,35 @@ def provenance(environment: dict) -> dict:
     out["fa3_reason"] = status.get("reason")
     out["fa3_fallback"] = status.get("fallback")
     return out
+
+
+def settings_problems(settings: dict) -> list[str]:
+    """The record settings a README or submission.json cannot carry: a ``date`` that is no calendar date."""
+    date = settings.get("date")
+    if date is None:
+        return []
+    try:
+        ok = isinstance(date, str) and datetime.date.fromisoformat(date).isoformat() == date
+    except ValueError:
+        ok = False
+    return [] if ok else [f"record.date: {date!r} is not a date (expected YYYY-MM-DD, e.g. 2026-04-30)"]
+
+
+def record_owner(out: Path) -> str | None:
+    """The pipeline run that wrote the record folder ``out`` (its submission.json's ``run``), or None."""
+    try:
+        run = json.loads((out / "submission.json").read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run if isinstance(run, str) else None
+
+
+def user_files(out: Path, extra_names: set[str]) -> list[Path]:
+    """What a user added to an existing record folder (NOTES.md, figures/, ...): every entry but the files the record
+    generates and its configured extra files; a rebuild keeps them."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if not _GENERATED.match(p.name) and p.name not in extra_names)
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -295,6 +328,28 @@ def build_record(
         elif ship(human.read_text(encoding="utf-8"))[0].encode("utf-8") != script.read_bytes():
             raise ValueError(f"{script} is not what `pgolf pack` makes of {human}: the readable copy would not match")
     verify_seed_files(seeds, script, expected_configs)
+    problems = settings_problems(settings)
+    for s in seeds:  # a score on less than the whole validation split is never a record's (either track)
+        problems += scope_problems(s["seed"], s["log"].decode("utf-8", "replace"), "artifact_sha256" in s["metrics"])
+    run = _uniform([s["metrics"].get("run") for s in seeds])
+    owner = record_owner(out)
+    if run and owner and owner != run:
+        problems.append(
+            f"{out} is the record of run {owner!r}, not of this run {run!r} (two runs with one record.name would "
+            f"overwrite each other's record): give this run another record.name, or remove {out} to replace it"
+        )
+    if problems:
+        raise ValueError("cannot write the record:\n" + "\n".join(f"  - {p}" for p in problems))
+    settings = dict(settings)
+    if not settings.get("blurb"):  # derived from the run's own settings, never another config's
+        staged = all("artifact_sha256" in s["metrics"] for s in seeds)
+        source = human if human is not None else script
+        settings["blurb"] = recipe_blurb(hparams or {}, script_defaults(source)) if staged else ""
+        if not settings["blurb"]:
+            raise ValueError(
+                "record.blurb: empty, and the pipeline cannot describe this run's recipe (an upstream script, or"
+                " one without a Hyperparameters table): write one in the config's record section"
+            )
     environment = dict(environment or {})
     hparams = {k: v for k, v in (hparams or {}).items() if not is_secret(k)}  # never publish credentials
     extras = [Path(p) for p in settings.get("extra_files") or []]
@@ -361,6 +416,14 @@ def build_record(
         )
         if problems:
             raise ValueError(f"record {out} fails its checks:\n{describe(problems)}")
+        kept = user_files(out, {p.name for p in extras})
+        for path in kept:  # a user's notes and figures survive the rebuild
+            if path.is_dir():
+                shutil.copytree(path, tmp / path.name, symlinks=True)
+            else:
+                shutil.copy2(path, tmp / path.name, follow_symlinks=False)
+        if kept:
+            print(f"{out}: kept what was added to the record folder: {', '.join(p.name for p in kept)}")
         _install(tmp, out)
     finally:
         if tmp.exists():
