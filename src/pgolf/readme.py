@@ -7,7 +7,6 @@ import html
 import os
 import re
 import shlex
-from pathlib import Path
 
 from pgolf.compare import format_comparison
 from pgolf.pack import HUMAN_NAME
@@ -92,7 +91,8 @@ def recipe_blurb(env: dict, defaults: dict) -> str:
         parts.append(f"late int{num('qat_bits')} QAT")
     matrix, mlp, embed = num("quant_bits_matrix"), num("quant_bits_mlp"), num("quant_bits_embed")
     if matrix:
-        bits = f"int{matrix}" + (f" (MLP int{mlp})" if mlp and mlp != matrix else "") + (f"/int{embed}" if embed else "")
+        bits = f"int{matrix}" + (f" (MLP int{mlp})" if mlp and mlp != matrix else "")
+        bits += f"/int{embed}" if embed else ""
         codec = get("compressor") if get("compressor") != "auto" else None  # auto: the smallest, see quant_tag
         parts.append(f"{bits} per-row" + (" GPTQ" if _truthy(get("gptq")) else "") + (f" + {codec}" if codec else ""))
     stride, seq = num("eval_stride"), num("eval_seq_len")

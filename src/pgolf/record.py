@@ -11,7 +11,6 @@ On request the loss-curve plot and the per-seed table (HTML and CSV) are also wr
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -26,8 +25,8 @@ from pgolf.compare import compare_records
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
 from pgolf.pack import HUMAN_NAME, ship
+from pgolf.preflight import date_problem, script_defaults
 from pgolf.provenance import data_provenance, pinned_requirements
-from pgolf.preflight import script_defaults
 from pgolf.readme import _readme, is_non_record, recipe_blurb, reproduce_env
 from pgolf.report import PLOT_NAME, loss_curve_png, seed_table_csv, seed_table_html
 from pgolf.stages import is_secret, measure
@@ -241,14 +240,7 @@ def provenance(environment: dict) -> dict:
 
 def settings_problems(settings: dict) -> list[str]:
     """The record settings a README or submission.json cannot carry: a ``date`` that is no calendar date."""
-    date = settings.get("date")
-    if date is None:
-        return []
-    try:
-        ok = isinstance(date, str) and datetime.date.fromisoformat(date).isoformat() == date
-    except ValueError:
-        ok = False
-    return [] if ok else [f"record.date: {date!r} is not a date (expected YYYY-MM-DD, e.g. 2026-04-30)"]
+    return [p for p in [date_problem(settings.get("date"))] if p]
 
 
 def record_owner(out: Path) -> str | None:

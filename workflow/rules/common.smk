@@ -5,7 +5,15 @@ from pathlib import Path
 
 from pgolf.data import used_section
 from pgolf.fsio import sha256_file
-from pgolf.preflight import model_problems, path_problems, script_defaults
+from pgolf.preflight import (
+    eval_problems,
+    input_problems,
+    link_problems,
+    model_problems,
+    path_problems,
+    record_problems,
+    script_defaults,
+)
 from pgolf.stages import config_digest, train_env, train_identity
 
 
@@ -20,6 +28,8 @@ OUT = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 GPUS = NPROC if config["device"] == "cuda" else 0
 DATA_MANIFEST = f"data/{config['data']['name']}/manifest.json"
+# the data step's done marker (per data set: runs share it), as done_marker's for the per-run steps
+DATA_DONE = f"data/.done/{config['data']['name']}"
 # Every rule runs the pgolf package; with --software-deployment-method conda this is its environment.
 CONDA_ENV = str(Path(workflow.basedir) / "environment.yml")
 
@@ -34,7 +44,7 @@ def repo_path(path):
 
 SCRIPT = repo_path(config["train"]["script"])
 # Refuse, before any job, a config that cannot work: missing input files, model shapes the script would refuse.
-_PROBLEMS = path_problems(config, repo_path)
+_PROBLEMS = link_problems(".") + path_problems(config, repo_path) + input_problems(config, repo_path)
 if config["train"].get("mode", "staged") == "staged" and os.path.exists(SCRIPT):
     _PROBLEMS += model_problems(
         config["train"], script_defaults(SCRIPT), int(config["nproc_per_node"])
@@ -88,6 +98,14 @@ RECORD_DIR = (
     f"records/{config['record']['track']}/{RECORD_DATE}_{config['record']['name']}"
 )
 RECORD_SETTINGS = {**config["record"], "date": RECORD_DATE}
+# Refused before any job: an impossible date, a record folder another run wrote, a window longer than the split.
+_PROBLEMS = record_problems(RECORD_SETTINGS, RECORD_DIR, RUN)
+if not UPSTREAM:
+    _PROBLEMS += eval_problems(config, DATA_MANIFEST)
+if _PROBLEMS:
+    raise WorkflowError(
+        "the config cannot work:\n" + "\n".join(f"  - {p}" for p in _PROBLEMS)
+    )
 # Paths in the record section (the reference record folder, extra files) are relative to the repository.
 if RECORD_SETTINGS.get("reference"):
     RECORD_SETTINGS["reference"] = repo_path(RECORD_SETTINGS["reference"])

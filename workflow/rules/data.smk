@@ -7,7 +7,8 @@ rule data:
     input:
         data_inputs,
     output:
-        manifest=DATA_MANIFEST,
+        manifest=kept(DATA_MANIFEST),
+        done=DATA_DONE,
     log:
         f"logs/data/{config['data']['name']}.log",
     conda:
@@ -19,4 +20,4 @@ rule data:
         out=lambda wildcards, output: os.path.dirname(output.manifest),
     shell:
         "pgolf data --data-json {params.data:q} --root {params.root:q} --out {params.out:q} --threads {threads}"
-        " > {log} 2>&1"
+        " > {log} 2>&1 && touch {output.done}"

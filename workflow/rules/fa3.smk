@@ -2,8 +2,9 @@
 # concurrent runs share it), checked against SDPA; or, with fa3.required false, the reason and the fallback recorded.
 rule fa3:
     output:
-        status=f"{OUT}/env/fa3.json",
-        environment=f"{OUT}/env/environment.json",
+        status=kept(f"{OUT}/env/fa3.json"),
+        environment=kept(f"{OUT}/env/environment.json"),
+        done=done_marker("fa3"),
     log:
         step=f"{LOGS}/fa3.log",
         build=f"{LOGS}/fa3.build.log",
@@ -14,3 +15,4 @@ rule fa3:
     shell:
         "pgolf fa3 --fa3-json {params.fa3:q} --cache-dir .cache/fa3 --status {output.status}"
         " --environment {output.environment} --build-log {log.build} > {log.step} 2>&1"
+        " && touch {output.done}"

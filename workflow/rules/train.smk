@@ -5,6 +5,8 @@ if not UPSTREAM:
             data=DATA_MANIFEST,
             fa3=rules.fa3.output.status,
             script=SCRIPT,
+            # the data and fa3 steps succeeded (a failed re-run leaves its kept products but not its marker)
+            steps=[DATA_DONE, rules.fa3.output.done],
         output:
             checkpoint=kept(seed_path("checkpoint.pt")),
             summary=kept(seed_path("train.json")),
@@ -38,6 +40,8 @@ else:
             data=DATA_MANIFEST,
             fa3=rules.fa3.output.status,
             script=SCRIPT,
+            # the data and fa3 steps succeeded (a failed re-run leaves its kept products but not its marker)
+            steps=[DATA_DONE, rules.fa3.output.done],
         output:
             metrics=kept(seed_path("metrics.json")),
             trainlog=kept(seed_path("train.log")),
