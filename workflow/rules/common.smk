@@ -44,7 +44,11 @@ def repo_path(path):
 
 SCRIPT = repo_path(config["train"]["script"])
 # Refuse, before any job, a config that cannot work: missing input files, model shapes the script would refuse.
-_PROBLEMS = link_problems(".") + path_problems(config, repo_path) + input_problems(config, repo_path)
+_PROBLEMS = (
+    link_problems(".")
+    + path_problems(config, repo_path)
+    + input_problems(config, repo_path)
+)
 if config["train"].get("mode", "staged") == "staged" and os.path.exists(SCRIPT):
     _PROBLEMS += model_problems(
         config["train"], script_defaults(SCRIPT), int(config["nproc_per_node"])
@@ -169,6 +173,30 @@ def done_marker(step):
     plan shows the job again (Snakemake drops a failed job's metadata, so the restored products alone would look up to
     date even when the job re-ran for a changed config)."""
     return f"{OUT}/.done/{step}"
+
+
+# The steps after each step: its seeds' later steps and the record (data and fa3: every seed's).
+LATER_STEPS = {
+    "data": ["train", "train_upstream", "quantize", "evaluate"],
+    "fa3": ["train", "train_upstream", "quantize", "evaluate"],
+    "train": ["quantize", "evaluate"],
+    "train_upstream": [],
+    "quantize": ["evaluate"],
+    "evaluate": [],
+}
+
+
+def stale_markers(step, seed=None):
+    """The done markers of the steps after ``step`` (of its seed, or of every seed for data and fa3, and the
+    record's), as one shell word list: the step's command removes them before it runs. Snakemake drops from its plan a
+    failed (or killed) job when the jobs after it still have all their outputs, a missing input marker or not; with
+    their markers gone too, the next plan shows the failed step and every step after it again.
+    """
+    seeds = SEEDS if seed is None else [seed]
+    marks = [
+        done_marker(f"seed_{s}.{later}") for s in seeds for later in LATER_STEPS[step]
+    ]
+    return " ".join([*marks, done_marker("record")])
 
 
 def seed_path(name):

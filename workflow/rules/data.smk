@@ -18,6 +18,7 @@ rule data:
         data=as_json(data_section()),
         root=repo_path("."),
         out=lambda wildcards, output: os.path.dirname(output.manifest),
+        stale=stale_markers("data"),
     shell:
-        "pgolf data --data-json {params.data:q} --root {params.root:q} --out {params.out:q} --threads {threads}"
+        "rm -f {params.stale} && pgolf data --data-json {params.data:q} --root {params.root:q} --out {params.out:q} --threads {threads}"
         " > {log} 2>&1 && touch {output.done}"

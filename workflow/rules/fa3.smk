@@ -12,7 +12,8 @@ rule fa3:
         CONDA_ENV
     params:
         fa3=as_json(config["fa3"]),
+        stale=stale_markers("fa3"),
     shell:
-        "pgolf fa3 --fa3-json {params.fa3:q} --cache-dir .cache/fa3 --status {output.status}"
+        "rm -f {params.stale} && pgolf fa3 --fa3-json {params.fa3:q} --cache-dir .cache/fa3 --status {output.status}"
         " --environment {output.environment} --build-log {log.build} > {log.step} 2>&1"
         " && touch {output.done}"

@@ -24,8 +24,9 @@ if not UPSTREAM:
             script_sha256=SCRIPT_SHA256,
             nproc=NPROC,
             run=RUN,
+            stale=lambda wildcards: stale_markers("train", wildcards.seed),
         shell:
-            "pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
+            "rm -f {params.stale} && pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run-id {params.run}_seed{wildcards.seed} --nproc {params.nproc} --train-json {params.train:q}"
             " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog}"
             " --fa3-status {input.fa3} > {log} 2>&1"
@@ -60,8 +61,9 @@ else:
             run=RUN,
             device=config["device"],
             workdir=lambda wildcards: f"{OUT}/seed_{wildcards.seed}/upstream",
+            stale=lambda wildcards: stale_markers("train_upstream", wildcards.seed),
         shell:
-            "pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
+            "rm -f {params.stale} && pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run {params.run} --nproc {params.nproc} --env-json {params.env:q} --device {params.device}"
             " --workdir {params.workdir} --logfile {output.trainlog} --metrics {output.metrics}"
             " --fa3-status {input.fa3} > {log} 2>&1"
