@@ -252,3 +252,20 @@ def eval_problems(config: dict, manifest: str | os.PathLike) -> list[str]:
             f" {manifest}; lower eval.eval_seq_len"
         ]
     return []
+
+
+def run_record_date(records: str | os.PathLike, track: str, name: str, run: str) -> str | None:
+    """The date of the record folder that run ``run`` already wrote as ``<records>/<track>/<date>_<name>`` (its
+    submission.json's ``run``), or None. With ``record.date: null`` (today), a run re-invoked after midnight (a pod
+    session that spans two days, a failed step re-run the next morning) keeps its folder instead of writing a second
+    one beside it: a pull request adds exactly one record folder."""
+    dates = []
+    for sub in sorted(Path(records, track).glob(f"*_{name}/submission.json")):
+        date = sub.parent.name[: -len(name) - 1]
+        try:
+            owner = json.loads(sub.read_text(encoding="utf-8")).get("run")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if owner == run and date_problem(date) is None:
+            dates.append(date)
+    return dates[-1] if dates else None

@@ -12,6 +12,7 @@ from pgolf.preflight import (
     model_problems,
     path_problems,
     record_problems,
+    run_record_date,
     script_defaults,
 )
 from pgolf.stages import config_digest, train_env, train_identity
@@ -96,8 +97,15 @@ EXPECTED_CONFIGS = (
 )
 
 
-# The record folder is named by its date: config record.date, or today when it is null.
-RECORD_DATE = config["record"].get("date") or datetime.date.today().isoformat()
+# The record folder is named by its date: config record.date, or when it is null the date of the folder this run
+# already wrote (a run re-invoked after midnight keeps its one folder), else today.
+RECORD_DATE = (
+    config["record"].get("date")
+    or run_record_date(
+        "records", config["record"]["track"], config["record"]["name"], RUN
+    )
+    or datetime.date.today().isoformat()
+)
 RECORD_DIR = (
     f"records/{config['record']['track']}/{RECORD_DATE}_{config['record']['name']}"
 )
