@@ -7,11 +7,11 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgolf import check, compare, corpus, data, fa3, pack, record, stages, upstream
+    from pgolf import check, compare, configcheck, corpus, data, fa3, pack, record, stages, upstream
 
     parser = argparse.ArgumentParser(prog="pgolf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (corpus, data, fa3, pack, stages, record, check, compare, upstream):
+    for module in (corpus, data, fa3, pack, stages, record, check, compare, upstream, configcheck):
         module.register(sub)
     return parser
 

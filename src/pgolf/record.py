@@ -334,13 +334,14 @@ def build_record(
         raise ValueError("cannot write the record:\n" + "\n".join(f"  - {p}" for p in problems))
     settings = dict(settings)
     if not settings.get("blurb"):  # derived from the run's own settings, never another config's
-        staged = all("artifact_sha256" in s["metrics"] for s in seeds)
         source = human if human is not None else script
-        settings["blurb"] = recipe_blurb(hparams or {}, script_defaults(source)) if staged else ""
+        settings["blurb"] = recipe_blurb(hparams or {}, script_defaults(source))
+        if settings.get("reference") and not any("artifact_sha256" in s["metrics"] for s in seeds):
+            settings["blurb"] = f"A reproduction of {Path(settings['reference']).name}: its train_gpt.py, run whole."
         if not settings["blurb"]:
             raise ValueError(
-                "record.blurb: empty, and the pipeline cannot describe this run's recipe (an upstream script, or"
-                " one without a Hyperparameters table): write one in the config's record section"
+                "record.blurb: empty, and the pipeline cannot describe this run's recipe (a script without a"
+                " Hyperparameters table it can read): write one in the config's record section"
             )
     environment = dict(environment or {})
     hparams = {k: v for k, v in (hparams or {}).items() if not is_secret(k)}  # never publish credentials
