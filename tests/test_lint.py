@@ -58,3 +58,25 @@ def test_image_lock_pins_what_the_project_pins():
     assert pins and {norm(k): v for k, v in pins.items()}.items() <= lock.items(), {
         k: (v, lock.get(norm(k))) for k, v in pins.items() if lock.get(norm(k)) != v
     }
+
+
+def test_actionlint_the_github_action(tmp_path):
+    """The Action (action.yml, used as a local action so actionlint reads its metadata) and the workflow a maintainer
+    adds (.github/pgolf-check-records.example.yml): actionlint-clean, on pull_request with read-only permissions."""
+    import shutil
+
+    import yaml
+
+    example = REPO / ".github" / "pgolf-check-records.example.yml"
+    wf = yaml.safe_load(example.read_text())
+    assert wf[True] == "pull_request" and wf["permissions"] == {"contents": "read"}  # YAML reads `on` as True
+    assert "pull_request_target" not in (REPO / "action.yml").read_text() + example.read_text()
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    shutil.copy(REPO / "action.yml", tmp_path / "action.yml")
+    local = example.read_text().replace("OWNER/pgolf@main", "./")
+    (tmp_path / ".github" / "workflows" / "check.yml").write_text(local)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)  # actionlint looks for a repository
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for args, cwd in ((["actionlint", str(example)], REPO), (["actionlint"], tmp_path)):
+        proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

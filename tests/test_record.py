@@ -569,9 +569,15 @@ def test_cli_record_check_compare(run, tmp_path, capsys):
     assert "3 seed(s)" in capsys.readouterr().out
 
     assert cli(["check", str(run["out"])]) == 0
-    assert capsys.readouterr().out.strip() == (
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == (
         f"PASS: {run['out']} (track_10min_16mb; 3 seed(s) scored, score from final_int6_zstd_sliding_window lines)"
     )
+    assert [line.split(":")[0].strip() for line in out[1:] if line.startswith("  seed")] == [
+        "seed 42",
+        "seed 1337",
+        "seed 2025",
+    ]  # every verdict gives its figures per seed
 
     assert cli(["check", str(run["out"]), "--min-seeds", "4"]) == 1
     out = capsys.readouterr().out
@@ -584,7 +590,7 @@ def test_cli_record_check_compare(run, tmp_path, capsys):
 
 def test_cli_check_and_compare_on_fixtures(capsys):
     assert cli(["check", str(fixture(NAIVE)), "--min-seeds", "1", "--no-script"]) == 0
-    assert capsys.readouterr().out.strip() == (
+    assert capsys.readouterr().out.strip().splitlines()[0] == (
         f"PASS: {fixture(NAIVE)} (track_10min_16mb; 1 seed(s) scored, score from final_int8_zlib_roundtrip lines)"
     )
     assert cli(["check", str(fixture(NAIVE)), "--no-script"]) == 1

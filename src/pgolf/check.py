@@ -52,24 +52,40 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgolf.fsio import read_json
-from pgolf.logs import metric_kind, parse_log
+from pgolf.logs import metric_kind
+from pgolf.recordfolder import (
+    NON_RECORD_TRACK,
+    RECORD_TRACK,
+    SEED_IN_NAME,
+    TRACK_RULES,
+    RecordFolder,
+    find_logs,
+    parse_record,
+    read_submission,
+    record_track,
+    submission_path,
+)
+from pgolf.recordfolder import seed_results as _seed_results
+from pgolf.recordfolder import tables as _tables
+from pgolf.rules import NOTE, RULES, VIOLATION, WARNING, severity_rank
 
 REQUIRED_KEYS = ("name", "github_id", "val_bpb")  # what the challenge asks for
 EXPECTED_KEYS = ("author", "date", "val_loss", "bytes_total", "blurb")  # usual; missing is a warning
-RECORD_TRACK = "track_10min_16mb"
-NON_RECORD_TRACK = "track_non_record_16mb"
-TRACK_RULES = {
-    RECORD_TRACK: {"min_seeds": 3, "enforce_time": True},
-    NON_RECORD_TRACK: {"min_seeds": 1, "enforce_time": False},
-}
-_LOG_SUFFIXES = (".log", ".txt")
-_NOT_LOGS = re.compile(r"^(requirements.*|readme.*|license.*|notes?.*|results?.*)\.(txt|log)$", re.IGNORECASE)
+__all__ = [
+    "NON_RECORD_TRACK",
+    "RECORD_TRACK",
+    "TRACK_RULES",
+    "RecordFolder",
+    "find_logs",
+    "parse_record",
+    "read_submission",
+    "record_track",
+    "submission_path",
+]
 _CODE_SUFFIXES = (".py", ".cpp", ".cu", ".c", ".h", ".hpp", ".cuh")
-_SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
+_SEED_IN_NAME = SEED_IN_NAME
 _KIND_ORDER = ("ttt", "sliding", "roundtrip", "other")
 
-VIOLATION, WARNING, NOTE = "violation", "warning", "note"
 UNKNOWN_SEED = -1  # the seed of a record's single log that states none (and no seed is claimed)
 
 
@@ -100,6 +116,13 @@ class Report:
     aliases: dict[int, int] = field(default_factory=dict)  # a claimed seed -> the seed its (misnamed) log ran
     score_kind: str | None = None  # the family of score lines read (a tag without ``_exact``)
     score_eval: str | None = None  # how they were evaluated (``score_kind()``: ttt, sliding, roundtrip, other)
+    folder: RecordFolder | None = None  # the parsed folder the rules read
+    limits: dict = field(default_factory=dict)  # cap_bytes, train_budget_s, eval_budget_s
+    backing: list[str] = field(default_factory=list)  # the logs held to the rules
+    shipped_code: int | None = None  # bytes of the script plus the code beside it that the run uses
+    uncounted: dict[str, int] = field(default_factory=dict)  # log -> code bytes its logged total leaves out
+    counted_code: dict[str, int | None] = field(default_factory=dict)  # log -> the shipped script counted as upstream
+    figures: dict[int, dict] = field(default_factory=dict)  # seed -> the figures every verdict shows (``figures``)
 
     @property
     def violations(self) -> list[Finding]:
@@ -115,6 +138,14 @@ class Report:
 
     def add(self, severity: str, text: str, evidence: str | None = None) -> None:
         self.findings.append(Finding(severity, text, evidence))
+
+    @property
+    def worst(self) -> Finding | None:
+        """The most severe violation (``pgolf.rules.severity_rank``: time or bytes, seeds, the log, a missing key),
+        else the first warning."""
+        if self.violations:
+            return min(self.violations, key=lambda f: severity_rank(f.text))
+        return self.warnings[0] if self.warnings else None
 
 
 def _decimals(value: float) -> int:
@@ -140,97 +171,6 @@ def close(submitted: float, logged: float) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _seed_results(sub: dict) -> dict[int, dict]:
-    """submission.json's per-seed entries (``seed_results``, or ``seeds`` given as an object), keyed by seed."""
-    out: dict[int, dict] = {}
-    for key in ("seed_results", "seeds"):
-        block = sub.get(key)
-        if isinstance(block, dict):
-            for k, v in block.items():
-                if isinstance(v, dict) and re.fullmatch(r"\d+", str(k)):
-                    out.setdefault(int(k), v)
-    return out
-
-
-def _submission_seeds(sub: dict) -> list[int]:
-    """Seeds submission.json names (``seeds``, ``seed_results`` keys, ``seed``), deduplicated, in order."""
-    found: list[int] = []
-    seeds = sub.get("seeds")
-    candidates = list(seeds.keys()) if isinstance(seeds, dict) else list(seeds or [])
-    candidates += list(_seed_results(sub).keys())
-    if sub.get("seed") is not None:
-        candidates.append(sub["seed"])
-    for s in candidates:
-        try:
-            n = int(s)
-        except (TypeError, ValueError):
-            continue
-        if n not in found:
-            found.append(n)
-    return found
-
-
-def submission_path(record_dir: str | os.PathLike) -> Path | None:
-    """The folder's submission.json, else its single ``submission*.json``; None when there is none."""
-    record_dir = Path(record_dir)
-    if (record_dir / "submission.json").is_file():
-        return record_dir / "submission.json"
-    others = sorted(p for p in record_dir.glob("submission*.json") if p.is_file())
-    return others[0] if len(others) == 1 else None
-
-
-def read_submission(record_dir: str | os.PathLike) -> dict:
-    """The submission JSON of a record folder (``submission_path``), or {} when it is missing or unreadable."""
-    path = submission_path(record_dir)
-    if path is None:
-        return {}
-    try:
-        data = read_json(path)
-    except (FileNotFoundError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def record_track(record_dir: str | os.PathLike, sub: dict | None = None) -> tuple[str, str]:
-    """(track, where it came from): the parent folder's name, else submission.json's ``track``/``non_record``."""
-    record_dir = Path(record_dir).resolve()
-    if record_dir.parent.name in TRACK_RULES:
-        return record_dir.parent.name, f"the folder is under {record_dir.parent.name}/"
-    sub = read_submission(record_dir) if sub is None else sub
-    track = str(sub.get("track") or "").lower()
-    if sub.get("non_record") is True or "non" in track:
-        return NON_RECORD_TRACK, f"submission.json track {sub.get('track')!r} / non_record {sub.get('non_record')!r}"
-    if "10min" in track or sub.get("non_record") is False:
-        return RECORD_TRACK, f"submission.json track {sub.get('track')!r}"
-    return RECORD_TRACK, "no track named (folder or submission.json): the record track's rules apply"
-
-
-def _is_log(info: dict) -> bool:
-    return bool(
-        info["steps"] is not None
-        or info["final"]
-        or info["bytes_total"] is not None
-        or info["model_bytes"] is not None
-        or info["summaries"]
-    )
-
-
-def find_logs(record_dir: str | os.PathLike) -> dict[str, dict]:
-    """Every training/evaluation log of a folder and its subfolders: {relative path: parsed log}."""
-    record_dir = Path(record_dir)
-    out: dict[str, dict] = {}
-    for path in sorted(record_dir.rglob("*")):
-        rel = path.relative_to(record_dir)
-        if not path.is_file() or path.suffix.lower() not in _LOG_SUFFIXES or _NOT_LOGS.match(path.name):
-            continue
-        if any(part.startswith(".") for part in rel.parts) or len(rel.parts) > 3:
-            continue
-        info = parse_log(path)
-        if _is_log(info):
-            out[rel.as_posix()] = info
-    return out
 
 
 def _name_seed(rel: str, claimed: list[int], n_logs: int) -> int | None:
@@ -404,20 +344,6 @@ def _pick_score(report: Report, sub: dict, by_seed: dict[int, list[str]], seeds:
     report.seeds = dict(sorted(report.seeds.items()))
 
 
-def _readme_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for table in _tables(text):
-        header = [re.sub(r"[*`]", "", c).strip().lower() for c in table[0]]
-        if "seed" not in header:
-            continue
-        col = header.index("seed")
-        for row in table[1:]:
-            key = re.sub(r"[*`\s]", "", row[col]) if len(row) > col else ""
-            if re.fullmatch(r"\d+", key) and int(key) not in seeds:
-                seeds.append(int(key))
-    return seeds
-
-
 def _script(record_dir: Path, report: Report, require_script: bool) -> Path | None:
     """The training script: train_gpt.py, else the one ``train*.py`` of the folder (a warning)."""
     if (record_dir / "train_gpt.py").is_file():
@@ -475,7 +401,7 @@ def _used_code(record_dir: Path, script: Path | None, texts: list[str]) -> list[
 
 
 def inspect_record(
-    record_dir: str | os.PathLike,
+    record_dir: str | os.PathLike | RecordFolder,
     min_seeds: int | None = None,
     cap_bytes: int = 16_000_000,
     train_budget_s: float = 600,
@@ -487,21 +413,15 @@ def inspect_record(
     max_file_bytes: int = 50_000_000,
     track: str | None = None,
 ) -> Report:
-    """Check a record folder; ``min_seeds``/``enforce_time``/``track`` default to the folder's track's rules."""
-    record_dir = Path(record_dir)
-    sub_path = submission_path(record_dir) if record_dir.is_dir() else None
-    sub: dict = {}
-    sub_error = None
-    if sub_path is not None:
-        try:
-            loaded = read_json(sub_path)
-            sub = loaded if isinstance(loaded, dict) else {}
-            if not isinstance(loaded, dict):
-                sub_error = f"{sub_path.name}: not a JSON object"
-        except ValueError as e:
-            sub_error = f"{sub_path.name}: {e}"
-    found_track, why = record_track(record_dir, sub) if record_dir.is_dir() else (RECORD_TRACK, "")
-    track = track or found_track
+    """Check a record folder (a path, or one already parsed by ``parse_record``); ``min_seeds``/``enforce_time``/
+    ``track`` default to the folder's track's rules. The reading rules here pick the seeds, the score and the backing
+    logs; then every rule of ``pgolf.rules.RULES`` runs over the parsed folder; then the figures are computed."""
+    folder = (
+        record_dir if isinstance(record_dir, RecordFolder) else parse_record(record_dir, max_file_bytes=max_file_bytes)
+    )
+    record_dir = folder.path
+    sub, sub_path, sub_error = folder.sub, folder.sub_path, folder.sub_error
+    track = track or folder.track
     rules = TRACK_RULES.get(track, TRACK_RULES[RECORD_TRACK])
     report = Report(
         record_dir,
@@ -509,12 +429,16 @@ def inspect_record(
         rules["min_seeds"] if min_seeds is None else min_seeds,
         rules["enforce_time"] if enforce_time is None else enforce_time,
     )
-    if not record_dir.is_dir():
+    report.folder = folder
+    report.limits = {"cap_bytes": cap_bytes, "train_budget_s": train_budget_s, "eval_budget_s": eval_budget_s}
+    if not folder.exists:
         report.add(VIOLATION, f"{record_dir}: not a folder")
         return report
-    report.add(NOTE, f"track {track} ({why}): {report.min_seeds} seed(s), time limits {report.enforce_time}")
+    report.add(
+        NOTE, f"track {track} ({folder.track_why}): {report.min_seeds} seed(s), time limits {report.enforce_time}"
+    )
 
-    if not (record_dir / "README.md").is_file():
+    if not folder.has_readme:
         report.add(VIOLATION, "missing README.md")
     if sub_path is None:
         report.add(VIOLATION, "missing submission.json")
@@ -528,24 +452,15 @@ def inspect_record(
     for key in EXPECTED_KEYS:
         if sub_path is not None and not sub_error and key not in sub:
             report.add(WARNING, f"{sub_path.name}: missing key {key!r}")
-    for path in sorted(record_dir.rglob("*")):
-        if path.is_file() and path.stat().st_size > max_file_bytes:
-            report.add(
-                VIOLATION,
-                f"{path.relative_to(record_dir)}: {path.stat().st_size} bytes, over the {max_file_bytes}-byte file "
-                "limit",
-            )
+    for rel, size in folder.large_files:
+        report.add(VIOLATION, f"{rel}: {size} bytes, over the {max_file_bytes}-byte file limit")
     script = _script(record_dir, report, require_script)
 
-    report.logs = find_logs(record_dir)
+    report.logs = folder.logs
     if not report.logs:
         report.add(VIOLATION, "no training log (no *.log / *.txt file with steps, a score or an artifact size)")
-    readme_text = (
-        (record_dir / "README.md").read_text(encoding="utf-8", errors="replace")
-        if (record_dir / "README.md").is_file()
-        else ""
-    )
-    claimed = _submission_seeds(sub) or _readme_seeds(readme_text)
+    readme_text = folder.readme_text
+    claimed = folder.claimed
     by_seed = _log_seeds(report.logs, claimed, report)
     report.seed_logs = by_seed
     seeds = [s for s in claimed if s in by_seed]
@@ -558,6 +473,7 @@ def inspect_record(
             for rel in rels
             if s not in claimed and _name_seed(rel, claimed, len(report.logs)) == seed
         ]
+        shown = _logs_showing(report, sub, seed, claimed, by_seed) if len(named) != 1 else []
         if len(named) == 1:
             rel, logged = named[0]
             report.findings = [f for f in report.findings if not f.text.startswith(f"{rel}: the file name says seed")]
@@ -566,6 +482,18 @@ def inspect_record(
                 f"seed {seed} is claimed; its log {rel} ran seed {logged} (read as seed {logged})",
                 report.logs[rel]["evidence"].get("seed"),
             )
+            seeds.append(logged)
+            report.aliases[seed] = logged
+        elif len(shown) == 1:
+            rel, logged, value = shown[0]
+            report.add(
+                WARNING,
+                f"seed {seed} is claimed but no log states it; {rel} shows its submitted val_bpb {value} and says "
+                f"seed {_seed_name(logged)}: a mislabelled seed (read as seed {_seed_name(logged)})",
+                report.logs[rel]["evidence"].get("seed"),
+            )
+            if logged not in by_seed:
+                by_seed[logged] = [rel]
             seeds.append(logged)
             report.aliases[seed] = logged
         else:
@@ -585,6 +513,7 @@ def inspect_record(
     for seed in seeds:
         if seed not in report.seeds:  # a claimed seed's logs without the score: still held to the rules
             backing += [rel for rel in by_seed.get(seed, []) if rel not in backing]
+    report.backing = backing
     for rel in report.logs:
         if rel not in backing:
             report.add(NOTE, f"{rel}: not a backing log of the submitted score; not held to the rules")
@@ -608,7 +537,85 @@ def inspect_record(
     if readme_text:
         for text in check_readme(readme_text, report):
             report.add(WARNING, text)
+    for r in RULES:
+        r.check(folder, report)
+    report.figures = figures(report)
     return report
+
+
+def _logs_showing(
+    report: Report, sub: dict, seed: int, claimed: list[int], by_seed: dict[int, list[str]]
+) -> list[tuple[str, int, float]]:
+    """Logs of the folder (any script's, mapped to an unclaimed seed or to none) whose score lines show the val_bpb
+    submission.json gives for ``seed``: [(log, the seed it states, the value)]."""
+    want = _seed_results(sub).get(seed, {}).get("val_bpb")
+    if not _is_number(want):
+        return []
+    taken = {rel for s in claimed for rel in by_seed.get(s, [])}
+    out = []
+    for rel, info in report.logs.items():
+        if rel in taken:
+            continue
+        for entry in _candidates(info).values():
+            if close(want, entry["val_bpb"]):
+                logged = info["seed"] if info["seed"] is not None else UNKNOWN_SEED
+                out.append((rel, logged, entry["val_bpb"]))
+                break
+    return out
+
+
+def figures(report: Report) -> dict[int, dict]:
+    """Per seed, the figures every verdict shows: the score and its line; bytes as the log counted them (its total,
+    plus code the run uses that the total leaves out) and as shipped (the logged model plus the code files as they
+    are), against the cap; the counted and shipped code; the train loop plus calibration on training data and the
+    evaluation, against their budgets; the margin to each limit (positive: within it)."""
+    cap = report.limits.get("cap_bytes", 16_000_000)
+    train_budget = report.limits.get("train_budget_s", 600)
+    eval_budget = report.limits.get("eval_budget_s", 600)
+    out: dict[int, dict] = {}
+    for seed, v in report.seeds.items():
+        info, train = report.logs[v["log"]], report.logs[v["train_log"]]
+        sized = info if _logged_total(info) is not None else train
+        total = _logged_total(sized)
+        rel_sized = v["log"] if sized is info else v["train_log"]
+        counted = None if total is None else total + report.uncounted.get(rel_sized, 0)
+        model = sized.get("model_bytes")
+        shipped = None if model is None or report.shipped_code is None else model + report.shipped_code
+        loop_ms = train.get("train_time_ms")
+        calib_ms = train.get("calib_ms") or 0.0
+        train_s = None if loop_ms is None else (loop_ms + calib_ms) / 1000.0
+        score = v["score"]
+        eval_s = info.get("total_eval_time_s")
+        if eval_s is None and score.get("eval_time_ms") is not None:
+            eval_s = score["eval_time_ms"] / 1000.0
+        if eval_s is None:
+            eval_s = info.get("eval_time_s")
+        code_logged = sized.get("code_bytes")
+        out[seed] = {
+            "log": v["log"],
+            "train_log": v["train_log"],
+            "val_bpb": score["val_bpb"],
+            "val_loss": score["val_loss"],
+            "score_line": score.get("line"),
+            "bytes_counted": counted,
+            "bytes_shipped": shipped,
+            "cap_bytes": cap,
+            "bytes_margin": None if counted is None else cap - counted,
+            "bytes_shipped_margin": None if shipped is None else cap - shipped,
+            "code_counted": code_logged,
+            "code_counted_shipped_script": report.counted_code.get(rel_sized),
+            "code_shipped": report.shipped_code,
+            "train_loop_s": None if loop_ms is None else loop_ms / 1000.0,
+            "calibration_s": calib_ms / 1000.0,
+            "train_s": train_s,
+            "train_budget_s": train_budget,
+            "train_margin_s": None if train_s is None else train_budget - train_s,
+            "eval_s": eval_s,
+            "eval_budget_s": eval_budget,
+            "eval_margin_s": None if eval_s is None else eval_budget - eval_s,
+            "time_limits": report.enforce_time,
+        }
+    return out
 
 
 def check_record(record_dir: str | os.PathLike, min_seeds: int | None = None, *args, strict: bool = False, **kw):
@@ -726,6 +733,7 @@ def _check_code(report: Report, record_dir: Path, script: Path | None, backing: 
     texts = [(record_dir / rel).read_text(encoding="utf-8", errors="replace") for rel in backing]
     used = _used_code(record_dir, script, texts)
     shipped = size + sum(p.stat().st_size for p in used)
+    report.shipped_code = shipped
     names = ", ".join([script.name] + [p.relative_to(record_dir).as_posix() for p in used])
     if used:
         report.add(NOTE, f"code the run uses: {names} ({shipped} bytes)")
@@ -736,13 +744,16 @@ def _check_code(report: Report, record_dir: Path, script: Path | None, backing: 
         if logged is not None and logged not in sizes:
             report.add(
                 WARNING,
-                f"{rel}: logs a code size of {logged} bytes but {script.name} is {size} bytes",
+                f"{rel}: logs a code size of {logged} bytes but {script.name} is {size} bytes ({size - logged:+d} "
+                "bytes): the shipped code is not the code that made this log",
                 info["evidence"].get("code_bytes"),
             )
         uncounted = max(0, shipped - max(logged, size)) if logged is not None else shipped - size
         total = info["bytes_total"]
         if total is None and info["model_bytes"] is not None and info["code_bytes"] is not None:
             total = info["model_bytes"] + info["code_bytes"]
+        if used and uncounted > 0:
+            report.uncounted[rel] = uncounted
         if used and uncounted > 0 and total is not None and total <= cap < total + uncounted:
             report.add(
                 VIOLATION,
@@ -770,7 +781,7 @@ def _seed_info(report: Report) -> dict[int, dict]:
 def _check_submission(report: Report, sub: dict, cap: int) -> None:
     """submission.json against the logs: over the cap is a violation; disagreements are warnings."""
     scored = _seed_info(report)
-    for key in ("val_bpb", "val_loss", "bytes_total"):
+    for key in ("bytes_total",):  # a non-numeric val_bpb/val_loss: pgolf.rules.scores_are_numbers
         if key in sub and not _is_number(sub[key]):
             report.add(WARNING, f"submission.json: {key} is not a number ({sub[key]!r})")
     if _is_number(sub.get("bytes_total")) and sub["bytes_total"] > cap:
@@ -916,9 +927,9 @@ def _readme_column(header: str):
         return "steps", lambda i: i["steps"], True
     if "ms/step" in h or "step avg" in h or "step time" in h:
         return "step avg", lambda i: i["step_avg_ms"] if i["step_avg_logged"] else None, False
-    if "train time" in h or "training time" in h:
+    if "train time" in h or "training time" in h or re.fullmatch(r"train(?:ing)? (?:ms|s|sec|seconds|\(ms\)|\(s\))", h):
         return "train time", lambda i: scaled(i["train_time_ms"]), False
-    if "eval time" in h:
+    if "eval time" in h or re.search(r"\beval (?:ms|s|sec|seconds|\(ms\)|\(s\))$", h):
         return "eval time", lambda i: scaled(None if i["eval_time_s"] is None else i["eval_time_s"] * 1000.0), False
     if "artifact" in h:
         return "artifact bytes", lambda i: {i["bytes_total"], i["model_bytes"]} - {None} or None, True
@@ -946,21 +957,6 @@ def _logged_values(info: dict, metric: str, kind: str | None) -> set | None:
             if k != "pre_quant" and (kind is None or k == kind):
                 values.add(entry[metric])
     return values or None
-
-
-def _tables(text: str) -> list[list[list[str]]]:
-    """Markdown tables of a text: each a list of rows of stripped cells (the ``---`` separator row dropped)."""
-    tables, current = [], []
-    for line in text.splitlines() + [""]:
-        stripped = line.strip()
-        if stripped.startswith("|"):
-            cells = [c.strip() for c in stripped.strip("|").split("|")]
-            if not all(re.fullmatch(r":?-+:?", c) for c in cells if c):
-                current.append(cells)
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
 
 
 def _number(cell: str) -> str | None:
@@ -1029,21 +1025,109 @@ def check_readme(text: str, report: Report) -> list[str]:
     return problems
 
 
+def _num(x, spec: str = ",.0f", unit: str = "") -> str:
+    return "n/a" if x is None else format(x, spec) + unit
+
+
+def _margin(x, spec: str, unit: str) -> str:
+    if x is None:
+        return "n/a"
+    return ("+" if x >= 0 else "-") + format(abs(x), spec) + unit + (" left" if x >= 0 else " OVER")
+
+
+def format_figures(report: Report) -> list[str]:
+    """The per-seed figures of a report (``figures``), one block per seed."""
+    lines = []
+    for seed, f in report.figures.items():
+        lines.append(f"  seed {_seed_name(seed)}: val_bpb {f['val_bpb']} val_loss {f['val_loss']}  ({f['log']})")
+        if f["score_line"]:
+            lines.append(f"      score: {f['score_line']}")
+        lines.append(
+            f"      bytes: {_num(f['bytes_counted'])} counted, {_num(f['bytes_shipped'])} shipped "
+            f"(model + code files as shipped) vs {f['cap_bytes']:,}: margin {_margin(f['bytes_margin'], ',.0f', ' B')}"
+            + (f", shipped {_margin(f['bytes_shipped_margin'], ',.0f', ' B')}" if f["bytes_shipped"] else "")
+        )
+        counted_script = f["code_counted_shipped_script"]
+        lines.append(
+            f"      code: {_num(f['code_counted'])} B counted by the log, {_num(f['code_shipped'])} B shipped"
+            + (f", shipped script counted as upstream: {counted_script:,} B" if counted_script is not None else "")
+        )
+        limit = "" if f["time_limits"] else " (no time limit on this track)"
+        lines.append(
+            f"      train: {_num(f['train_loop_s'], '.1f', ' s')} loop + {f['calibration_s']:.1f} s calibration on "
+            f"training data = {_num(f['train_s'], '.1f', ' s')} vs {f['train_budget_s']:g} s: "
+            f"margin {_margin(f['train_margin_s'], '.1f', ' s')}{limit}"
+        )
+        lines.append(
+            f"      eval: {_num(f['eval_s'], '.1f', ' s')} vs {f['eval_budget_s']:g} s: "
+            f"margin {_margin(f['eval_margin_s'], '.1f', ' s')}{limit}"
+        )
+    return lines
+
+
+def _group(text: str) -> str:
+    """The group a warning is listed under: the file it is about (README.md, submission.json, a log), else other."""
+    head = text.split(":", 1)[0]
+    if head in ("README.md", "submission.json") or head.endswith((".log", ".txt", ".json")):
+        return head
+    if head.startswith("seed "):
+        return "seeds"
+    return "other"
+
+
 def format_report(report: Report, verbose: bool = False) -> str:
-    """A reviewer's reading of a report: the verdict, then violations, warnings (and notes when ``verbose``)."""
+    """A reviewer's reading of a report: the verdict, the figures per seed, the violations (most severe first), the
+    warnings grouped by the file they are about (and notes when ``verbose``)."""
     n = len(report.seeds)
     head = f"{report.verdict}: {report.record_dir} ({report.track}; {n} seed(s) scored"
     head += f", score from {report.score_kind} lines)" if report.score_kind else ")"
-    lines = [head]
-    for label, severity in (("violation", VIOLATION), ("warning", WARNING), ("note", NOTE)):
-        items = [f for f in report.findings if f.severity == severity]
-        if severity == NOTE and not verbose:
-            continue
+    lines = [head, *format_figures(report)]
+    for f in sorted(report.violations, key=lambda f: severity_rank(f.text)):
+        lines.append(f"  violation: {f.text}")
+        if f.evidence:
+            lines.append(f"      {f.evidence}")
+    groups: dict[str, list[Finding]] = {}
+    for f in report.warnings:
+        groups.setdefault(_group(f.text), []).append(f)
+    for group, items in groups.items():
+        lines.append(f"  warnings ({group}, {len(items)}):")
         for f in items:
-            lines.append(f"  {label}: {f.text}")
+            lines.append(f"    - {f.text}")
             if f.evidence:
-                lines.append(f"      {f.evidence}")
+                lines.append(f"        {f.evidence}")
+    if verbose:
+        for f in report.findings:
+            if f.severity == NOTE:
+                lines.append(f"  note: {f.text}")
+                if f.evidence:
+                    lines.append(f"      {f.evidence}")
     return "\n".join(lines)
+
+
+def _by_severity(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: severity_rank(f.text))
+
+
+def report_json(report: Report, root: str | os.PathLike | None = None) -> dict:
+    """A report as data for tools (``--json``): the verdict, the figures per seed, each finding with its evidence."""
+    folder = report.record_dir
+    if root is not None and folder.is_relative_to(root):
+        folder = folder.relative_to(root)
+    worst = report.worst
+    return {
+        "folder": str(folder),
+        "verdict": report.verdict,
+        "track": report.track,
+        "score_kind": report.score_kind,
+        "seeds": {_seed_name(s): f for s, f in report.figures.items()},
+        "most_severe": None if worst is None else {"severity": worst.severity, "text": worst.text},
+        "violations": [
+            {"text": f.text, "evidence": f.evidence}
+            for f in sorted(report.violations, key=lambda f: severity_rank(f.text))
+        ],
+        "warnings": [{"text": f.text, "evidence": f.evidence, "group": _group(f.text)} for f in report.warnings],
+        "notes": [f.text for f in report.findings if f.severity == NOTE],
+    }
 
 
 def find_records(root: str | os.PathLike) -> list[Path]:
@@ -1065,21 +1149,48 @@ def find_records(root: str | os.PathLike) -> list[Path]:
     return out
 
 
-def check_table(reports: list[Report], root: str | os.PathLike | None = None) -> str:
-    """One line per folder: folder, verdict, counts, the first violation (else the first warning)."""
+def _table_margins(r: Report) -> str:
+    """The smallest margins over the seeds: bytes, train seconds, eval seconds."""
+    figs = list(r.figures.values())
+
+    def least(key):
+        vals = [f[key] for f in figs if f[key] is not None]
+        return min(vals) if vals else None
+
+    b, t, e = least("bytes_margin"), least("train_margin_s"), least("eval_margin_s")
+    out = f"{_num(b, ',.0f')} B"
+    if r.enforce_time:
+        out += f" {_num(t, '.1f')} s {_num(e, '.1f')} s"
+    return out
+
+
+def check_table(reports: list[Report], root: str | os.PathLike | None = None, markdown: bool = False) -> str:
+    """One line per folder: folder, verdict, counts, the smallest margins (bytes, train s, eval s), and its most
+    severe violation (time or bytes before seeds before a missing key; ``Report.worst``), else its first warning.
+    ``markdown``: a Markdown table (the GitHub Action's job summary)."""
     rows = []
     for r in reports:
         folder = (
             str(r.record_dir.relative_to(root)) if root and r.record_dir.is_relative_to(root) else str(r.record_dir)
         )
-        first = r.violations[0] if r.violations else (r.warnings[0] if r.warnings else None)
+        first = r.worst
         why = "" if first is None else ("" if r.violations else "(warning) ") + first.text
-        rows.append((folder, r.verdict, f"{len(r.violations)}v/{len(r.warnings)}w", why))
-    width = max([len(f) for f, *_ in rows] + [6])
-    lines = [f"{'folder':<{width}}  verdict  found   first violation (else first warning)"]
-    for folder, verdict, counts, why in rows:
-        lines.append(f"{folder:<{width}}  {verdict:<7}  {counts:<6}  {why[:160]}")
+        rows.append((folder, r.verdict, f"{len(r.violations)}v/{len(r.warnings)}w", _table_margins(r), why))
     passed = sum(1 for r in reports if not r.violations)
+    if markdown:
+        lines = ["| folder | verdict | found | margins (bytes, train, eval) | most severe violation (else warning) |"]
+        lines.append("|---|---|---|---|---|")
+        for folder, verdict, counts, margins, why in rows:
+            cell = why.replace("|", "\\|")[:300]
+            lines.append(f"| `{folder}` | **{verdict}** | {counts} | {margins} | {cell} |")
+        lines.append("")
+        lines.append(f"{passed} of {len(reports)} folder(s) pass")
+        return "\n".join(lines)
+    width = max([len(f) for f, *_ in rows] + [6])
+    mwidth = max([len(m) for *_, m, _ in rows] + [7])
+    lines = [f"{'folder':<{width}}  verdict  found   {'margins':<{mwidth}}  most severe violation (else first warning)"]
+    for folder, verdict, counts, margins, why in rows:
+        lines.append(f"{folder:<{width}}  {verdict:<7}  {counts:<6}  {margins:<{mwidth}}  {why[:160]}")
     lines.append(f"{passed} of {len(reports)} folder(s) pass")
     return "\n".join(lines)
 
@@ -1090,7 +1201,10 @@ def describe(problems: list[str]) -> str:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    """``pgolf check DIR``: one folder, its findings; ``pgolf check --all DIR``: every record under DIR, one table."""
+    """``pgolf check DIR``: one folder, its figures and findings; ``pgolf check --all DIR``: every record under DIR,
+    one table; ``--json``: the same as data."""
+    import json
+
     options = dict(
         min_seeds=args.min_seeds,
         enforce_time=False if args.no_time_limits else None,
@@ -1102,10 +1216,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"{root}: not a folder")
             return 2
         reports = [inspect_record(d, **options) for d in find_records(root)]
-        print(check_table(reports, root))
+        if args.json:
+            print(json.dumps([report_json(r, root) for r in reports], indent=1))
+        else:
+            print(check_table(reports, root, markdown=args.markdown))
         return 1 if any(r.violations for r in reports) else 0
     report = inspect_record(args.record_dir, **options)
-    print(format_report(report, verbose=args.verbose))
+    print(json.dumps(report_json(report), indent=1) if args.json else format_report(report, verbose=args.verbose))
     return 1 if report.violations else 0
 
 
@@ -1120,4 +1237,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-time-limits", action="store_true", help="do not enforce the train/eval time budgets")
     p.add_argument("--no-script", action="store_true", help="accept a folder without train_gpt.py")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the notes (which log backs which seed)")
+    p.add_argument("--json", action="store_true", help="print the verdict, figures and findings as JSON")
+    p.add_argument("--markdown", action="store_true", help="with --all: the table in Markdown (a job summary)")
     p.set_defaults(func=_cmd_check)

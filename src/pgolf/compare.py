@@ -7,7 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
-from pgolf.check import UNKNOWN_SEED, inspect_record, read_submission
+from pgolf.check import UNKNOWN_SEED, inspect_record
+from pgolf.recordfolder import disclosed_best_of, parse_record
 from pgolf.stats import mean, std, welch_one_sided
 
 README_RULE_NATS = 0.005  # the challenge README: beat the leader by >= 0.005 nats ...
@@ -22,7 +23,8 @@ def record_seed_scores(record_dir: str | os.PathLike) -> dict:
     From the seed logs; else submission.json ``seed_results``; else its top-level val_bpb/val_loss as one value.
     """
     record_dir = Path(record_dir)
-    report = inspect_record(record_dir, require_script=False)
+    folder = parse_record(record_dir)
+    report = inspect_record(folder, require_script=False)
     scores = {
         ("?" if seed == UNKNOWN_SEED else seed): {"val_bpb": v["score"]["val_bpb"], "val_loss": v["score"]["val_loss"]}
         for seed, v in report.seeds.items()
@@ -33,7 +35,7 @@ def record_seed_scores(record_dir: str | os.PathLike) -> dict:
     tokenizers = sorted({i["tokenizer"] for i in logs} - {None})
     datasets = sorted({i["dataset"] for i in logs} - {None})
     source = f"logs ({report.score_kind} lines)" if scores else ""
-    sub = read_submission(record_dir)
+    sub = folder.sub
     if not scores:
         for key, entry in (sub.get("seed_results") or {}).items():
             if isinstance(entry, dict) and entry.get("val_bpb") is not None and entry.get("val_loss") is not None:
@@ -53,6 +55,7 @@ def record_seed_scores(record_dir: str | os.PathLike) -> dict:
         "score_eval": report.score_eval,
         "tokenizer": ", ".join(tokenizers) or None,
         "dataset": ", ".join(datasets) or None,
+        "best_of": disclosed_best_of(sub, folder.readme_text),
     }
 
 
@@ -85,6 +88,11 @@ def compare_records(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> dict:
     improvement_nats = improvement_bpb * a["nats_per_bpb"]
     test = welch_one_sided([s["val_bpb"] for s in a["seeds"].values()], [s["val_bpb"] for s in b["seeds"].values()])
     p = test["p_value"]
+    # against the README's margin: H0 is "A is better by less than 0.005 nats" (B - A <= margin, in A's bpb units)
+    margin_bpb = README_RULE_NATS / a["nats_per_bpb"] if a["nats_per_bpb"] else 0.0
+    margin_test = welch_one_sided(
+        [s["val_bpb"] + margin_bpb for s in a["seeds"].values()], [s["val_bpb"] for s in b["seeds"].values()]
+    )
     if improvement_nats < README_RULE_NATS:
         readme = False
     else:
@@ -98,6 +106,13 @@ def compare_records(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> dict:
             f"{a['tokenizer'] or 'no tokenizer'}, B's {b['dataset'] or 'no data set'} / "
             f"{b['tokenizer'] or 'no tokenizer'}; val_bpb on other data or bytes is not the same measurement"
         )
+    for label, side in (("A", a), ("B", b)):
+        if side.get("best_of"):
+            n, m = side["best_of"]
+            warnings.append(
+                f"{label} reports the best {n} of {m} seeds (as its record discloses): the t-test assumes seeds not "
+                "selected, so its p-value is optimistic"
+            )
     ka, kb = a.get("score_eval"), b.get("score_eval")
     if ka and kb and ka != kb:
         warnings.append(
@@ -115,6 +130,9 @@ def compare_records(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> dict:
         "df": test["df"],
         "p_value": p,
         "p_value_reason": test["reason"],
+        "margin_bpb": margin_bpb,
+        "t_margin": margin_test["t"],
+        "p_value_margin": margin_test["p_value"],
         "clears_readme_rule": readme,
         "clears_closing_rule": closing,
     }
@@ -154,6 +172,12 @@ def format_comparison(result: dict) -> str:
             f"p = {result['p_value']:.3e}"
         )
 
+    if result.get("p_value_margin") is not None:
+        lines.append(
+            f"Welch t-test against the README's {README_RULE_NATS} nats ({result['margin_bpb']:.6f} bpb at A's ratio): "
+            f"t = {result['t_margin']:.4f}, p = {result['p_value_margin']:.3e} (H0: A better by less than the margin)"
+        )
+
     def verdict(v: bool | None) -> str:
         return "cannot tell (no p-value)" if v is None else ("yes" if v else "no")
 
@@ -167,7 +191,12 @@ def format_comparison(result: dict) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    print(format_comparison(compare_records(args.a, args.b)))
+    """Print the comparison; with ``--strict``, exit 1 unless A clears the README's rule (>= 0.005 nats, p < 0.01)."""
+    result = compare_records(args.a, args.b)
+    print(format_comparison(result))
+    if args.strict and result["clears_readme_rule"] is not True:
+        print(f"--strict: A does not clear the README's rule (>= {README_RULE_NATS} nats and p < {README_RULE_P})")
+        return 1
     return 0
 
 
@@ -176,4 +205,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare two record folders (A: candidate, B: reference)")
     p.add_argument("a")
     p.add_argument("b")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 unless A clears the README's rule (>= 0.005 nats and p < 0.01)"
+    )
     p.set_defaults(func=_cmd_compare)

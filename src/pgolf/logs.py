@@ -212,6 +212,7 @@ def parse_log(source: str | os.PathLike) -> dict:
     }
     ev = out["evidence"]
     times: list[tuple[float, int]] = []
+    coarse: list[tuple[float, int]] = []  # train times logged in minutes: used only where no finer one is logged
     step_avgs: list[float] = []
     steps_seen: list[int] = []
     code_compressed = code_plain = None
@@ -266,8 +267,10 @@ def parse_log(source: str | os.PathLike) -> dict:
                 out["train_losses"].append((step, kv["train_loss"][0]))
             if "val_loss" in kv and "val_bpb" in kv:
                 out["val_points"].append((step, kv["val_loss"][0], kv["val_bpb"][0]))
-            if "train_time" in kv:
+            if "train_time" in kv and kv["train_time"][1] != "m":  # ``train_time: 10.0m`` is 6 s coarse
                 times.append((_ms(kv["train_time"]), lineno))
+            elif "train_time" in kv:
+                coarse.append((_ms(kv["train_time"]), lineno))
             if "step_avg" in kv:
                 step_avgs.append(_ms(kv["step_avg"]))
             if not out["steps"] or step >= out["steps"]:
@@ -394,6 +397,8 @@ def parse_log(source: str | os.PathLike) -> dict:
     out["code_bytes_uncompressed"] = code_plain
     if steps_seen:
         out["steps"] = max(steps_seen)
+    if coarse and (not times or max(coarse)[0] - max(times)[0] > 60_000 * 0.05):
+        times += coarse  # the finer lines end before the coarse ones do: the last coarse one is the final time
     if times:
         best = max(times)
         out["train_time_ms"] = best[0]

@@ -28,6 +28,7 @@ from pgolf.pack import HUMAN_NAME, ship
 from pgolf.preflight import date_problem, script_defaults
 from pgolf.provenance import data_provenance, pinned_requirements
 from pgolf.readme import _readme, is_non_record, recipe_blurb, reproduce_env
+from pgolf.recordfolder import parse_record
 from pgolf.report import PLOT_NAME, loss_curve_png, seed_table_csv, seed_table_html
 from pgolf.stages import is_secret, measure
 from pgolf.stats import mean, std
@@ -399,7 +400,7 @@ def build_record(
         write_text(tmp / "README.md", readme)
 
         problems = check_record(
-            tmp,
+            parse_record(tmp),  # the one parsed record object pgolf check and compare read
             min_seeds=int(settings.get("min_seeds", 3)),
             cap_bytes=ARTIFACT_CAP_BYTES,
             train_budget_s=TRAIN_BUDGET_S,
