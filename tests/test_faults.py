@@ -571,7 +571,8 @@ def test_text_fields_are_escaped_and_an_impossible_date_is_refused(base, tmp_pat
 
 def record_with(repo: Path, out: Path, extra: dict) -> subprocess.CompletedProcess:
     """`pgolf record` of the run's seeds into ``out`` with ``extra`` record settings (the staged mode's options)."""
-    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2, "date": "2026-01-01", **extra}
+    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2, "date": "2026-01-01", "github_id": "t"}
+    settings.update(extra)
     seeds = [repo / RUN / f"seed_{s}" for s in (1, 2)]
     args = ["record", "--metrics", *[str(s / "metrics.json") for s in seeds]]
     args += ["--logs", *[str(s / f"{part}.log") for s in seeds for part in ("train", "quantize", "eval")]]
