@@ -76,7 +76,7 @@ def repo(base, tmp_path) -> Path:
 
 def record(repo: Path, hparams: dict, out: Path) -> subprocess.CompletedProcess:
     """`pgolf record` of the run's two seeds into ``out`` (a non-record: two seeds are enough)."""
-    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2}
+    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2, "author": "t", "github_id": "t"}
     args = [
         "record",
         "--run-dir",
@@ -537,8 +537,8 @@ def test_a_partial_validation_score_is_never_a_record(repo, tmp_path):
     proc = snake(repo, configs=[limited], check=False)
     assert proc.returncode != 0
     log = (repo / "logs/test/record.log").read_text()
-    assert "a partial validation score: 2,047 of the split's 8,589 target tokens" in log, log[-3000:]
-    assert "val_scope: scored_tokens:2047 " in (repo / RUN / "seed_1" / "eval.log").read_text()
+    assert "a partial validation score: 2,048 of the split's 8,590 tokens" in log, log[-3000:]
+    assert "val_scope: scored_tokens:2048 " in (repo / RUN / "seed_1" / "eval.log").read_text()
     assert (repo / RECORD / "README.md").read_bytes() == readme  # the previous record stays
 
 

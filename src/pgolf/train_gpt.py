@@ -465,18 +465,21 @@ def token_bytes(prev: np.ndarray, tgt: np.ndarray, luts) -> np.ndarray:
 
 
 def load_val(args: Hyperparameters, rt: Runtime) -> tuple[np.ndarray, ByteLuts]:
-    """(the validation tokens scored, their byte tables); logs val_scope: the targets and bytes scored
-    (VAL_TOKENS_LIMIT: a prefix) and those of the whole split."""
+    """(the validation tokens scored, their byte tables); logs val_scope: the tokens read (VAL_TOKENS_LIMIT: a
+    prefix; every one but the first is a scored target) and the bytes of their targets, and those of the whole split
+    (its token count is the manifest's val_tokens)."""
     sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
     if sp.get_piece_size() > args.vocab_size:
         raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
     full = load_val_tokens(args, 0)
     tokens = full[: args.val_tokens_limit or None]
     vb = load_val_bytes(full, args)
-    b, n = target_bytes(full, byte_luts(sp, args.vocab_size, vb)), tokens.size - 1
+    b, n = target_bytes(full, byte_luts(sp, args.vocab_size, vb)), tokens.size
     rt.log(f"val_bytes:{'pieces' if vb is None else 'sidecar ' + os.environ['VAL_BYTES_FILES']}")
-    rt.log(f"val_scope: scored_tokens:{n} scored_bytes:{b[:n].sum()} split_tokens:{b.size} split_bytes:{b.sum()}")
-    return tokens, byte_luts(sp, args.vocab_size, vb if vb is None else vb[: n + 1])
+    rt.log(
+        f"val_scope: scored_tokens:{n} scored_bytes:{b[: n - 1].sum()} split_tokens:{full.size} split_bytes:{b.sum()}"
+    )
+    return tokens, byte_luts(sp, args.vocab_size, vb if vb is None else vb[:n])
 
 
 def target_bytes(tokens: np.ndarray, luts) -> np.ndarray:
@@ -1021,12 +1024,12 @@ def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
     kernel (plus the math fallback) on expanded KV heads. FA4 is ahead of SDPA on the H100 (benchmarks/NOTES.md)."""
     if args.attn_backend == "fa3" or (args.attn_backend == "auto" and rt.cuda and fa3_attn is not None):
         if fa3_attn is None or not rt.cuda:
-            raise SystemExit("ATTN_BACKEND=fa3 but flash_attn_interface is not importable on a CUDA device")
+            raise SystemExit("ATTN_BACKEND=fa3: flash_attn_interface is not importable on a CUDA device")
         return "fa3"
     if args.attn_backend == "fa4" or (args.attn_backend == "auto" and fa4_usable(rt)):
         if not fa4_usable(rt):
             raise SystemExit(
-                "ATTN_BACKEND=fa4 but flash_attn.cute (flash-attn-4) is not importable on a CUDA device >= sm90"
+                "ATTN_BACKEND=fa4: flash_attn.cute (flash-attn-4) is not importable on a CUDA device >= sm90"
             )
         return "fa4"
     if args.attn_backend in SDPA_ONLY:
@@ -1063,7 +1066,7 @@ class Attention(nn.Module):
         super().__init__()
         d, h, kv = args.model_dim, args.num_heads, args.num_kv_heads
         if d % h or h % kv:
-            raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: heads must divide dim and kv heads")
+            raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: kv heads | heads | dim")
         self.h, self.kv, self.hd = h, kv, d // h
         qb = args.qat_bits if args.late_qat else 0
         self.c_q, self.c_k, self.c_v = (

@@ -3,9 +3,10 @@ it loads the validation split::
 
     val_scope: scored_tokens:<N> scored_bytes:<M> split_tokens:<T> split_bytes:<B>
 
-N and M are the target tokens and their bytes that the run scores, T and B those of the whole split (targets: every
-token but the first). ``VAL_TOKENS_LIMIT`` (config ``eval.val_tokens_limit``) scores a prefix only: such a score is
-an experiment's, never a record's (``pgolf record`` refuses it on both tracks)."""
+N is the number of validation tokens the run reads and scores (a prefix of the split; every token but the first is a
+scored target, the first is context only) and M the bytes of those targets; T and B are the same for the whole split
+(T is the data manifest's ``val_tokens``). ``VAL_TOKENS_LIMIT`` (config ``eval.val_tokens_limit``) scores a prefix
+only: such a score is an experiment's, never a record's (``pgolf record`` refuses it on both tracks)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def scope_problems(seed: int, log: str, staged: bool) -> list[str]:
         if is_partial(s):
             out.append(
                 f"seed {seed}: a partial validation score: {s['scored_tokens']:,} of the split's {s['split_tokens']:,}"
-                f" target tokens ({s['scored_bytes']:,} of {s['split_bytes']:,} bytes) were scored (config"
+                f" tokens ({s['scored_bytes']:,} of {s['split_bytes']:,} bytes) were scored (config"
                 " eval.val_tokens_limit, the script's VAL_TOKENS_LIMIT); a record scores the whole split: set"
                 " eval.val_tokens_limit: 0 (a limited run is an experiment: stop at its metrics.json)"
             )
