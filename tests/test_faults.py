@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,7 +76,7 @@ def repo(base, tmp_path) -> Path:
 
 def record(repo: Path, hparams: dict, out: Path) -> subprocess.CompletedProcess:
     """`pgolf record` of the run's two seeds into ``out`` (a non-record: two seeds are enough)."""
-    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2}
+    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2, "author": "t", "github_id": "t"}
     args = [
         "record",
         "--run-dir",
@@ -342,6 +343,8 @@ def test_a_checkpoint_of_an_earlier_config_is_never_quantized(repo, tmp_path):
     assert proc.returncode != 0
     log = (repo / "logs/test/seed_1/quantize.log").read_text()
     assert "made with another train configuration" in log and "iterations: 12 -> 13" in log
+    # the failed quantize shows again in the plan (with what follows it): let it finish under the config it had
+    assert job_counts(snake(repo, "--rerun-triggers", "mtime")).get("quantize", 0) >= 1
     e = overlay(tmp_path, "e", {"eval": {"eval_stride": 32}})
     proc = snake(repo, "--rerun-triggers", "mtime", "--forcerun", "record", configs=[e], check=False)
     assert proc.returncode != 0
@@ -533,3 +536,257 @@ mod.write_atomic({str(tiny_disk / "checkpoint.pt")!r}, lambda f: torch.save(obj,
     assert proc.returncode != 0
     assert f"{tiny_disk / 'checkpoint.pt'}: could not write the checkpoint: no space left on device" in proc.stderr
     assert list(tiny_disk.iterdir()) == []  # no temporary file left behind
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trust, round two (issue 29): a record claims nothing its files do not prove; a failed step costs no good product
+
+
+def _plan(repo: Path, *args: str, configs=()) -> dict:
+    return job_counts(snake(repo, "-n", *args, configs=configs))
+
+
+def test_a_partial_validation_score_is_never_a_record(repo, tmp_path):
+    readme = (repo / RECORD / "README.md").read_bytes()
+    for seed in (1, 2):  # the script states what it scored: here the whole split
+        log = (repo / RUN / f"seed_{seed}" / "eval.log").read_text()
+        scope = re.search(
+            r"val_scope: scored_tokens:(\d+) scored_bytes:(\d+) split_tokens:(\d+) split_bytes:(\d+)", log
+        )
+        assert scope and scope[1] == scope[3] and scope[2] == scope[4], log[-2000:]
+    limited = overlay(tmp_path, "limited", {"eval": {"val_tokens_limit": 2048}})
+    proc = snake(repo, configs=[limited], check=False)
+    assert proc.returncode != 0
+    log = (repo / "logs/test/record.log").read_text()
+    assert "a partial validation score: 2,048 of the split's 8,590 tokens" in log, log[-3000:]
+    assert "val_scope: scored_tokens:2048 " in (repo / RUN / "seed_1" / "eval.log").read_text()
+    assert (repo / RECORD / "README.md").read_bytes() == readme  # the previous record stays
+
+
+def test_a_linked_data_folder_publishes_the_repository_s_own_paths(repo, tmp_path):
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    shutil.move(repo / "data", volume / "x")
+    (repo / "data").symlink_to(volume / "x")
+    snake(repo, "--forcerun", "evaluate")
+    for name in ("train_seed1.log", "train_seed2.log", "README.md"):
+        text = (repo / RECORD / name).read_text()
+        assert str(volume) not in text and "/x/" not in text, name
+    readme = (repo / RECORD / "README.md").read_text()
+    assert "TOKENIZER_PATH=../../../data/test_wiki_sp1024/tokenizer_sp1024.model" in readme
+
+
+def test_text_fields_are_escaped_and_an_impossible_date_is_refused(base, tmp_path):
+    settings = {"author": "<script>alert(1)</script>", "blurb": "# Big\n- [click](javascript:x) **now** | a"}
+    proc = record_with(base, tmp_path / "rec", settings)
+    assert proc.returncode == 0, proc.stderr
+    readme = (tmp_path / "rec" / "README.md").read_text()
+    assert "<script>" not in readme and "&lt;script&gt;alert(1)&lt;/script&gt;" in readme
+    assert "\\# Big - \\[click\\](javascript:x) \\*\\*now\\*\\* \\| a" in readme
+    proc = record_with(base, tmp_path / "bad", {"date": "2026-13-45"})
+    assert proc.returncode != 0 and "record.date: '2026-13-45' is not a date" in proc.stderr
+    bad = overlay(tmp_path, "date", {"record": {"date": "2026-13-45"}})
+    proc = snake(base, "-n", configs=[bad], check=False)
+    assert proc.returncode != 0 and "record.date: '2026-13-45' is not a date" in proc.stdout + proc.stderr
+
+
+def record_with(repo: Path, out: Path, extra: dict) -> subprocess.CompletedProcess:
+    """`pgolf record` of the run's seeds into ``out`` with ``extra`` record settings (the staged mode's options)."""
+    settings = {"track": "track_non_record_16mb", "name": "x", "min_seeds": 2, "date": "2026-01-01", "github_id": "t"}
+    settings.update(extra)
+    seeds = [repo / RUN / f"seed_{s}" for s in (1, 2)]
+    args = ["record", "--metrics", *[str(s / "metrics.json") for s in seeds]]
+    args += ["--logs", *[str(s / f"{part}.log") for s in seeds for part in ("train", "quantize", "eval")]]
+    args += ["--artifacts", *[str(s / "final_model.ptz") for s in seeds]]
+    args += ["--script", str(repo / RUN / "ship/train_gpt.py"), "--human-script", str(repo / "src/pgolf/train_gpt.py")]
+    args += ["--environment", str(repo / RUN / "env/environment.json"), "--settings-json", json.dumps(settings)]
+    args += ["--hparams-json", json.dumps({"NUM_LAYERS": "2"}), "--nproc", "2", "--out", str(out)]
+    args += ["--data-manifest", str(repo / "data/test_wiki_sp1024/manifest.json")]
+    return pgolf(*args, cwd=repo)
+
+
+def test_the_blurb_describes_the_run_s_own_settings(base):
+    sub = json.loads((base / RECORD / "submission.json").read_text())
+    assert sub["blurb"].startswith("2 layers, width 64, 2 heads / 1 KV heads"), sub["blurb"]
+    assert "11 layers" not in sub["blurb"] and "XSA on the last 1" in sub["blurb"]
+    assert sub["blurb"] in (base / RECORD / "README.md").read_text()
+
+
+def test_a_failed_data_or_fa3_step_keeps_its_products_and_shows_again(repo, tmp_path):
+    manifest = repo / "data/test_wiki_sp1024/manifest.json"
+    kept = {p: p.read_bytes() for p in (manifest, repo / RUN / "env/fa3.json", repo / RUN / "env/environment.json")}
+    (repo / "empty.jsonl").write_text("")
+    empty = overlay(tmp_path, "empty", {"data": {"documents": {"path": "empty.jsonl"}}})
+    proc = snake(repo, configs=[empty], check=False)
+    assert proc.returncode != 0 and "empty.jsonl" in (repo / "logs/data/test_wiki_sp1024.log").read_text()
+    assert manifest.read_bytes() == kept[manifest]  # the last good manifest stays
+    assert _plan(repo, configs=[empty]).get("data") == 1  # and the plan shows the step that failed
+    assert _plan(repo).get("data") == 1  # reverted: the data step (and what follows it) shows too
+    required = overlay(tmp_path, "required", {"fa3": {"enabled": True, "required": True}})  # no CUDA here
+    proc = snake(repo, "--forcerun", "fa3", "--until", "fa3", configs=[required], check=False)
+    assert proc.returncode != 0 and "required" in (repo / "logs/test/fa3.log").read_text()
+    for path, data in kept.items():
+        assert path.read_bytes() == data, path
+    assert _plan(repo, configs=[required]).get("fa3") == 1
+
+
+def test_a_record_rebuild_keeps_what_a_user_added(repo):
+    folder = repo / RECORD
+    (folder / "NOTES.md").write_text("my notes\n")
+    (folder / "figures").mkdir()
+    (folder / "figures" / "ablation.png").write_bytes(b"\x89PNG fake")
+    (folder / "train_seed9.log").write_text("an old seed's log: the record's own kind of file, replaced\n")
+    snake(repo, "--forcerun", "record")
+    assert (folder / "NOTES.md").read_text() == "my notes\n"
+    assert (folder / "figures" / "ablation.png").read_bytes() == b"\x89PNG fake"
+    assert not (folder / "train_seed9.log").exists()
+    assert "kept what was added to the record folder: NOTES.md, figures" in (repo / "logs/test/record.log").read_text()
+
+
+def test_two_runs_with_one_record_name_are_refused(repo, tmp_path):
+    other = overlay(tmp_path, "other", {"run": "sweep_b"})
+    proc = snake(repo, "-n", configs=[other], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "is the record of run 'test', not of this run 'sweep_b'" in out
+    # pgolf record itself refuses it too (a folder written by hand or by another pipeline)
+    sub = repo / RECORD / "submission.json"
+    sub.write_text(sub.read_text().replace('"run": "test"', '"run": "sweep_a"'))
+    proc = record_with(repo, repo / RECORD, {"name": "pgolf_test"})
+    assert proc.returncode != 0 and "is the record of run 'sweep_a', not of this run 'test'" in proc.stderr
+
+
+def test_nothing_left_to_prune_names_the_cap_the_bytes_and_the_setting(base, tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["quantize"]
+    section = {**cfg, "quant_keep_float_numel": 10**9, "quant_fit_mlp_bits": 0, "compressor": "xz"}
+    section.update(quant_layout="plain", encode_sample_chunks=0)
+    code = tmp_path / "code.py"
+    code.write_bytes(b"#" * 15_990_000)  # the all-float model no longer fits beside it
+    (tmp_path / "q").mkdir()
+    proc, _ = quantize(base, 1, section, tmp_path / "q", code_file=code)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "torch.cat" not in out, out[-3000:]
+    assert "> 16000000 bytes; none to prune: lower QUANT_KEEP_FLOAT_NUMEL" in out and "code 15990000 + model" in out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root (the test fills a 600 kB file system)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_full_disk_in_the_data_step_names_the_file_and_the_free_space(small_disk):
+    section = {"source": "documents", "name": "t", "documents": {"path": "demo/wiki_vital_en.jsonl.xz"}}
+    section["documents"].update(vocab_size=1024, val_docs=40, shard_tokens=50000, max_docs=2000)
+    args = ["data", "--data-json", json.dumps(section), "--root", str(REPO), "--out", str(small_disk / "t")]
+    proc = pgolf(*args, "--threads", "1", cwd=REPO)  # the shards outgrow the disk
+    assert proc.returncode != 0
+    assert re.search(
+        rf"{small_disk}/t/t_train_\d+\.bin: could not write the file: no space left on device \([\d,]+ bytes free",
+        proc.stderr,
+    ), proc.stderr
+    assert not [p for p in (small_disk / "t").iterdir() if p.name.endswith(".tmp")]
+    shutil.rmtree(small_disk / "t")
+    (small_disk / "fill").write_bytes(b"\0" * 400_000)  # the tokenizer does not fit: not the documents' fault
+    proc = pgolf(*args, "--threads", "1", cwd=REPO)
+    assert proc.returncode != 0 and "SentencePiece training failed" not in proc.stderr
+    assert f"{small_disk}/t/tokenizer_sp1024.model: could not write the tokenizer: no space left" in proc.stderr
+
+
+def test_a_seed_beyond_numpy_s_range_is_refused_by_the_schema(base, tmp_path):
+    big = overlay(tmp_path, "big", {"seeds": [4294967296]})
+    proc = snake(base, "-n", configs=[big], check=False)
+    assert proc.returncode != 0 and "4294967296 is greater than the maximum of 4294967295" in proc.stdout + proc.stderr
+    assert _plan(base, configs=[overlay(tmp_path, "max", {"seeds": [4294967295]})]).get("train") == 1
+
+
+def test_a_window_longer_than_the_split_is_refused_before_any_job(base, tmp_path):
+    long = overlay(tmp_path, "long", {"eval": {"eval_seq_len": 100000}})
+    proc = snake(base, "-n", configs=[long], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "eval.eval_seq_len=100000 is longer than the validation split: 8,589" in out
+    short = overlay(tmp_path, "short", {"eval": {"val_tokens_limit": 100}})  # the window outgrows the limit
+    proc = snake(base, "-n", configs=[short], check=False)
+    assert proc.returncode != 0 and "eval.eval_seq_len=128 is longer than the validation split (its first" in (
+        proc.stdout + proc.stderr
+    )
+
+
+def test_a_yaml_error_in_an_overlay_is_named_with_its_line_and_column(tmp_path):
+    """Snakemake 9 reads --configfile files itself, before the Snakefile (ConfigSettings.__post_init__), and says only
+    "not valid JSON or YAML": no workflow code runs first. `pgolf config` names the file, line and column."""
+    bad = tmp_path / "sweep.yaml"
+    bad.write_text("run: sweep\nseeds: [1, 2\ntrain: {iterations: 5}\n")
+    proc = pgolf("config", str(bad), cwd=REPO)
+    assert proc.returncode == 1 and f"{bad}:3:6: YAML syntax error" in proc.stdout, proc.stdout + proc.stderr
+    big = overlay(tmp_path, "big", {"seeds": [4294967296], "record": {"date": 5}})
+    proc = pgolf("config", str(REPO / ".test/config.yaml"), str(big), cwd=REPO)
+    assert proc.returncode == 1 and "config seeds.0: 4294967296 is greater than the maximum" in proc.stdout
+    assert "config record.date: 5 is not of type" in proc.stdout
+    proc = pgolf("config", str(REPO / ".test/config.yaml"), cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _steps_in(repo: Path, text: str) -> list[int]:
+    """The processes of ``repo`` (their working folder) whose command line holds ``text``."""
+    out = []
+    for pid in _processes_mentioning(text):
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == repo.resolve():
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def test_a_killed_forced_quantize_shows_again_in_the_next_plan(repo):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(repo), "--cores", "2"]
+    cmd += ["--configfile", str(repo / ".test" / "config.yaml"), "--forcerun", "quantize"]
+    snakemake = subprocess.Popen(
+        cmd, cwd=repo, env=env_with_venv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert _wait_for(lambda: _steps_in(repo, "quantize --script"), 120), "quantize never started"
+        for pid in _steps_in(repo, "quantize --script"):  # the job dies (an OOM kill, a preempted node)
+            os.kill(pid, signal.SIGKILL)
+        snakemake.wait(timeout=120)
+    finally:
+        if snakemake.poll() is None:
+            snakemake.kill()
+            snakemake.wait()
+    assert snakemake.returncode != 0
+    plan = _plan(repo)  # no config change: the forced job that failed is planned again, with what follows it
+    assert plan.get("quantize", 0) >= 1 and plan.get("evaluate", 0) >= 1 and plan.get("record") == 1, plan
+
+
+# Faults of our own, found by trying as a user on a rented pod or a cluster would
+
+
+def test_a_linked_folder_whose_volume_is_gone_is_refused_before_any_job(repo, tmp_path):
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    shutil.move(repo / "results", volume / "results")
+    (repo / "results").symlink_to(volume / "results")
+    assert _plan(repo) == {}
+    shutil.rmtree(volume)  # a new pod: the network volume not mounted (yet)
+    proc = snake(repo, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"results/ is a link to {volume / 'results'}, which does not exist" in out
+
+
+def test_a_folder_given_for_a_file_is_refused_naming_the_key(base, tmp_path):
+    script = overlay(tmp_path, "script", {"train": {"script": "src/pgolf"}})
+    proc = snake(base, "-n", configs=[script], check=False)
+    assert proc.returncode != 0 and "config train.script: src/pgolf is a folder" in proc.stdout + proc.stderr
+    docs = overlay(tmp_path, "docs", {"data": {"documents": {"path": "demo"}}})
+    proc = snake(base, "-n", configs=[docs], check=False)
+    assert proc.returncode != 0 and "config data.documents.path: demo is a folder" in proc.stdout + proc.stderr
+
+
+def test_a_run_re_invoked_after_midnight_keeps_its_record_folder(repo, tmp_path):
+    today = overlay(tmp_path, "today", {"record": {"date": None}})  # date null: today, unless the run has a folder
+    assert _plan(repo, configs=[today]) == {}
+    assert sorted(p.name for p in (repo / RECORD).parent.iterdir()) == ["2026-01-01_pgolf_test"]

@@ -487,9 +487,10 @@ def test_failed_check_keeps_previous_record(run):
 def test_rebuild_replaces_previous_record(run):
     out = run["out"]
     build_record(out, run["dirs"], run["script"], ENVIRONMENT, SETTINGS, HPARAMS, 8)
-    (out / "stale.txt").write_text("old")
+    (out / "train_seed999.log").write_text("old")  # a file of the kind the record generates: replaced
+    (out / "NOTES.md").write_text("mine")  # what a user added: kept (issue 29)
     build_record(out, run["dirs"], run["script"], ENVIRONMENT, dict(SETTINGS, name="Renamed"), HPARAMS, 8)
-    assert not (out / "stale.txt").exists()
+    assert not (out / "train_seed999.log").exists() and (out / "NOTES.md").read_text() == "mine"
     assert json.loads((out / "submission.json").read_text())["name"] == "Renamed"
     assert not list(out.parent.glob(".*"))
 

@@ -7,7 +7,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgolf import check, compare, corpus, data, fa3, pack, record, stages, upstream
+    from pgolf import check, compare, configcheck, corpus, data, fa3, pack, record, stages, upstream
 
     parser = argparse.ArgumentParser(prog="pgolf", description=__doc__)
     parser.add_argument(
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also show the step's status on this file descriptor (the terminal) at least every 30 s (pgolf.console)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (corpus, data, fa3, pack, stages, record, check, compare, upstream):
+    for module in (corpus, data, fa3, pack, stages, record, check, compare, upstream, configcheck):
         module.register(sub)
     return parser
 

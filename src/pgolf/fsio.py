@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,28 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+class DiskFull(OSError, RuntimeError):
+    """A write that ran out of space, naming the file being written and the space left (a RuntimeError too, so that
+    the command line reports it as an error, without a traceback)."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or numpy's short write (``tofile``: "N requested and M written", no errno)."""
+    return isinstance(e, OSError) and (
+        e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e))
+    )
+
+
+def disk_full(path: str | os.PathLike, what: str, e: BaseException) -> DiskFull:
+    """The error for a write of ``path`` (``what`` it is) that ran out of space: the file and the free space."""
+    folder = Path(path).parent
+    try:
+        free = f"{shutil.disk_usage(folder).free:,} bytes free in {folder}"
+    except OSError:
+        free = f"free space in {folder} unknown"
+    return DiskFull(errno.ENOSPC, f"{path}: could not write the {what}: no space left on device ({free}; {e})")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``, on error remove it."""
@@ -32,8 +56,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            raise disk_full(path, "file", e) from None
         raise
 
 

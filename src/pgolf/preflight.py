@@ -11,6 +11,7 @@ the file or key, instead of failing minutes into a rented pod (or, worse, report
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -406,3 +407,106 @@ def machine_problems(
     out += tool_problems(config, script)
     out += record_problems(config.get("record") or {})
     return out
+
+
+# the folders the pipeline reads and writes, which a pod often links to a network volume
+LINKED_FOLDERS = ("data", "results", "records", "logs", ".cache")
+
+
+def link_problems(root: str | os.PathLike) -> list[str]:
+    """A working folder (``data/``, ``results/``, ...) that is a link to nothing: the volume it points to is not
+    mounted (a new pod, a cluster node without the file system). Without this, the plan re-makes every product (and
+    re-trains every seed) or fails creating the folder with no word on why."""
+    out = []
+    for name in LINKED_FOLDERS:
+        path = Path(root, name)
+        if path.is_symlink() and not path.exists():
+            out.append(
+                f"{name}/ is a link to {os.readlink(path)}, which does not exist (a volume not mounted?): mount it,"
+                f" or remove the link {path} to start afresh"
+            )
+        elif path.exists() and not path.is_dir():
+            out.append(f"{name}: {path} is not a folder (the pipeline writes its products under {name}/)")
+    return out
+
+
+def input_problems(config: dict, resolve) -> list[str]:
+    """Input paths that exist but are not files (a folder given for a file)."""
+    out = []
+    script = (config.get("train") or {}).get("script")
+    if script and os.path.isdir(resolve(script)):
+        out.append(f"config train.script: {script} is a folder; expected the training script (a .py file)")
+    data = config.get("data") or {}
+    path = (data.get("documents") or {}).get("path") if data.get("source") == "documents" else None
+    if path and os.path.isdir(resolve(path)):
+        out.append(f"config data.documents.path: {path} is a folder; expected a JSON-lines file (.jsonl, .xz, .gz)")
+    return out
+
+
+def date_problem(date) -> str | None:
+    """``record.date`` must be a calendar date written YYYY-MM-DD (2026-13-45 is not one); null is today."""
+    import datetime
+
+    if date is None:
+        return None
+    try:
+        ok = isinstance(date, str) and datetime.date.fromisoformat(date).isoformat() == date
+    except ValueError:
+        ok = False
+    return None if ok else f"record.date: {date!r} is not a date (expected YYYY-MM-DD, e.g. 2026-04-30)"
+
+
+def record_folder_problems(record: dict, record_dir: str | os.PathLike, run: str) -> list[str]:
+    """The record section against the record folder it names: a real date, and a folder that no other run wrote (two
+    runs with one ``record.name`` would overwrite each other's record, back and forth)."""
+    out = [p for p in [date_problem(record.get("date"))] if p]
+    try:
+        owner = json.loads(Path(record_dir, "submission.json").read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    if isinstance(owner, str) and owner != run:
+        out.append(
+            f"record.name: {record_dir} is the record of run {owner!r}, not of this run {run!r}: give this run"
+            f" another record.name, or remove {record_dir} to replace it"
+        )
+    return out
+
+
+def eval_problems(config: dict, manifest: str | os.PathLike) -> list[str]:
+    """An evaluation window longer than the validation split (the data set's manifest, when it exists, knows the
+    split's size): refused before any job, not inside the evaluate step after training."""
+    evaluation = config.get("eval") or {}
+    seq = evaluation.get("eval_seq_len")
+    if not isinstance(seq, int) or (config.get("train") or {}).get("mode", "staged") != "staged":
+        return []
+    try:
+        m = json.loads(Path(manifest).read_text(encoding="utf-8"))
+        tokens = sum(int(f["tokens"]) for f in m["val"]["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no data set yet: the evaluate step checks it
+    limit = evaluation.get("val_tokens_limit") or 0
+    targets = (min(limit, tokens) if limit > 0 else tokens) - 1
+    if seq > targets:
+        scope = f" (its first eval.val_tokens_limit={limit})" if 0 < limit < tokens else ""
+        return [
+            f"eval.eval_seq_len={seq} is longer than the validation split{scope}: {targets:,} target tokens in"
+            f" {manifest}; lower eval.eval_seq_len"
+        ]
+    return []
+
+
+def run_record_date(records: str | os.PathLike, track: str, name: str, run: str) -> str | None:
+    """The date of the record folder that run ``run`` already wrote as ``<records>/<track>/<date>_<name>`` (its
+    submission.json's ``run``), or None. With ``record.date: null`` (today), a run re-invoked after midnight (a pod
+    session that spans two days, a failed step re-run the next morning) keeps its folder instead of writing a second
+    one beside it: a pull request adds exactly one record folder."""
+    dates = []
+    for sub in sorted(Path(records, track).glob(f"*_{name}/submission.json")):
+        date = sub.parent.name[: -len(name) - 1]
+        try:
+            owner = json.loads(sub.read_text(encoding="utf-8")).get("run")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if owner == run and date_problem(date) is None:
+            dates.append(date)
+    return dates[-1] if dates else None

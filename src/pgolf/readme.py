@@ -3,7 +3,9 @@ command with every setting the pipeline gave the script) and, with a reference r
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -20,6 +22,85 @@ NON_RECORD_TRACK = "track_non_record_16mb"
 def is_non_record(settings: dict) -> bool:
     """Whether the settings describe a non-record (or demo) run."""
     return bool(settings.get("non_record")) or settings.get("track") == NON_RECORD_TRACK
+
+
+_MD_INLINE = re.compile(r"([\\`*\[\]|~]|(?<!\w)_|_(?!\w))")  # an underscore inside a word is no emphasis
+_MD_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+[.)])")
+
+
+def md_text(value) -> str:
+    """A text field of the config (author, blurb, name, ...) as inert README text: one line, HTML escaped
+    (``<script>`` shows as written), markdown's inline marks backslash-escaped, and nothing at its start that would
+    open a heading, a list or a quote."""
+    text = " ".join(str(value).split())
+    text = html.escape(text, quote=False)
+    text = _MD_INLINE.sub(r"\\\1", text)
+    return _MD_LINE_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], text)
+
+
+def md_code(value) -> str:
+    """``value`` as an inline code span that a backtick or a table's ``|`` in it cannot end."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    pad = " " if "`" in text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def recipe_blurb(env: dict, defaults: dict) -> str:
+    """The record's blurb derived from the run's own settings: ``env`` (the script's variables the pipeline set:
+    training, quantize and eval) over ``defaults`` (the script's defaults, ``preflight.script_defaults``), so that it
+    never describes another config (a 2-layer test model is not "11 layers, XSA ...")."""
+
+    def get(key: str):
+        return env.get(key.upper(), defaults.get(key))
+
+    def num(key: str):
+        try:
+            value = float(get(key))
+        except (TypeError, ValueError):
+            return None
+        return int(value) if value.is_integer() else value
+
+    parts = []
+    layers, dim, heads, kv = num("num_layers"), num("model_dim"), num("num_heads"), num("num_kv_heads")
+    if layers is not None:
+        parts.append(f"{layers} layers" + (f", width {dim}" if dim else ""))
+    if heads:
+        parts.append(f"{heads} heads" + (f" / {kv} KV heads" if kv and kv != heads else ""))
+    if num("mlp_mult"):
+        parts.append(f"MLP {num('mlp_mult')}x")
+    if num("xsa_last_n"):
+        parts.append(f"XSA on the last {num('xsa_last_n')}")
+    if _truthy(get("ema_enabled")) and num("ema_decay") is not None:
+        parts.append(f"EMA {num('ema_decay')}")
+    rope, head_dim = num("rope_dims"), (dim // heads if dim and heads else None)
+    if rope and head_dim and rope < head_dim:
+        parts.append(f"partial RoPE {rope}/{head_dim}")
+    for key, label in (("ln_scale", "LN scale"), ("smear_gate", "SmearGate"), ("unet_skips", "U-Net skips")):
+        if _truthy(get(key)):
+            parts.append(label)
+    if num("bigram_vocab_size"):
+        parts.append(f"BigramHash {num('bigram_vocab_size')}x{num('bigram_dim')}")
+    if get("recur_layers"):
+        parts.append(f"layers {get('recur_layers')} run twice")
+    if num("muon_wd") is not None:
+        parts.append(f"Muon + AdamW (wd {num('muon_wd')})")
+    if _truthy(get("late_qat")) and num("qat_bits"):
+        parts.append(f"late int{num('qat_bits')} QAT")
+    matrix, mlp, embed = num("quant_bits_matrix"), num("quant_bits_mlp"), num("quant_bits_embed")
+    if matrix:
+        bits = f"int{matrix}" + (f" (MLP int{mlp})" if mlp and mlp != matrix else "")
+        bits += f"/int{embed}" if embed else ""
+        codec = get("compressor") if get("compressor") != "auto" else None  # auto: the smallest, see quant_tag
+        parts.append(f"{bits} per-row" + (" GPTQ" if _truthy(get("gptq")) else "") + (f" + {codec}" if codec else ""))
+    stride, seq = num("eval_stride"), num("eval_seq_len")
+    if stride and seq:
+        parts.append(f"sliding-window eval stride {stride}" if stride < seq else f"eval in chunks of {seq}")
+    return (", ".join(parts) + ".") if parts else ""
 
 
 def _env_value(value) -> str:
@@ -195,7 +276,7 @@ def _readme(
 ) -> str:
     """README.md text; every number comes from the metrics, settings, environment or hyperparameters."""
     n = len(seeds)
-    out = [f"# {sub['name'] or 'Parameter Golf run'}", ""]
+    out = [f"# {md_text(sub['name'] or 'Parameter Golf run')}", ""]
     if is_non_record(settings):
         out += [
             "> **Not a leaderboard record.** This is a non-record / demo run"
@@ -222,10 +303,10 @@ def _readme(
         "",
     ]
     if sub.get("blurb"):
-        out += [sub["blurb"], ""]
+        out += [md_text(sub["blurb"]), ""]
     out += [
-        f"- Author: {sub['author']}" + (f" (@{sub['github_id']})" if sub.get("github_id") else ""),
-        f"- Date: {sub['date']}",
+        f"- Author: {md_text(sub['author'])}" + (f" (@{md_text(sub['github_id'])})" if sub.get("github_id") else ""),
+        f"- Date: {md_text(sub['date'])}",
         f"- Track: `{sub['track']}`",
         "",
         "## Results",
@@ -265,7 +346,7 @@ def _readme(
     out += ["## Hyperparameters", ""]
     if hparams:
         out += ["| Variable | Value |", "|---|---|"]
-        out += [f"| `{k}` | `{_env_value(v)}` |" for k, v in sorted(hparams.items())]
+        out += [f"| {md_code(k)} | {md_code(_env_value(v))} |" for k, v in sorted(hparams.items())]
     else:
         out.append("The script's defaults (no overrides).")
     out += ["", *data_section(sub.get("data")), "## Hardware and versions", ""]

@@ -25,12 +25,14 @@ from pgolf.compare import compare_records
 from pgolf.fsio import read_json, sha256_file, write_bytes, write_json, write_text
 from pgolf.logs import parse_log
 from pgolf.pack import HUMAN_NAME, ship
+from pgolf.preflight import date_problem, script_defaults
 from pgolf.provenance import data_provenance, pinned_requirements
-from pgolf.readme import _readme, is_non_record, reproduce_env
+from pgolf.readme import _readme, is_non_record, recipe_blurb, reproduce_env
 from pgolf.recordfolder import parse_record
 from pgolf.report import PLOT_NAME, loss_curve_png, seed_table_csv, seed_table_html
 from pgolf.stages import is_secret, measure
 from pgolf.stats import mean, std
+from pgolf.valscope import scope_problems
 
 LOG_PARTS = ("train.log", "quantize.log", "eval.log")
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -192,6 +194,7 @@ def _submission(settings: dict, environment: dict, seeds: list[dict], nproc: int
         if m.get("phases"):  # an upstream script's run, phase by phase from its log (pgolf.logs.upstream_phases)
             seed_results[str(s["seed"])]["phases"] = {k: v for k, v in m["phases"].items() if k != "evals"}
     return {
+        "run": _uniform([s["metrics"].get("run") for s in seeds]),  # the pipeline run that owns the folder
         "author": settings.get("author"),
         "github_id": settings.get("github_id"),
         "name": settings.get("name"),
@@ -237,6 +240,28 @@ def provenance(environment: dict) -> dict:
     out["fa3_reason"] = status.get("reason")
     out["fa3_fallback"] = status.get("fallback")
     return out
+
+
+def settings_problems(settings: dict) -> list[str]:
+    """The record settings a README or submission.json cannot carry: a ``date`` that is no calendar date."""
+    return [p for p in [date_problem(settings.get("date"))] if p]
+
+
+def record_owner(out: Path) -> str | None:
+    """The pipeline run that wrote the record folder ``out`` (its submission.json's ``run``), or None."""
+    try:
+        run = json.loads((out / "submission.json").read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run if isinstance(run, str) else None
+
+
+def user_files(out: Path, extra_names: set[str]) -> list[Path]:
+    """What a user added to an existing record folder (NOTES.md, figures/, ...): every entry but the files the record
+    generates and its configured extra files; a rebuild keeps them."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if not _GENERATED.match(p.name) and p.name not in extra_names)
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -299,6 +324,29 @@ def build_record(
         elif ship(human.read_bytes())[0] != script.read_bytes():
             raise ValueError(f"{script} is not what `pgolf pack` makes of {human}: the readable copy would not match")
     verify_seed_files(seeds, script, expected_configs)
+    problems = settings_problems(settings)
+    for s in seeds:  # a score on less than the whole validation split is never a record's (either track)
+        problems += scope_problems(s["seed"], s["log"].decode("utf-8", "replace"), "artifact_sha256" in s["metrics"])
+    run = _uniform([s["metrics"].get("run") for s in seeds])
+    owner = record_owner(out)
+    if run and owner and owner != run:
+        problems.append(
+            f"{out} is the record of run {owner!r}, not of this run {run!r} (two runs with one record.name would "
+            f"overwrite each other's record): give this run another record.name, or remove {out} to replace it"
+        )
+    if problems:
+        raise ValueError("cannot write the record:\n" + "\n".join(f"  - {p}" for p in problems))
+    settings = dict(settings)
+    if not settings.get("blurb"):  # derived from the run's own settings, never another config's
+        source = human if human is not None else script
+        settings["blurb"] = recipe_blurb(hparams or {}, script_defaults(source))
+        if settings.get("reference") and not any("artifact_sha256" in s["metrics"] for s in seeds):
+            settings["blurb"] = f"A reproduction of {Path(settings['reference']).name}: its train_gpt.py, run whole."
+        if not settings["blurb"]:
+            raise ValueError(
+                "record.blurb: empty, and the pipeline cannot describe this run's recipe (a script without a"
+                " Hyperparameters table it can read): write one in the config's record section"
+            )
     environment = dict(environment or {})
     hparams = {k: v for k, v in (hparams or {}).items() if not is_secret(k)}  # never publish credentials
     extras = [Path(p) for p in settings.get("extra_files") or []]
@@ -369,6 +417,14 @@ def build_record(
         )
         if problems:
             raise ValueError(f"record {out} fails its checks:\n{describe(problems)}")
+        kept = user_files(out, {p.name for p in extras})
+        for path in kept:  # a user's notes and figures survive the rebuild
+            if path.is_dir():
+                shutil.copytree(path, tmp / path.name, symlinks=True)
+            else:
+                shutil.copy2(path, tmp / path.name, follow_symlinks=False)
+        if kept:
+            print(f"{out}: kept what was added to the record folder: {', '.join(p.name for p in kept)}")
         _install(tmp, out)
     finally:
         if tmp.exists():

@@ -254,7 +254,7 @@ class Hyperparameters:
         only those, replace ours."""
         missing = [k for k in self.knobs(arch=True) if k not in model]
         if missing:
-            raise SystemExit(f"{what}: no {', '.join(missing)} in its model description (written by another version?)")
+            raise SystemExit(f"{what}: no {', '.join(missing)} in its model description")
         return self.replace(**{k: model[k] for k in self.knobs(arch=True)})
 
 
@@ -407,10 +407,9 @@ class DistributedTokenLoader:
         return x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
 
 
-def load_val_tokens(args: Hyperparameters) -> np.ndarray:
+def load_val_tokens(args: Hyperparameters, limit: int | None = None) -> np.ndarray:
     tokens = np.concatenate([load_shard(p) for p in shard_paths(args.val_files, "validation")])
-    if args.val_tokens_limit > 0:
-        tokens = tokens[: args.val_tokens_limit]
+    tokens = tokens[: (args.val_tokens_limit if limit is None else limit) or None]
     if tokens.size < 2:
         raise ValueError(f"validation split {args.val_files} has fewer than 2 tokens")
     return tokens
@@ -432,7 +431,7 @@ def load_val_bytes(tokens: np.ndarray, args: Hyperparameters) -> np.ndarray | No
         counts = load_shard(b)
         n = int(np.fromfile(v, dtype="<i4", count=SHARD_HEADER_WORDS)[2])
         if counts.size != n:
-            raise ValueError(f"{b}: {counts.size} byte counts, but {v} has {n} tokens (a sidecar of other data?)")
+            raise ValueError(f"{b}: {counts.size} byte counts, but {v} has {n} tokens")
         parts.append(counts)
     return np.concatenate(parts)[: tokens.size].astype(np.int64)
 
@@ -469,6 +468,24 @@ def byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int, val_bytes: np.nda
 def token_bytes(prev: np.ndarray, tgt: np.ndarray, luts) -> np.ndarray:
     base, space, boundary = luts[:3]
     return base[tgt] + (space[tgt] & ~boundary[prev])
+
+
+def load_val(args: Hyperparameters, rt: Runtime) -> tuple[np.ndarray, ByteLuts]:
+    """(the validation tokens scored, their byte tables); logs val_scope: the tokens read (VAL_TOKENS_LIMIT: a
+    prefix; every one but the first is a scored target) and the bytes of their targets, and those of the whole split
+    (its token count is the manifest's val_tokens)."""
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if sp.get_piece_size() > args.vocab_size:
+        raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
+    full = load_val_tokens(args, 0)
+    tokens = full[: args.val_tokens_limit or None]
+    vb = load_val_bytes(full, args)
+    b, n = target_bytes(full, byte_luts(sp, args.vocab_size, vb)), tokens.size
+    rt.log(f"val_bytes:{'pieces' if vb is None else 'sidecar ' + os.environ['VAL_BYTES_FILES']}")
+    rt.log(
+        f"val_scope: scored_tokens:{n} scored_bytes:{b[: n - 1].sum()} split_tokens:{full.size} split_bytes:{b.sum()}"
+    )
+    return tokens, byte_luts(sp, args.vocab_size, vb if vb is None else vb[:n])
 
 
 def target_bytes(tokens: np.ndarray, luts) -> np.ndarray:
@@ -1013,13 +1030,12 @@ def attention_backend(rt: Runtime, args: Hyperparameters) -> str:
     kernel (plus the math fallback) on expanded KV heads. FA4 is ahead of SDPA on the H100 (benchmarks/NOTES.md)."""
     if args.attn_backend == "fa3" or (args.attn_backend == "auto" and rt.cuda and fa3_attn is not None):
         if fa3_attn is None or not rt.cuda:
-            raise SystemExit("ATTN_BACKEND=fa3 but flash_attn_interface is not importable on a CUDA device")
+            raise SystemExit("ATTN_BACKEND=fa3: flash_attn_interface is not importable on a CUDA device")
         return "fa3"
     if args.attn_backend == "fa4" or (args.attn_backend == "auto" and fa4_usable(rt)):
         if not fa4_usable(rt):
             raise SystemExit(
-                "ATTN_BACKEND=fa4 but flash_attn.cute (flash-attn-4) is not importable on a CUDA device "
-                "of compute capability 9.0 or newer"
+                "ATTN_BACKEND=fa4: flash_attn.cute (flash-attn-4) is not importable on a CUDA device >= sm90"
             )
         return "fa4"
     if args.attn_backend in SDPA_ONLY:
@@ -1056,7 +1072,7 @@ class Attention(nn.Module):
         super().__init__()
         d, h, kv = args.model_dim, args.num_heads, args.num_kv_heads
         if d % h or h % kv:
-            raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: heads must divide dim and kv heads")
+            raise ValueError(f"MODEL_DIM={d} NUM_HEADS={h} NUM_KV_HEADS={kv}: kv heads | heads | dim")
         self.h, self.kv, self.hd = h, kv, d // h
         qb = args.qat_bits if args.late_qat else 0
         self.c_q, self.c_k, self.c_v = (
@@ -2035,15 +2051,17 @@ def export_artifact(state: dict, args: Hyperparameters, path: str, rt: Runtime, 
         payload, groups = quantize_state(state, args, hessians if use_h else None, rt.device)
         blob = encode(payload, meta, codec, layout, args)
     if code_bytes + len(blob) > ARTIFACT_CAP_BYTES and args.prune_max_frac > 0:
-        order = prune_order(payload)
+        # nothing to prune (every matrix kept in float): no search, the setting to lower named
+        order = any("emb" not in n for n in payload["q"]) and prune_order(payload)
         fit = lambda f: (
             code_bytes + len(encode(prune(payload, order, f), meta, codec, layout, args)) <= ARTIFACT_CAP_BYTES
         )
-        found = smallest_fit(fit, args.prune_max_frac)
-        if found is None:
+        found = order and smallest_fit(fit, args.prune_max_frac)
+        if found is None or not order:
             msg = (
                 f"artifact over the cap even with PRUNE_MAX_FRAC={args.prune_max_frac} of the quantized matrix "
                 f"weights pruned: code {code_bytes} + model {len(blob)} > {ARTIFACT_CAP_BYTES} bytes"
+                + ("" if order else "; none to prune: lower QUANT_KEEP_FLOAT_NUMEL")
             )
             rt.log(f"ERROR: {msg}")
             raise SystemExit(msg)
@@ -2214,12 +2232,7 @@ def train(args: Hyperparameters, rt: Runtime) -> tuple[GPT, dict]:
     optimizers = build_optimizers(model, args, rt)
     muon = optimizers[1]
     loader = DistributedTokenLoader(args.train_files, rt)
-    val_tokens = load_val_tokens(args)
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    if sp.get_piece_size() > args.vocab_size:
-        raise SystemExit(f"{args.tokenizer_path}: {sp.get_piece_size()} pieces > VOCAB_SIZE={args.vocab_size}")
-    luts = byte_luts(sp, args.vocab_size, load_val_bytes(val_tokens, args))
-    rt.log(f"val_bytes:{'sidecar ' + os.environ['VAL_BYTES_FILES'] if luts.val_bytes is not None else 'pieces'}")
+    val_tokens, luts = load_val(args, rt)
 
     def step_fn(step: int, elapsed_ms: float) -> tuple[torch.Tensor, float]:
         """One optimizer step; returns the mean training loss as a device tensor (read only when logged, so the host
@@ -2373,10 +2386,7 @@ def stage_eval(artifact: str, args: Hyperparameters, rt: Runtime) -> dict:
     t0 = time.perf_counter()
     model, qtag, args = model_from_artifact(artifact, args, rt)
     rt.log(f"eval artifact:{Path(artifact).name} attention_backend:{attention_backend(rt, args)}")
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    val_tokens = load_val_tokens(args)
-    luts = byte_luts(sp, args.vocab_size, load_val_bytes(val_tokens, args))
-    rt.log(f"val_bytes:{'sidecar ' + os.environ['VAL_BYTES_FILES'] if luts.val_bytes is not None else 'pieces'}")
+    val_tokens, luts = load_val(args, rt)
     net = maybe_compile(model, args, rt)
     strides = [args.eval_seq_len] + ([args.eval_stride] if args.eval_stride < args.eval_seq_len else [])
     load_s, compile_s = time.perf_counter() - t0, 0.0

@@ -8,12 +8,17 @@ from pgolf.data import used_section
 from pgolf.fsio import sha256_file
 from pgolf.preflight import (
     dry_run_requested,
+    eval_problems,
     executor_of,
     gpu_count,
+    input_problems,
+    link_problems,
     machine_problems,
     model_problems,
     path_problems,
+    record_folder_problems,
     resolve_nproc,
+    run_record_date,
     script_defaults,
 )
 from pgolf.stages import config_digest, train_env, train_identity
@@ -48,6 +53,8 @@ OUT = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 GPUS = NPROC if config["device"] == "cuda" else 0
 DATA_MANIFEST = f"data/{config['data']['name']}/manifest.json"
+# the data step's done marker (per data set: runs share it), as done_marker's for the per-run steps
+DATA_DONE = f"data/.done/{config['data']['name']}"
 # Every rule runs the pgolf package; with --software-deployment-method conda this is its environment.
 CONDA_ENV = str(Path(workflow.basedir) / "environment.yml")
 
@@ -62,7 +69,11 @@ def repo_path(path):
 
 SCRIPT = repo_path(config["train"]["script"])
 # Refuse, before any job, a config that cannot work: missing input files, model shapes the script would refuse.
-_PROBLEMS = path_problems(config, repo_path)
+_PROBLEMS = (
+    link_problems(".")
+    + path_problems(config, repo_path)
+    + input_problems(config, repo_path)
+)
 if config["train"].get("mode", "staged") == "staged" and os.path.exists(SCRIPT):
     _PROBLEMS += model_problems(config["train"], script_defaults(SCRIPT), NPROC)
 if _PROBLEMS:
@@ -143,12 +154,27 @@ EXPECTED_CONFIGS = (
 )
 
 
-# The record folder is named by its date: config record.date, or today when it is null.
-RECORD_DATE = config["record"].get("date") or datetime.date.today().isoformat()
+# The record folder is named by its date: config record.date, or when it is null the date of the folder this run
+# already wrote (a run re-invoked after midnight keeps its one folder), else today.
+RECORD_DATE = (
+    config["record"].get("date")
+    or run_record_date(
+        "records", config["record"]["track"], config["record"]["name"], RUN
+    )
+    or datetime.date.today().isoformat()
+)
 RECORD_DIR = (
     f"records/{config['record']['track']}/{RECORD_DATE}_{config['record']['name']}"
 )
 RECORD_SETTINGS = {**config["record"], "date": RECORD_DATE}
+# Refused before any job: an impossible date, a record folder another run wrote, a window longer than the split.
+_PROBLEMS = record_folder_problems(RECORD_SETTINGS, RECORD_DIR, RUN)
+if not UPSTREAM:
+    _PROBLEMS += eval_problems(config, DATA_MANIFEST)
+if _PROBLEMS:
+    raise WorkflowError(
+        "the config cannot work:\n" + "\n".join(f"  - {p}" for p in _PROBLEMS)
+    )
 # Paths in the record section (the reference record folder, extra files) are relative to the repository.
 if RECORD_SETTINGS.get("reference"):
     RECORD_SETTINGS["reference"] = repo_path(RECORD_SETTINGS["reference"])
@@ -222,6 +248,30 @@ def done_marker(step):
     plan shows the job again (Snakemake drops a failed job's metadata, so the restored products alone would look up to
     date even when the job re-ran for a changed config)."""
     return f"{OUT}/.done/{step}"
+
+
+# The steps after each step: its seeds' later steps and the record (data and fa3: every seed's).
+LATER_STEPS = {
+    "data": ["train", "train_upstream", "quantize", "evaluate"],
+    "fa3": ["train", "train_upstream", "quantize", "evaluate"],
+    "train": ["quantize", "evaluate"],
+    "train_upstream": [],
+    "quantize": ["evaluate"],
+    "evaluate": [],
+}
+
+
+def stale_markers(step, seed=None):
+    """The done markers of the steps after ``step`` (of its seed, or of every seed for data and fa3, and the
+    record's), as one shell word list: the step's command removes them before it runs. Snakemake drops from its plan a
+    failed (or killed) job when the jobs after it still have all their outputs, a missing input marker or not; with
+    their markers gone too, the next plan shows the failed step and every step after it again.
+    """
+    seeds = SEEDS if seed is None else [seed]
+    marks = [
+        done_marker(f"seed_{s}.{later}") for s in seeds for later in LATER_STEPS[step]
+    ]
+    return " ".join([*marks, done_marker("record")])
 
 
 def seed_path(name):

@@ -7,7 +7,8 @@ rule data:
     input:
         data_inputs,
     output:
-        manifest=here(DATA_MANIFEST),
+        manifest=kept(here(DATA_MANIFEST)),
+        done=here(DATA_DONE),
     log:
         f"logs/data/{config['data']['name']}.log",
     conda:
@@ -17,6 +18,7 @@ rule data:
         data=as_json(data_section()),
         root=repo_path("."),
         out=lambda wildcards, output: os.path.dirname(output.manifest),
+        stale=stale_markers("data"),
     shell:
-        "pgolf data --data-json {params.data:q} --root {params.root:q} --out {params.out:q} --threads {threads}"
-        " > {log} 2>&1"
+        "rm -f {params.stale} && pgolf data --data-json {params.data:q} --root {params.root:q} --out {params.out:q} --threads {threads}"
+        " > {log} 2>&1 && touch {output.done}"

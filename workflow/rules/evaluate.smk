@@ -26,8 +26,9 @@ if not UPSTREAM:
             quantize=as_json(config["quantize"]),
             nproc=NPROC,
             run=RUN,
+            stale=lambda wildcards: stale_markers("evaluate", wildcards.seed),
         shell:
-            "pgolf evaluate --script {input.script} --data-manifest {input.data} --artifact {input.artifact}"
+            "rm -f {params.stale} && pgolf evaluate --script {input.script} --data-manifest {input.data} --artifact {input.artifact}"
             " --seed {wildcards.seed} --run {params.run} --nproc {params.nproc} --eval-json {params.eval:q}"
             " --quantize-json {params.quantize:q}"
             " --train-summary {input.train_summary} --quantize-summary {input.quantize_summary}"

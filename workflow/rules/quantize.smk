@@ -38,8 +38,9 @@ if not UPSTREAM:
         params:
             quantize=as_json(config["quantize"]),
             train=as_json(TRAIN_SECTION),
+            stale=lambda wildcards: stale_markers("quantize", wildcards.seed),
         shell:
-            "pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --seed {wildcards.seed}"
+            "rm -f {params.stale} && pgolf quantize --script {input.script} --checkpoint {input.checkpoint} --seed {wildcards.seed}"
             " --train-summary {input.train_summary} --train-json {params.train:q} --quantize-json {params.quantize:q}"
             " --code-file {input.shipped} --artifact {output.artifact} --summary {output.summary} --logfile {output.qlog} --console-fd 3 3>&2 > {log} 2>&1"
             " && touch {output.done}"

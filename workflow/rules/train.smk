@@ -5,6 +5,8 @@ if not UPSTREAM:
             data=prepared(DATA_MANIFEST),
             fa3=prepared(f"{OUT}/env/fa3.json"),
             script=here(SCRIPT),
+            # the data and fa3 steps succeeded (a failed re-run leaves its kept products but not its marker)
+            steps=[prepared(DATA_DONE), prepared(done_marker("fa3"))],
         output:
             checkpoint=kept(seed_path("checkpoint.pt")),
             summary=kept(seed_path("train.json")),
@@ -22,8 +24,9 @@ if not UPSTREAM:
             script_sha256=SCRIPT_SHA256,
             nproc=NPROC,
             run=RUN,
+            stale=lambda wildcards: stale_markers("train", wildcards.seed),
         shell:
-            "pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
+            "rm -f {params.stale} && pgolf train --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run-id {params.run}_seed{wildcards.seed} --nproc {params.nproc} --train-json {params.train:q}"
             " --checkpoint {output.checkpoint} --summary {output.summary} --logfile {output.trainlog}"
             " --fa3-status {input.fa3} --console-fd 3 3>&2 > {log} 2>&1"
@@ -38,6 +41,8 @@ else:
             data=prepared(DATA_MANIFEST),
             fa3=prepared(f"{OUT}/env/fa3.json"),
             script=here(SCRIPT),
+            # the data and fa3 steps succeeded (a failed re-run leaves its kept products but not its marker)
+            steps=[prepared(DATA_DONE), prepared(done_marker("fa3"))],
         output:
             metrics=kept(seed_path("metrics.json")),
             trainlog=kept(seed_path("train.log")),
@@ -56,8 +61,9 @@ else:
             run=RUN,
             device=config["device"],
             workdir=lambda wildcards: f"{OUT}/seed_{wildcards.seed}/upstream",
+            stale=lambda wildcards: stale_markers("train_upstream", wildcards.seed),
         shell:
-            "pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
+            "rm -f {params.stale} && pgolf run-upstream --script {input.script} --data-manifest {input.data} --seed {wildcards.seed}"
             " --run {params.run} --nproc {params.nproc} --env-json {params.env:q} --device {params.device}"
             " --workdir {params.workdir} --logfile {output.trainlog} --metrics {output.metrics}"
             " --fa3-status {input.fa3} --console-fd 3 3>&2 > {log} 2>&1"

@@ -146,6 +146,11 @@ def _require(cond: bool, manifest_path: Path, problem: str) -> None:
         raise ValueError(f"{manifest_path}: {problem}")
 
 
+def _absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute and normalized without resolving links (``os.path.abspath``)."""
+    return Path(os.path.abspath(path))
+
+
 def load_manifest(path: str | os.PathLike) -> dict:
     """Read and check a data manifest (or a folder holding one); return it with absolute paths added.
 
@@ -158,7 +163,8 @@ def load_manifest(path: str | os.PathLike) -> dict:
     if path.is_dir():
         path = path / MANIFEST_NAME
     m = read_json(path)
-    root = path.resolve().parent
+    # absolute, but not resolved through links: a linked data/ (a volume) keeps the repository's own paths
+    root = _absolute(path).parent
     _require(m.get("format") == MANIFEST_FORMAT, path, f"'format' is {m.get('format')!r}, expected {MANIFEST_FORMAT!r}")
     _require(m.get("version") == MANIFEST_VERSION, path, f"unsupported 'version' {m.get('version')!r}")
     for key in ("name", "prefix"):
@@ -169,12 +175,12 @@ def load_manifest(path: str | os.PathLike) -> dict:
     _require(
         isinstance(tok.get("vocab_size"), int) and tok["vocab_size"] > 0, path, "missing or bad 'tokenizer.vocab_size'"
     )
-    tokenizer_path = (root / tok["path"]).resolve()
+    tokenizer_path = _absolute(root / tok["path"])
     if not tokenizer_path.is_file():
         raise FileNotFoundError(f"{path}: tokenizer {tokenizer_path} not found")
 
     out = dict(m)
-    out.update(manifest_path=str(path.resolve()), root=str(root), tokenizer_path=str(tokenizer_path))
+    out.update(manifest_path=str(_absolute(path)), root=str(root), tokenizer_path=str(tokenizer_path))
     out["vocab_size"] = tok["vocab_size"]
     for split in ("train", "val", SIDECAR_SPLIT):
         if split == SIDECAR_SPLIT and split not in m:
@@ -189,7 +195,7 @@ def load_manifest(path: str | os.PathLike) -> dict:
             _require(isinstance(entry, dict), path, f"{where} must be an object")
             for key, typ in (("path", str), ("tokens", int), ("bytes", int), ("sha256", str)):
                 _require(isinstance(entry.get(key), typ), path, f"missing or bad key {where}.{key}")
-            shard = (root / entry["path"]).resolve()
+            shard = _absolute(root / entry["path"])
             if not shard.is_file():
                 raise FileNotFoundError(f"{path}: shard {shard} not found")
             size = shard.stat().st_size

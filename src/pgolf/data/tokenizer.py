@@ -12,6 +12,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from pgolf.data.common import cpu_count
+from pgolf import fsio
 from pgolf.data.documents import iter_documents
 
 # Tokenizer training reads at most this many documents unless told otherwise (bounds the trainer's memory).
@@ -166,6 +167,9 @@ def train_tokenizer(
         except RuntimeError as e:
             if errors:
                 raise errors[0] from None
+            # SentencePiece's failed write (a full disk) reads "INTERNAL: ... WriteLine": not the documents' fault
+            if "Write" in str(e) or shutil.disk_usage(tmp_dir).free < 1 << 20:
+                raise fsio.disk_full(f"{model_prefix}.model", "tokenizer", e) from None
             raise ValueError(f"{docs_path}: SentencePiece training failed ({count} documents read): {e}") from None
         if errors:
             raise errors[0]
