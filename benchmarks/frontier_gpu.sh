@@ -48,6 +48,15 @@ mkdir -p "$OUTDIR" "$DEST" "$STATE"
 CALL_START_MARK=$STATE/.call_start
 touch "$CALL_START_MARK"
 CAP_S=${CAP_S:-60}
+# EAGER=1: torch.compile off (TORCH_COMPILE_DISABLE=1) and 3 warm-up steps, for both the pipeline and the bare runs:
+# on one H200 the scripts' cold compile (fullgraph, 4 cu_seqlens buckets x loop on/off) took over 230 s before the first
+# step (2026-12-02), more than a 9-minute call holds beside the rest; the comparison stays like for like
+if [ "${EAGER:-0}" = 1 ]; then
+  export TORCH_COMPILE_DISABLE=1
+  WARMUP_ENV="    WARMUP_STEPS: 3"
+else
+  WARMUP_ENV=""
+fi
 VAL_DOCS=${VAL_DOCS:-400}
 PREFIX_DOCS=${PREFIX_DOCS:-40}
 REC=upstream/records/track_10min_16mb
@@ -162,6 +171,7 @@ train:
     VAL_LOSS_EVERY: 0
     PHASED_TTT_PREFIX_DOCS: $PREFIX_DOCS
     COMPRESSOR: ${COMPRESSOR:-pergroup}
+$WARMUP_ENV
 record:
   track: track_non_record_16mb
   name: frontier_$tag
