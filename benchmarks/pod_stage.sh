@@ -18,7 +18,7 @@ cp "$shared"/wheels/gpu-py312/*.whl .gpu/wheels/
 # the project's pins (pyproject.toml) that the Snakemake set lacks or has at another version, with their dependencies
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .gpu/wheels huggingface_hub==2.4.0 sentencepiece==0.2.1 PyYAML==6.0.3 pygments==2.21.0 ninja==1.13.2 \
+  -d .gpu/wheels huggingface_hub==2.4.0 sentencepiece==0.2.1 PyYAML==6.0.3 pygments==2.21.0 python-minifier==3.2.0 ninja==1.13.2 \
   setuptools==84.2.1 wheel==0.48.0
 cp "$shared"/fa3/flash-attention-0251105a-hopper.bundle .fa3src/
 du -sh .gpu .fa3src
