@@ -573,7 +573,8 @@ def test_a_linked_data_folder_publishes_the_repository_s_own_paths(repo, tmp_pat
         text = (repo / RECORD / name).read_text()
         assert str(volume) not in text and "/x/" not in text, name
     readme = (repo / RECORD / "README.md").read_text()
-    assert "TOKENIZER_PATH=../../../data/test_wiki_sp1024/tokenizer_sp1024.model" in readme
+    # the reproducing command names upstream's data layout, relative to the record folder in an upstream clone
+    assert "TOKENIZER_PATH=../../../data/tokenizers/tokenizer_sp1024.model" in readme
 
 
 def test_text_fields_are_escaped_and_an_impossible_date_is_refused(base, tmp_path):

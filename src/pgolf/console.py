@@ -55,6 +55,7 @@ class Console:
         self.t0 = clock()
         self.last_shown = self.t0
         self.progress: str | None = None
+        self.shown_progress: str | None = None
         self.last_line = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -76,9 +77,11 @@ class Console:
         if text:
             self.last_line = text
         if progress is not None:
+            first = self.progress is None  # the first logged step is shown at once: the start-up is over
             self.progress = progress
-            if self.clock() - self.last_shown >= self.min_gap_s:
+            if first or self.clock() - self.last_shown >= self.min_gap_s:
                 self.write(progress)
+                self.shown_progress = progress
 
     def heartbeat(self) -> None:
         """Called every few seconds: a status line when nothing was shown for ``interval_s``."""
@@ -107,6 +110,8 @@ class Console:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+            if self.progress is not None and self.progress != self.shown_progress:  # the last logged step
+                self.write(self.progress)
             self.write("finished" if code == 0 else f"failed (exit code {code}); the step's log has the whole output")
 
 
