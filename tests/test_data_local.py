@@ -91,7 +91,10 @@ def test_a_volume_folder_is_checked_and_linked(volume):
     # through the repository's own data/ folder (paths published in a record are the repository's), whose links
     # lead to the volume
     assert env["TRAIN_FILES"].startswith(str(out)) and env["VOCAB_SIZE"] == "1024"
-    assert Path(env["TRAIN_FILES"].replace("*", "000000")).resolve() == (v["folder"] / "fineweb_train_000000.bin").resolve()
+    assert (
+        Path(env["TRAIN_FILES"].replace("*", "000000")).resolve()
+        == (v["folder"] / "fineweb_train_000000.bin").resolve()
+    )
     shard = v["folder"] / "fineweb_train_000000.bin"
     write_shard(shard, np.array([1, 5, 6, 7], dtype=np.uint16))  # the volume's file changed afterwards
     with pytest.raises(ValueError, match="fineweb_train_000000.bin has 1032 bytes, manifest says 3424"):

@@ -63,7 +63,11 @@ def test_sidecar_counts_are_the_utf8_length_of_the_text(docs):
     assert len(starts) == len(docs["texts"]) + 1
     for text, a, b in zip(docs["texts"], starts[:-1], starts[1:], strict=True):
         assert counts[a] == 0  # BOS
-        assert int(counts[a:b].sum()) == len(text.encode("utf-8")) == len(docs["sp"].decode(tokens[a + 1 : b].tolist()).encode())
+        assert (
+            int(counts[a:b].sum())
+            == len(text.encode("utf-8"))
+            == len(docs["sp"].decode(tokens[a + 1 : b].tolist()).encode())
+        )
     assert (counts[tokens != 1] > 0).all()
 
 
