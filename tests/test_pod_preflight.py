@@ -468,3 +468,25 @@ def test_on_a_cluster_auto_is_8_and_the_submit_host_gpus_are_not_counted(tmp_pat
     assert "CUDA GPU(s) here" not in out
     found = train_resources(out)
     assert found and all(nproc == "8" for _, nproc in found), found
+
+
+def test_the_readmes_own_details_file_is_a_valid_overlay(tmp_path):
+    """The bare pod's step 2 (me.yaml) as the README writes it: valid YAML that the schema accepts on top of
+    config/config.yaml, setting the record's details and FA3 as required (a record attempt never trains on SDPA)."""
+    from pgolf.configcheck import config_problems
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### The bare pod, step by step", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    me = tmp_path / "me.yaml"
+    me.write_text(block)
+    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert config_problems([me], REPO / "config" / "config.yaml", schema) == []
+    import yaml
+
+    details = yaml.safe_load(block)
+    assert details["record"]["author"] and details["record"]["github_id"] and details["fa3"]["required"] is True
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(block.replace("fa3: {required: true}", "fa3: {required: true"))
+    (problem,) = config_problems([broken], REPO / "config" / "config.yaml", schema)
+    assert "broken.yaml:" in problem
