@@ -123,6 +123,22 @@ def test_requirements_note_what_pip_cannot_install():
     assert "FlashAttention" not in plain and "lrzip" not in plain
 
 
+def test_requirements_name_the_python_and_no_local_path_of_the_fa3_build():
+    """The pins are those of the Python that ran (numpy 2.5 needs Python >= 3.12); an FA3 built from a local clone or
+    git bundle is named by its commit, not by the machine's path (the rehearsal's record named a /work path)."""
+    status = {"state": "built", "repo": "/work/main/.fa3src/flash-attention-0251105a-hopper.bundle", "commit": "7fdd"}
+    env = {"python": "3.12.3", "torch": "2.11.0", "fa3": "3.0.0", "fa3_status": status}
+    text = pinned_requirements(["torch"], env, "import torch\n")
+    assert text.splitlines()[1] == "# ran on Python 3.12.3"
+    assert (
+        "/work/main" not in text and "a local copy of flash-attention (flash-attention-0251105a-hopper.bundle)" in text
+    )
+    assert "hopper/ at commit 7fdd" in text
+    url = "https://github.com/Dao-AILab/flash-attention.git"
+    text = pinned_requirements(["torch"], {**env, "fa3_status": {**status, "repo": url}}, "import torch\n")
+    assert f"# built from {url} hopper/ at commit 7fdd" in text
+
+
 def test_record_rule_passes_the_data_manifest(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "-p"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

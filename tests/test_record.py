@@ -368,7 +368,8 @@ def test_build_record_writes_a_passing_folder(run):
 
     expected = f"torch==2.9.1\nnumpy=={version('numpy')}\nzstandard=={version('zstandard')}\n"
     text = (out / "requirements.txt").read_text()
-    assert text.startswith("# Python deps. Install with: pip install -r requirements.txt\n" + expected)
+    head = "# Python deps. Install with: pip install -r requirements.txt\n# ran on Python 3.12.3\n"
+    assert text.startswith(head + expected)
     # the FA3 the run used (ENVIRONMENT: 3.0.0b1), which plain pip cannot install, as a note
     assert (
         "\n# FlashAttention 3 must be installed separately (not on PyPI) (the run used flash_attn_3 3.0.0b1):" in text

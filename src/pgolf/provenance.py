@@ -152,8 +152,13 @@ def install_notes(environment: dict, script_text: str = "") -> list[str]:
         if status.get("url"):
             notes.append(f"# pip install --no-deps {status['url']}")
         elif status.get("state") == "built" and status.get("commit"):
+            repo = str(status.get("repo") or "")
+            if not re.match(
+                r"^[a-z][a-z0-9+.-]*://", repo
+            ):  # a local clone or bundle: this machine's path helps no one
+                repo = f"a local copy of flash-attention ({os.path.basename(repo.rstrip('/')) or 'a clone'})"
             notes.append(
-                f"# built from {status.get('repo')} hopper/ at commit {status['commit']}:"
+                f"# built from {repo} hopper/ at commit {status['commit']}:"
                 " cd hopper && pip install --no-build-isolation --no-deps ."
             )
         else:
@@ -177,6 +182,8 @@ def pinned_requirements(requirements: list[str] | None, environment: dict, scrip
     stays unpinned, with a comment saying so. Then the install notes of what pip cannot install (``install_notes``)."""
     packages = {k.lower().replace("_", "-"): v for k, v in (environment.get("packages") or {}).items()}
     lines = ["# Python deps. Install with: pip install -r requirements.txt"]
+    if environment.get("python"):  # the pins are that Python's (numpy 2.5 needs Python >= 3.12, for one)
+        lines.append(f"# ran on Python {environment['python']}")
     for req in requirements or []:
         req = str(req).strip()
         if not req or _SPECIFIER.search(req):
