@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pgolf.fsio import read_json
 from pgolf.logs import parse_log
+from pgolf.valscope import VAL_SCOPE
 
 RECORD_TRACK = "track_10min_16mb"
 NON_RECORD_TRACK = "track_non_record_16mb"
@@ -35,10 +36,6 @@ _NOT_LOGS = re.compile(r"^(requirements.*|readme.*|license.*|notes?.*|results?.*
 SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
 
 # lines parse_log does not read
-_VAL_SCOPE = re.compile(
-    r"^val_scope:\s*scored_tokens:(?P<st>\d+)\s+scored_bytes:(?P<sb>\d+)\s+split_tokens:(?P<tt>\d+)\s+"
-    r"split_bytes:(?P<tb>\d+)\s*$"
-)
 _VAL_TOKENS = re.compile(r"^val_tokens:\s*(\d+)\s*$")
 _SMI_GPU = re.compile(r"^\|\s+(\d+)\s+(NVIDIA\s.*?|Tesla\s.*?)\s{2,}(?:On|Off)\s+\|")
 _WORLD_SIZE = re.compile(r"^\s*world_size:\s*(\d+)\s*$")
@@ -122,16 +119,9 @@ def log_extras(text: str) -> dict:
     out: dict = {"val_scope": [], "val_tokens": None, "gpus": {}, "world_size": None, "evidence": {}}
     for lineno, raw in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         line = raw.strip()
-        if m := _VAL_SCOPE.match(line):
+        if m := VAL_SCOPE.match(line):  # the line as the training script writes it (pgolf.valscope)
             scope = {k: int(v) for k, v in m.groupdict().items()}
-            scope = {
-                "scored_tokens": scope["st"],
-                "scored_bytes": scope["sb"],
-                "split_tokens": scope["tt"],
-                "split_bytes": scope["tb"],
-                "line": f"line {lineno}: {line[:200]}",
-            }
-            out["val_scope"].append(scope)
+            out["val_scope"].append({**scope, "line": f"line {lineno}: {line[:200]}"})
         elif m := _VAL_TOKENS.match(line):
             out["val_tokens"] = int(m.group(1))
             out["evidence"]["val_tokens"] = f"line {lineno}: {line[:200]}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pgolf.pack import read_source_text
 from pgolf.recordfolder import RECORD_TRACK, RecordFolder, code_difference, code_recipe, counted_code_size
+from pgolf.valscope import is_partial
 
 VIOLATION, WARNING, NOTE = "violation", "warning", "note"
 
@@ -100,7 +101,7 @@ def whole_validation_split(folder: RecordFolder, report) -> None:
     data = folder.sub.get("data") if isinstance(folder.sub.get("data"), dict) else {}
     for rel in report.backing:
         for scope in folder.extras.get(rel, {}).get("val_scope", []):
-            if scope["scored_tokens"] < scope["split_tokens"] or scope["scored_bytes"] < scope["split_bytes"]:
+            if is_partial(scope):
                 report.add(
                     VIOLATION,
                     f"{rel}: scored {scope['scored_tokens']} of the validation split's {scope['split_tokens']} "
